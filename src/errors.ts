@@ -1,0 +1,182 @@
+/**
+ * Every error corral throws or rejects with. One hierarchy, one file: callers can branch on
+ * `instanceof` or on the stable `code` string (which survives serialisation, `instanceof` does not).
+ */
+
+export type CorralErrorCode =
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_POOL_CLOSED'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_TASK_FAILED'
+  | 'ERR_TASK_TIMEOUT'
+  | 'ERR_TASK_ABORTED'
+  | 'ERR_WORKER_CRASHED'
+  | 'ERR_WORKER_START'
+  | 'ERR_MODULE_LOAD'
+  | 'ERR_UNKNOWN_TASK'
+  | 'ERR_SERIALIZATION'
+  | 'ERR_NATIVE_UNAVAILABLE';
+
+export class CorralError extends Error {
+  readonly code: CorralErrorCode;
+  constructor(code: CorralErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+/** An option or argument is not acceptable; the message names it and says what is allowed. */
+export class ConfigError extends CorralError {
+  readonly option: string;
+  constructor(option: string, message: string) {
+    super('ERR_INVALID_OPTION', `${option}: ${message}`);
+    this.option = option;
+  }
+}
+
+/** The pool was closed or terminated before the task could run. */
+export class PoolClosedError extends CorralError {
+  constructor(message = 'the pool is closed; create a new Pool to submit more work') {
+    super('ERR_POOL_CLOSED', message);
+  }
+}
+
+/** `maxQueue` tasks are already waiting: back pressure, try again later. */
+export class QueueFullError extends CorralError {
+  readonly maxQueue: number;
+  constructor(maxQueue: number) {
+    super(
+      'ERR_QUEUE_FULL',
+      `the task queue is full (maxQueue = ${maxQueue}); wait for running tasks to settle or raise maxQueue`,
+    );
+    this.maxQueue = maxQueue;
+  }
+}
+
+/** The task's own code threw; `cause` is the remote error rebuilt with its name, message, stack and fields. */
+export class TaskError extends CorralError {
+  readonly task: string;
+  constructor(task: string, cause: unknown) {
+    const why = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+    super('ERR_TASK_FAILED', `task '${task}' failed: ${why}`, { cause });
+    this.task = task;
+  }
+}
+
+export class TaskTimeoutError extends CorralError {
+  readonly task: string;
+  readonly timeout: number;
+  constructor(task: string, timeout: number) {
+    super(
+      'ERR_TASK_TIMEOUT',
+      `task '${task}' did not finish within ${timeout} ms; its worker was stopped and replaced`,
+    );
+    this.task = task;
+    this.timeout = timeout;
+  }
+}
+
+/** The task's AbortSignal fired. `cause` is the signal's reason. */
+export class AbortError extends CorralError {
+  readonly task: string;
+  constructor(task: string, reason: unknown) {
+    super('ERR_TASK_ABORTED', `task '${task}' was aborted`, { cause: reason });
+    this.task = task;
+  }
+}
+
+export interface WorkerExit {
+  workerId: number;
+  pid: number | undefined;
+  threadId: number | undefined;
+  exitCode: number | null;
+  signal: string | null;
+  /** Last lines the worker wrote to stderr (process runtime), or the error a thread died of. */
+  detail?: string;
+}
+
+/** The worker running the task died. Tasks it had not started yet are re-queued, not failed. */
+export class WorkerCrashedError extends CorralError {
+  readonly task: string;
+  readonly workerId: number;
+  readonly pid: number | undefined;
+  readonly threadId: number | undefined;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  constructor(task: string, exit: WorkerExit, message?: string, options?: { cause?: unknown }) {
+    const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`;
+    const who = exit.pid !== undefined ? `pid ${exit.pid}` : `thread ${exit.threadId}`;
+    super(
+      'ERR_WORKER_CRASHED',
+      message ??
+        `worker ${exit.workerId} (${who}) died with ${how} while running task '${task}'` +
+          (exit.detail ? `: ${exit.detail}` : ''),
+      options,
+    );
+    this.task = task;
+    this.workerId = exit.workerId;
+    this.pid = exit.pid;
+    this.threadId = exit.threadId;
+    this.exitCode = exit.exitCode;
+    this.signal = exit.signal;
+  }
+}
+
+/** Workers could not be started (bad execArgv, resources exhausted, repeated crashes at start). */
+export class WorkerStartError extends CorralError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_WORKER_START', message, options);
+  }
+}
+
+/** The task module (or its initializer) failed to load in a worker. Not retried. */
+export class ModuleLoadError extends CorralError {
+  readonly module: string;
+  constructor(module: string, cause: unknown) {
+    const why = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+    super('ERR_MODULE_LOAD', `task module ${module} failed to load in a worker: ${why}`, { cause });
+    this.module = module;
+  }
+}
+
+export class UnknownTaskError extends CorralError {
+  readonly task: string;
+  readonly available: readonly string[];
+  constructor(task: string, available: readonly string[]) {
+    super(
+      'ERR_UNKNOWN_TASK',
+      `the task module has no function export named '${task}'; it exports: ${available.length ? available.join(', ') : '(no functions)'}`,
+    );
+    this.task = task;
+    this.available = available;
+  }
+}
+
+/** Arguments or a result could not be structured-cloned (functions, class instances with methods, sockets...). */
+export class SerializationError extends CorralError {
+  readonly task: string;
+  readonly direction: 'arguments' | 'result';
+  constructor(task: string, direction: 'arguments' | 'result', cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(
+      'ERR_SERIALIZATION',
+      `the ${direction} of task '${task}' cannot be sent between workers: ${why}. ` +
+        'Pass plain data (objects, arrays, strings, numbers, typed arrays, Map/Set); functions and sockets cannot travel.',
+      { cause },
+    );
+    this.task = task;
+    this.direction = direction;
+  }
+}
+
+/** A capability that needs the native addon (or a Linux facility) is not available here. */
+export class NativeUnavailableError extends CorralError {
+  readonly capability: string;
+  constructor(capability: string, why: string) {
+    super('ERR_NATIVE_UNAVAILABLE', `${capability} is not available: ${why}`);
+    this.capability = capability;
+  }
+}
