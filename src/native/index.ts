@@ -1,0 +1,136 @@
+/**
+ * Loader for corral's optional native addon (native/corral.c, Node-API 8).
+ *
+ * The addon is optional by design: corral must run where no compiler was available, so
+ * nothing here throws on a missing or broken build. Callers that can degrade use
+ * `native()`; callers that cannot do their job without it use `requireNative()`, which
+ * fails with an error that says why and how to fix it.
+ */
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NativeUnavailableError } from '../errors.js';
+
+export type RlimitResource = 'as' | 'data' | 'nofile' | 'cpu' | 'rss' | 'stack' | 'core' | 'nproc';
+
+/** `null` is RLIM_INFINITY. Bytes for 'as', 'data', 'rss', 'stack', 'core'; seconds for 'cpu'. */
+export interface Rlimit {
+  soft: number | null;
+  hard: number | null;
+}
+
+/**
+ * Argument errors follow Node's conventions: wrong type → TypeError (`ERR_INVALID_ARG_TYPE`,
+ * or `ERR_INVALID_ARG_VALUE` for an unknown resource), number out of range → RangeError
+ * (`ERR_OUT_OF_RANGE`). A failing system call throws an Error with `code` = errno name
+ * ('EPERM', 'ESRCH', 'EINVAL'), `errno` (negative) and `syscall`.
+ */
+export interface NativeBinding {
+  /**
+   * prctl(PR_SET_PDEATHSIG): deliver `sig` to this process when its parent dies, even by
+   * SIGKILL. The kernel ties this to the parent *thread* that spawned us, and it does not
+   * fire if the parent is already gone: compare `getppid()` with the expected parent pid
+   * right after calling it.
+   */
+  setPdeathsig(sig: number): void;
+  getppid(): number;
+  getrlimit(r: RlimitResource): Rlimit;
+  /** Limits this process (and children spawned afterwards, which inherit them). */
+  setrlimit(r: RlimitResource, soft: number | null, hard: number | null): void;
+  /** Reads another process' limit without changing it. */
+  prlimit(pid: number, r: RlimitResource): Rlimit;
+  /** Sets another process' limit and returns the one it replaced. pid 0 is this process. */
+  prlimit(pid: number, r: RlimitResource, soft: number | null, hard: number | null): Rlimit;
+}
+
+export interface NativeStatus {
+  available: boolean;
+  /** The .node file that was (or would have been) loaded. */
+  path: string;
+  /** Why it is not available; absent when it is. */
+  reason?: string;
+}
+
+const FUNCTIONS = ['setPdeathsig', 'getppid', 'getrlimit', 'setrlimit', 'prlimit'] as const;
+
+// dist/src/native/index.js → <package root>/native/build/Release/corral.node
+const DEFAULT_PATH = fileURLToPath(new URL('../../../native/build/Release/corral.node', import.meta.url));
+
+const BUILD_HINT = 'run `npm run build:native` in the corral package (needs python3, make and a C compiler)';
+
+type Loaded = { binding: NativeBinding | undefined; status: NativeStatus; hint: string };
+let loaded: Loaded | undefined;
+
+function disabledByEnv(): boolean {
+  const v = process.env.CORRAL_NO_NATIVE;
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+}
+
+function load(): Loaded {
+  const override = process.env.CORRAL_NATIVE_PATH;
+  // Relative to the working directory, like any path a user types; require() alone would
+  // resolve it against this module's directory instead.
+  const path = override ? resolve(override) : DEFAULT_PATH;
+  const missing = (reason: string, hint: string): Loaded => ({
+    binding: undefined,
+    status: { available: false, path, reason },
+    hint,
+  });
+
+  if (disabledByEnv()) {
+    return missing(
+      `disabled by CORRAL_NO_NATIVE=${process.env.CORRAL_NO_NATIVE}`,
+      'unset CORRAL_NO_NATIVE to use the native addon',
+    );
+  }
+  if (process.platform !== 'linux') {
+    return missing(`the native addon is Linux-only (this is ${process.platform})`, '');
+  }
+  // Checked up front so the usual case reads "not built" instead of a require() stack.
+  if (!existsSync(path)) {
+    return missing(
+      `${path} does not exist (${override ? 'CORRAL_NATIVE_PATH points there' : 'the addon was not built'})`,
+      BUILD_HINT,
+    );
+  }
+
+  let exports: unknown;
+  try {
+    exports = createRequire(import.meta.url)(path);
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    return missing(`${path} failed to load: ${why}`, BUILD_HINT);
+  }
+  // A build left over from an older corral would otherwise fail later, far from here.
+  const absent = FUNCTIONS.filter(
+    (name) => typeof (exports as Record<string, unknown> | null)?.[name] !== 'function',
+  );
+  if (absent.length > 0) {
+    return missing(`${path} is stale or not corral's addon: it lacks ${absent.join(', ')}`, BUILD_HINT);
+  }
+  return { binding: exports as NativeBinding, status: { available: true, path }, hint: '' };
+}
+
+function get(): Loaded {
+  loaded ??= load();
+  return loaded;
+}
+
+/** The addon, or `undefined` when it is missing, broken or disabled. Loads once; never throws. */
+export function native(): NativeBinding | undefined {
+  return get().binding;
+}
+
+/** Whether the addon is usable and, if not, why: for diagnostics such as `systemInfo()`. */
+export function nativeStatus(): NativeStatus {
+  return { ...get().status };
+}
+
+/** The addon, or a `NativeUnavailableError` (`ERR_NATIVE_UNAVAILABLE`) naming `capability`, the reason and the fix. */
+export function requireNative(capability: string): NativeBinding {
+  const { binding, status, hint } = get();
+  if (binding) return binding;
+  throw new NativeUnavailableError(capability, hint ? `${status.reason}; ${hint}` : `${status.reason}`);
+}

@@ -1,0 +1,533 @@
+/**
+ * The engine under Pool: the task queue, the workers, and the one place that decides what a
+ * worker's exit means for the units it held.
+ *
+ * Dispatch is pull-shaped: a worker is sent work only while it has free slots, so a worker that
+ * finishes early gets the next units and one slow unit never holds back the rest. How many units a
+ * worker may hold beyond the ones it runs (prefetch) follows the measured unit time: tiny units are
+ * sent 64 to a message, units of milliseconds one at a time.
+ */
+import {
+  AbortError,
+  ModuleLoadError,
+  PoolClosedError,
+  SerializationError,
+  TaskError,
+  TaskTimeoutError,
+  UnknownTaskError,
+  WorkerCrashedError,
+  type WorkerExit,
+  WorkerStartError,
+} from '../errors.js';
+import { spawnProcess } from '../runtime/process.js';
+import {
+  type FromWorker,
+  fromWireError,
+  type ResultFrame,
+  ResultStatus,
+  type UnitFrame,
+  type WireError,
+} from '../runtime/protocol.js';
+import { spawnThread } from '../runtime/thread.js';
+import type { RuntimeExit } from '../runtime/types.js';
+import type { PoolConfig } from './config.js';
+import { Deque } from './deque.js';
+import type { Unit } from './unit.js';
+import { PoolWorker } from './worker.js';
+
+const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
+/** Consecutive start failures after which queued work is failed instead of waiting forever. */
+const MAX_START_FAILURES = 5;
+const MAX_BACKOFF_MS = 5000;
+
+export interface DispatcherEvents {
+  workerStart(info: { workerId: number; pid: number | undefined; threadId: number | undefined }): void;
+  workerExit(info: WorkerExit & { reason: string }): void;
+  workerError(error: Error): void;
+}
+
+/** Prefetch beyond the running units, by mean unit time in ms: enough to hide the round trip. */
+function prefetchFor(meanMs: number | undefined): number {
+  if (meanMs === undefined) return 1;
+  if (meanMs < 0.05) return 63;
+  if (meanMs < 0.5) return 15;
+  if (meanMs < 2) return 2;
+  return 0;
+}
+
+export class Dispatcher {
+  readonly queue = new Deque<Unit>();
+  readonly workers = new Set<PoolWorker>();
+  /** Units queued, not counting ones settled while waiting (aborted) that are skipped lazily. */
+  queued = 0;
+  completed = 0;
+  failed = 0;
+  readonly createdAt = performance.now();
+  heldBackMs = 0;
+  private seq = 0;
+  private nextWorkerId = 1;
+  private dispatchScheduled = false;
+  private meanMs: number | undefined = undefined;
+  private startFailures = 0;
+  private respawnTimer: NodeJS.Timeout | undefined = undefined;
+  private broken: Error | undefined = undefined;
+  private closing = false;
+  private terminated = false;
+  private readonly idleWaiters: (() => void)[] = [];
+  private readonly exitWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly config: PoolConfig,
+    private readonly events: DispatcherEvents,
+  ) {
+    for (let i = 0; i < config.workers; i++) this.spawn();
+  }
+
+  // ── submission ────────────────────────────────────────────────────────────────────────────
+
+  /** The error a new submission gets right now, if any. */
+  refusal(): Error | undefined {
+    if (this.closing || this.terminated) return new PoolClosedError();
+    return this.broken;
+  }
+
+  get hasRoom(): boolean {
+    return this.queued < this.config.maxQueue;
+  }
+
+  submit(unit: Unit, front = false): void {
+    if (front) this.queue.unshift(unit);
+    else this.queue.push(unit);
+    this.queued++;
+    unit.state = 'queued';
+    if (unit.signal && unit.attempts === 0) {
+      unit.signal.addEventListener('abort', () => this.abort(unit), { once: true });
+    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.dispatchScheduled) return;
+    this.dispatchScheduled = true;
+    queueMicrotask(() => this.dispatch());
+  }
+
+  private dispatch(): void {
+    this.dispatchScheduled = false;
+    const prefetch = prefetchFor(this.meanMs);
+    const c = this.config.concurrency;
+    while (this.queued > 0) {
+      let best: PoolWorker | undefined;
+      let accepting = 0;
+      for (const w of this.workers) {
+        if (!w.accepting || this.free(w, c + prefetch) <= 0) continue;
+        accepting++;
+        if (!best || w.inflight.size < best.inflight.size) best = w;
+      }
+      if (!best) break;
+      // Share the queue between the workers with room, so a short queue does not land on one.
+      let n = Math.min(this.free(best, c + prefetch), Math.ceil(this.queued / accepting));
+      const batch: Unit[] = [];
+      while (n > 0 && this.queue.length > 0) {
+        const unit = this.queue.peek()!;
+        if (unit.state === 'settled') {
+          this.queue.shift();
+          continue;
+        }
+        // A unit that may be aborted is never prefetched: it is either still here or running.
+        if (unit.signal && best.inflight.size + batch.length >= c) break;
+        this.queue.shift();
+        this.queued--;
+        batch.push(unit);
+        n--;
+      }
+      if (batch.length === 0) break;
+      this.send(best, batch);
+    }
+    this.spawnForBacklog();
+  }
+
+  private free(w: PoolWorker, depth: number): number {
+    return Math.min(depth, this.config.maxTasksPerWorker - w.tasksDone) - w.inflight.size;
+  }
+
+  private send(w: PoolWorker, batch: Unit[]): void {
+    const frames: UnitFrame[] = new Array(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const u = batch[i]!;
+      u.seq = ++this.seq;
+      frames[i] = [u.seq, u.name, u.mode, u.payload];
+    }
+    try {
+      w.rt.send({ t: 'run', units: frames });
+      for (const u of batch) this.track(w, u);
+    } catch {
+      // Find the units that cannot be cloned; their batch-mates still go.
+      for (let i = 0; i < batch.length; i++) {
+        const u = batch[i]!;
+        try {
+          w.rt.send({ t: 'run', units: [frames[i]!] });
+          this.track(w, u);
+        } catch (error) {
+          this.settleFail(u, new SerializationError(u.name, 'arguments', error));
+        }
+      }
+    }
+    if (w.state === 'idle' && w.inflight.size > 0) w.to('busy');
+    this.armRunning(w);
+  }
+
+  private track(w: PoolWorker, u: Unit): void {
+    u.state = 'sent';
+    u.worker = w;
+    u.attempts++;
+    w.inflight.set(u.seq, u);
+  }
+
+  /** The first `concurrency` units a worker holds are running: their deadlines start now. */
+  private armRunning(w: PoolWorker): void {
+    let i = 0;
+    for (const u of w.inflight.values()) {
+      if (i++ >= this.config.concurrency) break;
+      if (u.timeout > 0 && u.timer === undefined && u.state === 'sent') {
+        u.timer = setTimeout(() => this.expire(u), u.timeout);
+      }
+    }
+  }
+
+  private isRunning(u: Unit): boolean {
+    const w = u.worker;
+    if (!w || u.state !== 'sent') return false;
+    let i = 0;
+    for (const other of w.inflight.values()) {
+      if (other === u) return true;
+      if (++i >= this.config.concurrency) return false;
+    }
+    return false;
+  }
+
+  // ── outcomes ──────────────────────────────────────────────────────────────────────────────
+
+  private onMessage(w: PoolWorker, m: FromWorker): void {
+    if (m.t === 'done') {
+      for (const frame of m.results) this.onResult(w, frame);
+      if (w.inflight.size === 0) this.onEmpty(w);
+      else this.armRunning(w);
+      this.schedule();
+    } else if (m.t === 'ready') {
+      this.startFailures = 0;
+      w.to('idle');
+      this.events.workerStart({ workerId: w.id, pid: w.rt.pid, threadId: w.rt.threadId });
+      this.onEmpty(w);
+      this.schedule();
+    } else if (m.t === 'fatal') {
+      // A module that cannot load will not load on the next try either: fail loudly, once.
+      const cause = fromWireError(m.error);
+      const error =
+        m.phase === 'load'
+          ? new ModuleLoadError(this.config.module, cause)
+          : new WorkerStartError(`the initializer '${this.config.initializer}' failed: ${cause.message}`, {
+              cause,
+            });
+      this.breakPool(error);
+      this.stopWorker(w, 'fatal');
+    }
+  }
+
+  private onResult(w: PoolWorker, [seq, status, value, ms]: ResultFrame): void {
+    const u = w.inflight.get(seq);
+    if (!u) return;
+    w.inflight.delete(seq);
+    w.tasksDone++;
+    w.busyMs += ms;
+    this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
+    if (u.state === 'settled') return;
+    if (u.timer) clearTimeout(u.timer);
+    switch (status) {
+      case ResultStatus.Ok:
+        this.settleOk(u, value, undefined, ms);
+        break;
+      case ResultStatus.Partial: {
+        const [results, errors] = value as [unknown[], [number, WireError][]];
+        this.settleOk(u, results, errors, ms);
+        break;
+      }
+      case ResultStatus.Threw: {
+        const error = new TaskError(u.name, fromWireError(value as WireError));
+        if (!this.retry(u)) this.settleFail(u, error);
+        break;
+      }
+      case ResultStatus.UnknownTask:
+        this.settleFail(u, new UnknownTaskError(u.name, value as string[]));
+        break;
+      case ResultStatus.Uncloneable:
+        this.settleFail(u, new SerializationError(u.name, 'result', fromWireError(value as WireError)));
+        break;
+    }
+  }
+
+  private settleOk(u: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void {
+    u.state = 'settled';
+    if (itemErrors) this.failed++;
+    else this.completed++;
+    u.sink.ok(u, value, itemErrors, ms);
+  }
+
+  settleFail(u: Unit, error: Error): void {
+    if (u.state === 'settled') return;
+    if (u.timer) clearTimeout(u.timer);
+    if (u.state === 'queued') this.queued--;
+    u.state = 'settled';
+    this.failed++;
+    u.sink.fail(u, error);
+  }
+
+  private retry(u: Unit): boolean {
+    if (u.attempts > u.retries || this.closing || this.terminated) return false;
+    if (u.timer) clearTimeout(u.timer);
+    u.timer = undefined;
+    u.worker = undefined;
+    this.submit(u, true);
+    return true;
+  }
+
+  private expire(u: Unit): void {
+    u.timer = undefined;
+    const w = u.worker;
+    if (u.state !== 'sent' || !w) return;
+    if (!this.retry(u)) this.settleFail(u, new TaskTimeoutError(u.name, u.timeout));
+    this.stopWorker(w, `task '${u.name}' timed out`, true);
+  }
+
+  /** Abort before start removes the unit; abort while running stops its worker. */
+  abort(u: Unit): void {
+    if (u.state === 'settled') return;
+    const running = u.state === 'sent' && this.isRunning(u);
+    const w = u.worker;
+    this.settleFail(u, new AbortError(u.name, u.signal?.reason));
+    if (running && w) this.stopWorker(w, `task '${u.name}' was aborted`, true);
+  }
+
+  /** Cancels units of a job that failed or was abandoned: queued ones are dropped, running ones finish. */
+  cancelQueued(belongs: (u: Unit) => boolean, error: Error): void {
+    for (const u of this.queue.drain()) {
+      if (u.state !== 'settled' && belongs(u)) this.settleFail(u, error);
+      if (u.state !== 'settled') this.queue.push(u);
+    }
+  }
+
+  // ── workers ───────────────────────────────────────────────────────────────────────────────
+
+  private spawn(): void {
+    const w = new PoolWorker(this.nextWorkerId++, this.config.runtime);
+    const spawnFn = this.config.runtime === 'thread' ? spawnThread : spawnProcess;
+    this.workers.add(w);
+    try {
+      w.rt = spawnFn(
+        {
+          entry: WORKER_ENTRY,
+          init: {
+            module: this.config.module,
+            workerId: w.id,
+            concurrency: this.config.concurrency,
+            initializer: this.config.initializer,
+            initArgs: this.config.initArgs,
+          },
+          execArgv: this.config.execArgv,
+          env: this.config.env,
+          heapMb: undefined,
+        },
+        { message: (m) => this.onMessage(w, m), exit: (e) => this.onExit(w, e) },
+      );
+    } catch (error) {
+      this.workers.delete(w);
+      w.to('exited');
+      this.onStartFailure(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  private spawnForBacklog(): void {
+    if (this.closing || this.terminated || this.broken || this.respawnTimer) return;
+    let live = 0;
+    for (const w of this.workers) if (w.state !== 'draining' && w.state !== 'stopping') live++;
+    const wanted = Math.min(this.config.workers, live + this.queued);
+    for (let i = live; i < wanted; i++) this.spawn();
+  }
+
+  private onEmpty(w: PoolWorker): void {
+    if (w.state === 'busy') w.to('idle');
+    if (w.state === 'draining') {
+      this.stopWorker(w, w.stopReason ?? 'retired');
+      return;
+    }
+    if (w.tasksDone >= this.config.maxTasksPerWorker) {
+      this.retire(w, 'maxTasksPerWorker reached');
+      return;
+    }
+    if (w.state === 'idle' && Number.isFinite(this.config.idleTimeout)) {
+      if (w.idleTimer) clearTimeout(w.idleTimer);
+      w.idleTimer = setTimeout(() => {
+        if (w.state === 'idle' && w.inflight.size === 0) this.retire(w, 'idle');
+      }, this.config.idleTimeout);
+      w.idleTimer.unref();
+    }
+    this.checkIdle();
+  }
+
+  /** Stop giving the worker work; it stops once what it holds is done. */
+  retire(w: PoolWorker, reason: string): void {
+    if (!w.accepting) return;
+    w.stopReason = reason;
+    w.to('draining');
+    if (w.inflight.size === 0) this.stopWorker(w, reason);
+    this.schedule();
+  }
+
+  /** `kill`: now, whatever it holds (its units are then settled by onExit); else ask it to exit. */
+  private stopWorker(w: PoolWorker, reason: string, kill = false): void {
+    if (w.state === 'exited') return;
+    if (w.stopReason === undefined || w.state !== 'stopping') w.stopReason = reason;
+    if (w.idleTimer) clearTimeout(w.idleTimer);
+    w.to('stopping');
+    if (kill || w.inflight.size > 0) w.rt.kill();
+    else {
+      try {
+        w.rt.send({ t: 'stop' });
+      } catch {
+        w.rt.kill();
+      }
+    }
+  }
+
+  /**
+   * The one place that decides what an exit means. Units with results are already settled; of the
+   * rest, the first `concurrency` were running (they fail, or are retried if allowed) and the others
+   * never started (they go back to the front of the queue, in order).
+   */
+  private onExit(w: PoolWorker, exit: RuntimeExit): void {
+    const wasStarting = w.state === 'starting';
+    const planned = w.state === 'stopping' ? w.stopReason : undefined;
+    w.exit = exit;
+    w.to('exited');
+    this.workers.delete(w);
+    if (w.idleTimer) clearTimeout(w.idleTimer);
+    const info: WorkerExit = {
+      workerId: w.id,
+      pid: w.rt.pid,
+      threadId: w.rt.threadId,
+      exitCode: exit.exitCode,
+      signal: exit.signal,
+      detail: exit.detail,
+    };
+    this.events.workerExit({ ...info, reason: planned ?? 'crashed' });
+
+    const held = [...w.inflight.values()];
+    w.inflight.clear();
+    const requeue: Unit[] = [];
+    held.forEach((u, i) => {
+      if (u.state === 'settled') return;
+      if (u.timer) clearTimeout(u.timer);
+      u.timer = undefined;
+      if (i < this.config.concurrency) {
+        const error = this.terminated
+          ? new PoolClosedError('the pool was terminated while this task was running')
+          : new WorkerCrashedError(
+              u.name,
+              info,
+              planned ? `worker ${w.id} was stopped (${planned}) while running task '${u.name}'` : undefined,
+            );
+        if (this.terminated || !this.retry(u)) this.settleFail(u, error);
+      } else {
+        u.attempts--; // never started: this try does not count
+        requeue.push(u);
+      }
+    });
+    for (let i = requeue.length - 1; i >= 0; i--) {
+      if (this.terminated) this.settleFail(requeue[i]!, new PoolClosedError());
+      else this.submit(requeue[i]!, true);
+    }
+
+    if (wasStarting && !planned && !this.broken) {
+      this.onStartFailure(
+        new WorkerStartError(
+          `worker ${w.id} exited before it was ready (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`})` +
+            (exit.detail ? `: ${exit.detail}` : ''),
+        ),
+      );
+    }
+    this.schedule();
+    this.checkIdle();
+    if (this.workers.size === 0) for (const resolve of this.exitWaiters.splice(0)) resolve();
+  }
+
+  /** Back off between failed starts; after several in a row, fail what waits instead of spinning. */
+  private onStartFailure(error: Error): void {
+    this.startFailures++;
+    this.events.workerError(error);
+    if (this.startFailures >= MAX_START_FAILURES) {
+      for (const u of this.queue.drain()) {
+        if (u.state !== 'settled') this.settleFail(u, error);
+      }
+      this.queued = 0;
+      this.startFailures = 0;
+      return;
+    }
+    const delay = Math.min(100 * 2 ** (this.startFailures - 1), MAX_BACKOFF_MS);
+    this.respawnTimer = setTimeout(() => {
+      this.respawnTimer = undefined;
+      this.spawnForBacklog();
+    }, delay);
+    this.respawnTimer.unref();
+  }
+
+  private breakPool(error: Error): void {
+    if (this.broken) return;
+    this.broken = error;
+    for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);
+    this.queued = 0;
+    for (const w of [...this.workers]) this.stopWorker(w, 'the task module failed to load', true);
+  }
+
+  // ── shutdown ──────────────────────────────────────────────────────────────────────────────
+
+  get busy(): boolean {
+    if (this.queued > 0) return true;
+    for (const w of this.workers) if (w.inflight.size > 0) return true;
+    return false;
+  }
+
+  private checkIdle(): void {
+    if (this.busy) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  /** Resolves when no unit is queued or running. */
+  whenIdle(): Promise<void> {
+    if (!this.busy) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private whenExited(): Promise<void> {
+    if (this.workers.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.exitWaiters.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.whenIdle();
+    if (this.respawnTimer) clearTimeout(this.respawnTimer);
+    for (const w of [...this.workers]) this.stopWorker(w, 'pool closed');
+    await this.whenExited();
+  }
+
+  async terminate(): Promise<void> {
+    this.terminated = true;
+    if (this.respawnTimer) clearTimeout(this.respawnTimer);
+    const error = new PoolClosedError('the pool was terminated before this task ran');
+    for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);
+    this.queued = 0;
+    for (const w of [...this.workers]) this.stopWorker(w, 'pool terminated', true);
+    await this.whenExited();
+    this.checkIdle();
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * map / imap / imapUnordered / starmap: input is read lazily in chunks, each chunk travels as one
+ * unit, and results come back in input order (imap) or as chunks complete (imapUnordered). Memory
+ * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
+ */
+import { AbortError, TaskError } from '../errors.js';
+import { fromWireError, type UnitMode, type WireError } from '../runtime/protocol.js';
+import type { ResolvedCall } from './config.js';
+import type { Dispatcher } from './dispatcher.js';
+import { Unit, type UnitSink } from './unit.js';
+
+/** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
+const TARGET_CHUNK_MS = 4;
+/** Largest automatic chunk for input of unknown length, which bounds the items held in memory. */
+const MAX_AUTO_CHUNK = 65_536;
+/** Chunks sent before any has been timed: small, so a slow task is found out early. */
+const PROBE_CHUNK = 8;
+
+interface ChunkOutcome {
+  results: unknown[];
+  itemErrors: [number, WireError][] | undefined;
+  error: Error | undefined;
+}
+
+export interface MapSpec {
+  name: string;
+  mode: UnitMode.Map | UnitMode.Starmap;
+  source: Iterable<unknown> | AsyncIterable<unknown>;
+  chunksize: number | 'auto';
+  ordered: boolean;
+  call: ResolvedCall;
+}
+
+class ChunkMeta {
+  constructor(readonly index: number) {}
+}
+
+export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
+  private readonly sync: Iterator<unknown> | undefined;
+  private readonly async: AsyncIterator<unknown> | undefined;
+  private readonly array: readonly unknown[] | undefined;
+  private arrayPos = 0;
+  private readonly cap: number;
+  private perItemMs: number | undefined = undefined;
+  private exhausted = false;
+  private reading = false;
+  private finished = false;
+  private nextIndex = 0;
+  private emitIndex = 0;
+  private outstanding = 0;
+  private readonly window: number;
+  private readonly ready = new Map<number, ChunkOutcome>();
+  private readonly readyOrder: number[] = [];
+  private current: ChunkOutcome | undefined = undefined;
+  private currentPos = 0;
+  private readonly units = new Map<Unit, ChunkMeta>();
+  private waiter: { resolve: () => void } | undefined = undefined;
+  private sourceError: Error | undefined = undefined;
+  private readonly onAbort: (() => void) | undefined;
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    private readonly spec: MapSpec,
+  ) {
+    const { source } = spec;
+    const workers = dispatcher.config.workers;
+    if (Array.isArray(source)) {
+      this.array = source;
+      // Python's rule (about four chunks per worker) is the largest chunk: balance needs several.
+      this.cap = Math.max(1, Math.ceil(source.length / (workers * 4)));
+    } else {
+      this.cap = MAX_AUTO_CHUNK;
+      if (Symbol.asyncIterator in Object(source))
+        this.async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+      else this.sync = (source as Iterable<unknown>)[Symbol.iterator]();
+    }
+    this.window = Math.max(4, workers * 4);
+    if (spec.call.signal) {
+      const signal = spec.call.signal;
+      this.onAbort = () => this.end(new AbortError(spec.name, signal.reason), true);
+      if (signal.aborted) queueMicrotask(this.onAbort);
+      else signal.addEventListener('abort', this.onAbort, { once: true });
+    }
+    void this.fill();
+  }
+
+  private chunkSize(): number {
+    const { chunksize } = this.spec;
+    if (chunksize !== 'auto') return chunksize;
+    if (this.perItemMs === undefined) return Math.min(PROBE_CHUNK, this.cap);
+    return Math.max(1, Math.min(this.cap, Math.round(TARGET_CHUNK_MS / Math.max(this.perItemMs, 1e-6))));
+  }
+
+  /** Reads input and submits chunks while the window and the pool's queue have room. */
+  private async fill(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      while (!this.exhausted && !this.finished && this.outstanding < this.window) {
+        if (!this.dispatcher.hasRoom) {
+          // maxQueue is back pressure for imap too: stop reading until the queue drains.
+          if (this.outstanding === 0) setTimeout(() => void this.fill(), 5).unref();
+          break;
+        }
+        const items = await this.read(this.chunkSize());
+        if (this.finished) break;
+        if (items.length > 0) this.submit(items);
+      }
+    } catch (error) {
+      this.sourceError = error instanceof Error ? error : new Error(String(error));
+      this.exhausted = true;
+    } finally {
+      this.reading = false;
+      this.wake();
+    }
+  }
+
+  private async read(n: number): Promise<unknown[]> {
+    if (this.array) {
+      const items = this.array.slice(this.arrayPos, this.arrayPos + n);
+      this.arrayPos += items.length;
+      if (this.arrayPos >= this.array.length) this.exhausted = true;
+      return items;
+    }
+    const items: unknown[] = [];
+    while (items.length < n) {
+      const r = this.sync ? this.sync.next() : await this.async!.next();
+      if (r.done) {
+        this.exhausted = true;
+        break;
+      }
+      items.push(r.value);
+    }
+    return items;
+  }
+
+  private submit(items: unknown[]): void {
+    const { call } = this.spec;
+    const unit = new Unit(
+      this.spec.name,
+      this.spec.mode,
+      items,
+      items.length,
+      this,
+      call.timeout > 0 ? call.timeout * items.length : 0,
+      call.retries,
+      call.signal,
+    );
+    this.units.set(unit, new ChunkMeta(this.nextIndex++));
+    this.outstanding++;
+    const refusal = this.dispatcher.refusal();
+    if (refusal) this.dispatcher.settleFail(unit, refusal);
+    else this.dispatcher.submit(unit);
+  }
+
+  ok(unit: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void {
+    const meta = this.units.get(unit);
+    if (!meta) return;
+    this.units.delete(unit);
+    // Later chunks aim at TARGET_CHUNK_MS of work, from the time this one took in its worker.
+    const per = ms / unit.size;
+    this.perItemMs = this.perItemMs === undefined ? per : this.perItemMs * 0.7 + per * 0.3;
+    this.store(meta.index, { results: value as unknown[], itemErrors, error: undefined });
+  }
+
+  fail(unit: Unit, error: Error): void {
+    const meta = this.units.get(unit);
+    if (!meta) return;
+    this.units.delete(unit);
+    this.store(meta.index, { results: [], itemErrors: undefined, error });
+  }
+
+  private store(index: number, outcome: ChunkOutcome): void {
+    this.ready.set(index, outcome);
+    if (!this.spec.ordered) this.readyOrder.push(index);
+    this.wake();
+    void this.fill();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.resolve();
+  }
+
+  /** Ends the job: queued chunks are dropped, running ones finish and are ignored. */
+  private end(error: Error | undefined, fromSignal = false): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.onAbort && this.spec.call.signal)
+      this.spec.call.signal.removeEventListener('abort', this.onAbort);
+    const mine = new Set(this.units.keys());
+    const reason = error ?? new AbortError(this.spec.name, 'the consumer stopped iterating');
+    if (mine.size > 0) this.dispatcher.cancelQueued((u) => mine.has(u), reason);
+    if (fromSignal) {
+      for (const u of mine) this.dispatcher.abort(u);
+      this.sourceError = error;
+    }
+    this.units.clear();
+    this.wake();
+  }
+
+  private takeNextChunk(): ChunkOutcome | undefined {
+    let index: number | undefined;
+    if (this.spec.ordered) {
+      if (this.ready.has(this.emitIndex)) index = this.emitIndex++;
+    } else if (this.readyOrder.length > 0) index = this.readyOrder.shift();
+    if (index === undefined) return undefined;
+    const outcome = this.ready.get(index)!;
+    this.ready.delete(index);
+    this.outstanding--;
+    void this.fill();
+    return outcome;
+  }
+
+  /** The next chunk to hand out (in order, or as completed), waiting for it; undefined at the end. */
+  private async nextChunk(): Promise<ChunkOutcome | undefined> {
+    for (;;) {
+      if (this.finished) {
+        const error = this.sourceError;
+        this.sourceError = undefined;
+        if (error) throw error;
+        return undefined;
+      }
+      const chunk = this.takeNextChunk();
+      if (chunk) {
+        if (chunk.error) {
+          this.end(undefined);
+          throw chunk.error;
+        }
+        return chunk;
+      }
+      if (this.exhausted && !this.reading && this.outstanding === 0) {
+        const error = this.sourceError;
+        this.end(undefined);
+        this.sourceError = undefined;
+        if (error) throw error;
+        return undefined;
+      }
+      await new Promise<void>((resolve) => {
+        this.waiter = { resolve };
+      });
+    }
+  }
+
+  private itemError(chunk: ChunkOutcome, pos: number): TaskError | undefined {
+    const found = chunk.itemErrors?.find(([i]) => i === pos);
+    if (!found) return undefined;
+    this.end(undefined);
+    return new TaskError(this.spec.name, fromWireError(found[1]));
+  }
+
+  async next(): Promise<IteratorResult<unknown>> {
+    let cur = this.current;
+    if (!cur || this.currentPos >= cur.results.length) {
+      cur = this.current = await this.nextChunk();
+      this.currentPos = 0;
+      if (!cur) return { value: undefined, done: true };
+    }
+    const pos = this.currentPos++;
+    const error = cur.itemErrors && this.itemError(cur, pos);
+    if (error) throw error;
+    return { value: cur.results[pos], done: false };
+  }
+
+  async return(): Promise<IteratorResult<unknown>> {
+    this.end(undefined);
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** map(): every result in input order, or the first failure; whole chunks at a time. */
+  async collect(): Promise<unknown[]> {
+    const parts: unknown[][] = [];
+    for (let chunk = await this.nextChunk(); chunk; chunk = await this.nextChunk()) {
+      if (chunk.itemErrors) {
+        const first = Math.min(...chunk.itemErrors.map(([i]) => i));
+        throw this.itemError(chunk, first)!;
+      }
+      parts.push(chunk.results);
+    }
+    return parts.length === 1 ? parts[0]! : parts.flat(1);
+  }
+}

@@ -1,0 +1,210 @@
+import { EventEmitter } from 'node:events';
+import type { WorkerExit } from '../errors.js';
+import { ConfigError, QueueFullError } from '../errors.js';
+import { isPlainObject, parseChoice, parseCount } from '../options.js';
+import { UnitMode } from '../runtime/protocol.js';
+import {
+  type AnyModule,
+  type CallOptions,
+  type MapOptions,
+  type PoolOptions,
+  resolveCallOptions,
+  resolvePoolOptions,
+  type TaskArgs,
+  type TaskItem,
+  type TaskNames,
+  type TaskResult,
+} from './config.js';
+import { Dispatcher } from './dispatcher.js';
+import { MapJob } from './map.js';
+import { type PoolStats, snapshot } from './stats.js';
+import { PromiseSink, Unit } from './unit.js';
+
+const MAP_OPTIONS = ['signal', 'timeout', 'retries', 'chunksize'] as const;
+
+/** One async method per task export: `await pool.proxy().square(3)`. */
+export type PoolProxy<M> = {
+  [K in TaskNames<M>]: (...args: TaskArgs<M, K>) => Promise<TaskResult<M, K>>;
+};
+
+export interface PoolEvents {
+  workerStart: [info: { workerId: number; pid: number | undefined; threadId: number | undefined }];
+  workerExit: [info: WorkerExit & { reason: string }];
+  workerError: [error: Error];
+}
+
+/**
+ * A pool of workers running the exports of one task module, modelled on Python's
+ * multiprocessing.Pool. `M` is the module's type (`typeof import('./tasks.js')`): it makes task
+ * names, arguments and results type-checked.
+ */
+export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
+  private readonly dispatcher: Dispatcher;
+
+  constructor(options: PoolOptions<M>) {
+    super();
+    const config = resolvePoolOptions(options);
+    this.dispatcher = new Dispatcher(config, {
+      workerStart: (info) => this.emit('workerStart', info),
+      workerExit: (info) => this.emit('workerExit', info),
+      workerError: (error) => this.emit('workerError', error),
+    });
+  }
+
+  /** Runs one task: `await pool.apply('square', [3])`. */
+  apply<K extends TaskNames<M>>(
+    name: K,
+    args: TaskArgs<M, K>,
+    options?: CallOptions,
+  ): Promise<TaskResult<M, K>> {
+    const d = this.dispatcher;
+    if (typeof name !== 'string') {
+      return Promise.reject(
+        new ConfigError('name', 'expected the name of a task (an export of the task module)'),
+      );
+    }
+    if (!Array.isArray(args)) {
+      return Promise.reject(
+        new ConfigError(
+          'args',
+          `expected an array of arguments for task '${name}', e.g. pool.apply('${name}', [x])`,
+        ),
+      );
+    }
+    const refusal = d.refusal() ?? (d.hasRoom ? undefined : new QueueFullError(d.config.maxQueue));
+    if (refusal) return Promise.reject(refusal);
+    let call: ReturnType<typeof resolveCallOptions>;
+    try {
+      call = resolveCallOptions(options, d.config);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise<TaskResult<M, K>>((resolve, reject) => {
+      const { signal } = call;
+      let sink: PromiseSink;
+      if (signal) {
+        if (signal.aborted) {
+          d.abort(
+            new Unit(name, UnitMode.Apply, args, 1, new PromiseSink(resolve as never, reject), 0, 0, signal),
+          );
+          return;
+        }
+        const onAbort = (): void => d.abort(unit);
+        signal.addEventListener('abort', onAbort, { once: true });
+        sink = new PromiseSink(
+          (v) => {
+            signal.removeEventListener('abort', onAbort);
+            resolve(v as TaskResult<M, K>);
+          },
+          (e) => {
+            signal.removeEventListener('abort', onAbort);
+            reject(e);
+          },
+        );
+      } else sink = new PromiseSink(resolve as (value: unknown) => void, reject);
+      const unit = new Unit(name, UnitMode.Apply, args, 1, sink, call.timeout, call.retries, signal);
+      d.submit(unit);
+    });
+  }
+
+  /** Like Python's Pool.map: every result, in input order. Rejects with the first failure. */
+  async map<K extends TaskNames<M>>(
+    name: K,
+    items: Iterable<TaskItem<M, K>> | AsyncIterable<TaskItem<M, K>>,
+    options?: MapOptions,
+  ): Promise<TaskResult<M, K>[]> {
+    return (await this.job(name, items, options, UnitMode.Map, true).collect()) as TaskResult<M, K>[];
+  }
+
+  /** Like Python's Pool.starmap: each item is spread as the task's arguments. */
+  async starmap<K extends TaskNames<M>>(
+    name: K,
+    items: Iterable<TaskArgs<M, K>> | AsyncIterable<TaskArgs<M, K>>,
+    options?: MapOptions,
+  ): Promise<TaskResult<M, K>[]> {
+    return (await this.job(name, items, options, UnitMode.Starmap, true).collect()) as TaskResult<M, K>[];
+  }
+
+  /** Results in input order, lazily: input is read only as far as the consumer keeps up. */
+  imap<K extends TaskNames<M>>(
+    name: K,
+    items: Iterable<TaskItem<M, K>> | AsyncIterable<TaskItem<M, K>>,
+    options?: MapOptions,
+  ): AsyncIterableIterator<TaskResult<M, K>> {
+    return this.job(name, items, options, UnitMode.Map, true) as AsyncIterableIterator<TaskResult<M, K>>;
+  }
+
+  /** Results as they complete: a slow item never holds back the others. */
+  imapUnordered<K extends TaskNames<M>>(
+    name: K,
+    items: Iterable<TaskItem<M, K>> | AsyncIterable<TaskItem<M, K>>,
+    options?: MapOptions,
+  ): AsyncIterableIterator<TaskResult<M, K>> {
+    return this.job(name, items, options, UnitMode.Map, false) as AsyncIterableIterator<TaskResult<M, K>>;
+  }
+
+  private job(
+    name: string,
+    items: unknown,
+    options: MapOptions | undefined,
+    mode: UnitMode.Map | UnitMode.Starmap,
+    ordered: boolean,
+  ): MapJob {
+    if (typeof name !== 'string') throw new ConfigError('name', 'expected the name of a task');
+    if (
+      items === null ||
+      typeof items !== 'object' ||
+      !(Symbol.iterator in items || Symbol.asyncIterator in items)
+    ) {
+      throw new ConfigError('items', 'expected an array, an iterable or an async iterable of task inputs');
+    }
+    const refusal = this.dispatcher.refusal();
+    if (refusal) throw refusal;
+    const call = resolveCallOptions(options, this.dispatcher.config, MAP_OPTIONS);
+    const chunksize = parseChunksize(isPlainObject(options) ? options.chunksize : undefined);
+    return new MapJob(this.dispatcher, {
+      name,
+      mode,
+      source: items as Iterable<unknown>,
+      chunksize,
+      ordered,
+      call,
+    });
+  }
+
+  /** An object with one async method per task export. */
+  proxy(): PoolProxy<M> {
+    return new Proxy({} as PoolProxy<M>, {
+      get: (_target, key) => {
+        if (typeof key !== 'string' || key === 'then') return undefined;
+        return (...args: unknown[]) => this.apply(key as TaskNames<M>, args as TaskArgs<M, TaskNames<M>>);
+      },
+    });
+  }
+
+  stats(): PoolStats {
+    return snapshot(this.dispatcher);
+  }
+
+  /** Finishes queued and running work, then stops the workers. New work is refused. */
+  close(): Promise<void> {
+    return this.dispatcher.close();
+  }
+
+  /** Stops now: queued and running tasks reject with PoolClosedError. */
+  terminate(): Promise<void> {
+    return this.dispatcher.terminate();
+  }
+
+  /** `await using pool = new Pool(...)` closes it: finishes the work, unlike Python's terminate(). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+function parseChunksize(value: unknown): number | 'auto' {
+  if (value === undefined) return 'auto';
+  if (value === 'auto') return value;
+  if (typeof value === 'string') return parseChoice('chunksize', value, ['auto'] as const);
+  return parseCount('chunksize', value, 1);
+}

@@ -1,0 +1,45 @@
+import type { UnitMode, WireError } from '../runtime/protocol.js';
+import type { PoolWorker } from './worker.js';
+
+/** Where a unit's outcome goes: a promise for apply(), the owning job for map chunks. */
+export interface UnitSink {
+  ok(unit: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void;
+  fail(unit: Unit, error: Error): void;
+}
+
+/**
+ * One message-level piece of work: an apply() call or a chunk of map items. It is the unit of
+ * exactly-once: it settles once, and is re-queued only if no worker ever started it.
+ */
+export class Unit {
+  seq = 0;
+  attempts = 0;
+  state: 'queued' | 'sent' | 'settled' = 'queued';
+  worker: PoolWorker | undefined = undefined;
+  timer: NodeJS.Timeout | undefined = undefined;
+  constructor(
+    readonly name: string,
+    readonly mode: UnitMode,
+    readonly payload: unknown,
+    readonly size: number,
+    readonly sink: UnitSink,
+    /** Deadline in ms from the unit's start; 0 = none. */
+    readonly timeout: number,
+    readonly retries: number,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+}
+
+/** apply()'s sink: the unit resolves or rejects one promise. */
+export class PromiseSink implements UnitSink {
+  constructor(
+    private readonly resolve: (value: unknown) => void,
+    private readonly reject: (error: Error) => void,
+  ) {}
+  ok(_unit: Unit, value: unknown): void {
+    this.resolve(value);
+  }
+  fail(_unit: Unit, error: Error): void {
+    this.reject(error);
+  }
+}

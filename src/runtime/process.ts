@@ -1,0 +1,93 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { RuntimeEvents, RuntimeWorker, SpawnSpec } from './types.js';
+
+const STDERR_TAIL = 4096;
+/** A child that exited but whose channel never closed (a grandchild holds it) is reported anyway. */
+const EXIT_GRACE_MS = 500;
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/** Children must not outlive an exiting parent; SIGKILL of the parent is covered in the worker. */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWorker {
+  installExitHook();
+  const execArgv = [...spec.execArgv];
+  if (spec.heapMb !== undefined) execArgv.push(`--max-old-space-size=${spec.heapMb}`);
+  const child = fork(fileURLToPath(spec.entry), [], {
+    execArgv,
+    env: spec.env ?? process.env,
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+  });
+  live.add(child);
+  let tail = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL);
+  });
+  child.on('message', (m) => events.message(m as never));
+
+  // 'exit' can come before the last IPC messages and stderr bytes are read; wait for both to end.
+  let exited: { exitCode: number | null; signal: string | null } | undefined;
+  let channelOpen = true;
+  let stderrOpen = child.stderr !== null;
+  let spawnError: Error | undefined;
+  let reported = false;
+  const report = (): void => {
+    if (reported || !exited || ((channelOpen || stderrOpen) && !graceOver)) return;
+    reported = true;
+    live.delete(child);
+    const code = (spawnError as { code?: unknown } | undefined)?.code;
+    events.exit({
+      ...exited,
+      detail: spawnError ? `${spawnError.name}: ${spawnError.message}` : tail.trim() || undefined,
+      code: typeof code === 'string' ? code : undefined,
+    });
+  };
+  let graceOver = false;
+  child.on('disconnect', () => {
+    channelOpen = false;
+    report();
+  });
+  child.stderr?.on('close', () => {
+    stderrOpen = false;
+    report();
+  });
+  child.on('error', (error) => {
+    spawnError = error;
+    if (child.pid === undefined) {
+      exited = { exitCode: null, signal: null };
+      graceOver = true;
+      report();
+    }
+  });
+  child.on('exit', (exitCode, signal) => {
+    exited = { exitCode, signal };
+    setTimeout(() => {
+      graceOver = true;
+      report();
+    }, EXIT_GRACE_MS).unref();
+    report();
+  });
+  child.send({ t: 'init', init: spec.init });
+  return {
+    pid: child.pid,
+    threadId: undefined,
+    send: (message) => {
+      // A dead channel is not an error of the message: the exit report settles its units.
+      if (child.connected) child.send(message);
+    },
+    kill: () => {
+      child.kill('SIGKILL');
+    },
+  };
+}

@@ -1,0 +1,120 @@
+/**
+ * The frames the pool and its workers exchange. Both runtimes speak exactly this; only the
+ * transport differs (MessagePort for threads, the IPC pipe with V8 serialisation for processes).
+ *
+ * Units are tuples, not objects: a frame of 256 units is cloned per message, and tuples clone and
+ * allocate less. The exactly-once rule lives in the worker: it posts a unit's result before it
+ * starts the next unit, so at any moment at most `concurrency` units are started without their
+ * result on the wire. When a worker dies the pool therefore knows which of its units were running
+ * (they fail) and which were never started (they are re-queued and run once, elsewhere).
+ */
+
+/** How a unit's payload becomes calls: one call with spread args, or one call per chunk item. */
+export enum UnitMode {
+  Apply = 0,
+  Map = 1,
+  Starmap = 2,
+}
+
+/** [seq, task name, mode, payload]: payload is the args array (Apply) or the chunk's items. */
+export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown];
+
+export enum ResultStatus {
+  Ok = 0,
+  Threw = 1,
+  UnknownTask = 2,
+  Uncloneable = 3,
+  /** A chunk in which some items threw: value is [results, [itemIndex, WireError][]]. */
+  Partial = 4,
+}
+
+/** [seq, status, value, elapsed ms in the worker] */
+export type ResultFrame = [seq: number, status: ResultStatus, value: unknown, ms: number];
+
+export interface WorkerInit {
+  module: string;
+  workerId: number;
+  concurrency: number;
+  initializer: string | undefined;
+  initArgs: unknown[];
+}
+
+export type ToWorker = { t: 'init'; init: WorkerInit } | { t: 'run'; units: UnitFrame[] } | { t: 'stop' };
+
+export type FromWorker =
+  | { t: 'ready'; exports: string[] }
+  | { t: 'fatal'; phase: 'load' | 'init'; error: WireError }
+  | { t: 'done'; results: ResultFrame[] };
+
+/** An Error flattened to plain data, so it survives both JSON-like and structured-clone transports. */
+export interface WireError {
+  name: string;
+  message: string;
+  stack: string | undefined;
+  props: Record<string, unknown>;
+  cause?: WireError | { value: unknown };
+}
+
+export function toWireError(error: unknown, depth = 0): WireError {
+  if (!(error instanceof Error)) {
+    return {
+      name: 'NonError',
+      message: describe(error),
+      stack: undefined,
+      props: { value: cloneable(error) },
+    };
+  }
+  const props: Record<string, unknown> = {};
+  for (const key of Object.keys(error)) {
+    if (key === 'cause') continue;
+    props[key] = cloneable((error as unknown as Record<string, unknown>)[key]);
+  }
+  const wire: WireError = { name: error.name, message: error.message, stack: error.stack, props };
+  if ('cause' in error && depth < 8) {
+    wire.cause =
+      error.cause instanceof Error ? toWireError(error.cause, depth + 1) : { value: cloneable(error.cause) };
+  }
+  return wire;
+}
+
+export function fromWireError(wire: WireError): Error {
+  const error = new Error(wire.message);
+  Object.defineProperty(error, 'name', {
+    value: wire.name,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+  if (wire.stack !== undefined) error.stack = wire.stack;
+  Object.assign(error, wire.props);
+  if (wire.cause) {
+    const cause = 'value' in wire.cause ? wire.cause.value : fromWireError(wire.cause);
+    Object.defineProperty(error, 'cause', {
+      value: cause,
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
+  }
+  return error;
+}
+
+function describe(value: unknown): string {
+  try {
+    return typeof value === 'string' ? value : `${JSON.stringify(value) ?? String(value)}`;
+  } catch {
+    return String(value);
+  }
+}
+
+/** Keeps a field when it can travel, else its string form: an error must never fail to report itself. */
+function cloneable(value: unknown): unknown {
+  if (value === null || ['string', 'number', 'boolean', 'undefined', 'bigint'].includes(typeof value))
+    return value;
+  try {
+    structuredClone(value);
+    return value;
+  } catch {
+    return describe(value);
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * Entry point of every worker, thread or process. Loads the task module, then runs the units the
+ * pool sends, in order, `concurrency` at a time, posting each result before starting the next unit
+ * (the exactly-once rule described in runtime/protocol.ts).
+ */
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
+import { ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
+import { guardAgainstOrphaning } from './orphan.js';
+
+type Task = (...args: unknown[]) => unknown;
+
+interface Transport {
+  post(message: FromWorker): void;
+  listen(handler: (message: ToWorker) => void): void;
+}
+
+function transport(): Transport {
+  if (!isMainThread && parentPort) {
+    const port = parentPort;
+    return { post: (m) => port.postMessage(m), listen: (h) => port.on('message', h) };
+  }
+  if (process.send) {
+    const send = process.send.bind(process);
+    return {
+      post: (m) => {
+        send(m);
+      },
+      listen: (h) => process.on('message', (m) => h(m as ToWorker)),
+    };
+  }
+  throw new Error('corral worker entry was started neither as a worker thread nor as a forked child process');
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+async function loadTasks(moduleUrl: string): Promise<Map<string, Task>> {
+  const mod = (await import(moduleUrl)) as Record<string, unknown>;
+  const tasks = new Map<string, Task>();
+  for (const [key, value] of Object.entries(mod))
+    if (typeof value === 'function') tasks.set(key, value as Task);
+  // A CommonJS module arrives as { default: module.exports }; its functions are the tasks too.
+  const def = mod.default;
+  if (def !== null && typeof def === 'object') {
+    for (const [key, value] of Object.entries(def)) {
+      if (typeof value === 'function' && !tasks.has(key)) tasks.set(key, value as Task);
+    }
+  }
+  return tasks;
+}
+
+class Runner {
+  private readonly queue: UnitFrame[] = [];
+  private head = 0;
+  private running = 0;
+  private outbox: ResultFrame[] = [];
+  private pumpScheduled = false;
+
+  constructor(
+    private readonly tasks: Map<string, Task>,
+    private readonly concurrency: number,
+    private readonly io: Transport,
+  ) {}
+
+  accept(units: UnitFrame[]): void {
+    for (const unit of units) this.queue.push(unit);
+    this.pump();
+  }
+
+  /** Runs what the concurrency allows; a unit that finishes synchronously is reported at once. */
+  private pump(): void {
+    this.pumpScheduled = false;
+    this.flush();
+    while (this.running < this.concurrency && this.head < this.queue.length) {
+      const unit = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as UnitFrame;
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head);
+        this.head = 0;
+      }
+      this.running++;
+      const start = performance.now();
+      const outcome = this.run(unit);
+      if (isThenable(outcome)) {
+        outcome.then((frame) => {
+          frame[3] = performance.now() - start;
+          this.finish(frame);
+          if (!this.pumpScheduled) {
+            this.pumpScheduled = true;
+            queueMicrotask(() => this.pump());
+          }
+        });
+      } else {
+        outcome[3] = performance.now() - start;
+        this.finish(outcome);
+        this.flush();
+      }
+    }
+    if (this.head === this.queue.length && this.head > 0) {
+      this.queue.length = 0;
+      this.head = 0;
+    }
+  }
+
+  private finish(frame: ResultFrame): void {
+    this.running--;
+    this.outbox.push(frame);
+  }
+
+  private flush(): void {
+    if (this.outbox.length === 0) return;
+    const results = this.outbox;
+    this.outbox = [];
+    try {
+      this.io.post({ t: 'done', results });
+    } catch {
+      // One uncloneable result must not take its batch-mates down: send them one by one.
+      for (const frame of results) {
+        try {
+          this.io.post({ t: 'done', results: [frame] });
+        } catch (error) {
+          this.io.post({
+            t: 'done',
+            results: [[frame[0], ResultStatus.Uncloneable, toWireError(error), frame[3]]],
+          });
+        }
+      }
+    }
+  }
+
+  private run(unit: UnitFrame): ResultFrame | Promise<ResultFrame> {
+    const [seq, name, mode, payload] = unit;
+    const fn = this.tasks.get(name);
+    if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
+    if (mode === UnitMode.Apply) {
+      try {
+        const value = fn(...(payload as unknown[]));
+        if (isThenable(value)) {
+          return Promise.resolve(value).then(
+            (v): ResultFrame => [seq, ResultStatus.Ok, v, 0],
+            (e): ResultFrame => [seq, ResultStatus.Threw, toWireError(e), 0],
+          );
+        }
+        return [seq, ResultStatus.Ok, value, 0];
+      } catch (error) {
+        return [seq, ResultStatus.Threw, toWireError(error), 0];
+      }
+    }
+    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as unknown[]);
+  }
+
+  /** A chunk runs its items in order; per-item failures are reported beside the other results. */
+  private runChunk(
+    seq: number,
+    fn: Task,
+    spread: boolean,
+    items: unknown[],
+  ): ResultFrame | Promise<ResultFrame> {
+    const results = new Array<unknown>(items.length);
+    const errors: [number, ReturnType<typeof toWireError>][] = [];
+    const frame = (): ResultFrame =>
+      errors.length ? [seq, ResultStatus.Partial, [results, errors], 0] : [seq, ResultStatus.Ok, results, 0];
+    const step = (i: number): Promise<ResultFrame> | undefined => {
+      for (; i < items.length; i++) {
+        try {
+          const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
+          if (isThenable(value)) {
+            const at = i;
+            return Promise.resolve(value).then(
+              (v) => {
+                results[at] = v;
+                return step(at + 1) ?? frame();
+              },
+              (e) => {
+                errors.push([at, toWireError(e)]);
+                return step(at + 1) ?? frame();
+              },
+            );
+          }
+          results[i] = value;
+        } catch (error) {
+          errors.push([i, toWireError(error)]);
+        }
+      }
+      return undefined;
+    };
+    return step(0) ?? frame();
+  }
+}
+
+async function main(): Promise<void> {
+  const io = transport();
+  const init = await new Promise<WorkerInit>((resolve) => {
+    if (!isMainThread) return resolve(workerData as WorkerInit);
+    const onFirst = (m: unknown): void => {
+      const msg = m as ToWorker;
+      if (msg.t === 'init') {
+        process.off('message', onFirst);
+        resolve(msg.init);
+      }
+    };
+    process.on('message', onFirst);
+  });
+  if (isMainThread) guardAgainstOrphaning();
+
+  let tasks: Map<string, Task>;
+  try {
+    tasks = await loadTasks(init.module);
+  } catch (error) {
+    io.post({ t: 'fatal', phase: 'load', error: toWireError(error) });
+    return;
+  }
+  if (init.initializer !== undefined) {
+    try {
+      const fn = tasks.get(init.initializer);
+      if (!fn) {
+        throw new Error(
+          `initializer '${init.initializer}' is not a function export of the task module; it exports: ${[...tasks.keys()].join(', ')}`,
+        );
+      }
+      await fn(...init.initArgs);
+    } catch (error) {
+      io.post({ t: 'fatal', phase: 'init', error: toWireError(error) });
+      return;
+    }
+  }
+
+  const runner = new Runner(tasks, init.concurrency, io);
+  io.listen((msg) => {
+    if (msg.t === 'run') runner.accept(msg.units);
+    else if (msg.t === 'stop') process.exit(0);
+  });
+  io.post({ t: 'ready', exports: [...tasks.keys()] });
+}
+
+void main();
