@@ -120,7 +120,9 @@ export class Dispatcher {
       let best: PoolWorker | undefined;
       let accepting = 0;
       for (const w of this.workers) {
-        if (!w.accepting || this.free(w, c + prefetch) <= 0) continue;
+        // Refill at half depth, not at every free slot: one message of 32 units, not 32 messages.
+        if (!w.accepting || (w.inflight.size >= c && w.inflight.size > (c + prefetch) >> 1)) continue;
+        if (this.free(w, c + prefetch) <= 0) continue;
         accepting++;
         if (!best || w.inflight.size < best.inflight.size) best = w;
       }
@@ -245,6 +247,9 @@ export class Dispatcher {
     if (u.timer) clearTimeout(u.timer);
     switch (status) {
       case ResultStatus.Ok:
+        this.settleOk(u, value, undefined, ms);
+        break;
+      case ResultStatus.OkNumbers:
         this.settleOk(u, value, undefined, ms);
         break;
       case ResultStatus.Partial: {

@@ -4,7 +4,7 @@
  * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
  */
 import { AbortError, TaskError } from '../errors.js';
-import { fromWireError, type UnitMode, type WireError } from '../runtime/protocol.js';
+import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
 import type { ResolvedCall } from './config.js';
 import type { Dispatcher } from './dispatcher.js';
 import { Unit, type UnitSink } from './unit.js';
@@ -17,7 +17,8 @@ const MAX_AUTO_CHUNK = 65_536;
 const PROBE_CHUNK = 8;
 
 interface ChunkOutcome {
-  results: unknown[];
+  /** An array, or a Float64Array when every result was a number. */
+  results: ArrayLike<unknown>;
   itemErrors: [number, WireError][] | undefined;
   error: Error | undefined;
 }
@@ -136,10 +137,11 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
 
   private submit(items: unknown[]): void {
     const { call } = this.spec;
+    const numbers = this.spec.mode === UnitMode.Map ? packNumbers(items) : undefined;
     const unit = new Unit(
       this.spec.name,
-      this.spec.mode,
-      items,
+      numbers ? UnitMode.MapNumbers : this.spec.mode,
+      numbers ?? items,
       items.length,
       this,
       call.timeout > 0 ? call.timeout * items.length : 0,
@@ -160,7 +162,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     // Later chunks aim at TARGET_CHUNK_MS of work, from the time this one took in its worker.
     const per = ms / unit.size;
     this.perItemMs = this.perItemMs === undefined ? per : this.perItemMs * 0.7 + per * 0.3;
-    this.store(meta.index, { results: value as unknown[], itemErrors, error: undefined });
+    this.store(meta.index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
   }
 
   fail(unit: Unit, error: Error): void {
@@ -274,14 +276,15 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
 
   /** map(): every result in input order, or the first failure; whole chunks at a time. */
   async collect(): Promise<unknown[]> {
-    const parts: unknown[][] = [];
+    const out: unknown[] = [];
     for (let chunk = await this.nextChunk(); chunk; chunk = await this.nextChunk()) {
       if (chunk.itemErrors) {
         const first = Math.min(...chunk.itemErrors.map(([i]) => i));
         throw this.itemError(chunk, first)!;
       }
-      parts.push(chunk.results);
+      const { results } = chunk;
+      for (let i = 0; i < results.length; i++) out.push(results[i]);
     }
-    return parts.length === 1 ? parts[0]! : parts.flat(1);
+    return out;
   }
 }

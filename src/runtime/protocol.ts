@@ -14,6 +14,8 @@ export enum UnitMode {
   Apply = 0,
   Map = 1,
   Starmap = 2,
+  /** A Map chunk whose items are all numbers, sent as one Float64Array: a memcpy instead of a clone. */
+  MapNumbers = 3,
 }
 
 /** [seq, task name, mode, payload]: payload is the args array (Apply) or the chunk's items. */
@@ -26,6 +28,16 @@ export enum ResultStatus {
   Uncloneable = 3,
   /** A chunk in which some items threw: value is [results, [itemIndex, WireError][]]. */
   Partial = 4,
+  /** All results are numbers: value is a Float64Array, transferred rather than cloned. */
+  OkNumbers = 5,
+}
+
+/** Packs an array of numbers into a Float64Array, or returns undefined if any item is not a number. */
+export function packNumbers(items: ArrayLike<unknown>): Float64Array | undefined {
+  const n = items.length;
+  if (n < 64) return undefined; // below this the clone is as cheap as the check
+  for (let i = 0; i < n; i++) if (typeof items[i] !== 'number') return undefined;
+  return Float64Array.from(items as ArrayLike<number>);
 }
 
 /** [seq, status, value, elapsed ms in the worker] */

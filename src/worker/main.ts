@@ -5,20 +5,20 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
-import { ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
+import { packNumbers, ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
 import { guardAgainstOrphaning } from './orphan.js';
 
 type Task = (...args: unknown[]) => unknown;
 
 interface Transport {
-  post(message: FromWorker): void;
+  post(message: FromWorker, transfer?: ArrayBuffer[]): void;
   listen(handler: (message: ToWorker) => void): void;
 }
 
 function transport(): Transport {
   if (!isMainThread && parentPort) {
     const port = parentPort;
-    return { post: (m) => port.postMessage(m), listen: (h) => port.on('message', h) };
+    return { post: (m, transfer) => port.postMessage(m, transfer), listen: (h) => port.on('message', h) };
   }
   if (process.send) {
     const send = process.send.bind(process);
@@ -117,8 +117,13 @@ class Runner {
     if (this.outbox.length === 0) return;
     const results = this.outbox;
     this.outbox = [];
+    let transfer: ArrayBuffer[] | undefined;
+    for (const frame of results) {
+      if (frame[1] === ResultStatus.OkNumbers)
+        (transfer ??= []).push((frame[2] as Float64Array).buffer as ArrayBuffer);
+    }
     try {
-      this.io.post({ t: 'done', results });
+      this.io.post({ t: 'done', results }, transfer);
     } catch {
       // One uncloneable result must not take its batch-mates down: send them one by one.
       for (const frame of results) {
@@ -152,7 +157,7 @@ class Runner {
         return [seq, ResultStatus.Threw, toWireError(error), 0];
       }
     }
-    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as unknown[]);
+    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>);
   }
 
   /** A chunk runs its items in order; per-item failures are reported beside the other results. */
@@ -160,12 +165,15 @@ class Runner {
     seq: number,
     fn: Task,
     spread: boolean,
-    items: unknown[],
+    items: ArrayLike<unknown>,
   ): ResultFrame | Promise<ResultFrame> {
     const results = new Array<unknown>(items.length);
     const errors: [number, ReturnType<typeof toWireError>][] = [];
-    const frame = (): ResultFrame =>
-      errors.length ? [seq, ResultStatus.Partial, [results, errors], 0] : [seq, ResultStatus.Ok, results, 0];
+    const frame = (): ResultFrame => {
+      if (errors.length) return [seq, ResultStatus.Partial, [results, errors], 0];
+      const numbers = packNumbers(results);
+      return numbers ? [seq, ResultStatus.OkNumbers, numbers, 0] : [seq, ResultStatus.Ok, results, 0];
+    };
     const step = (i: number): Promise<ResultFrame> | undefined => {
       for (; i < items.length; i++) {
         try {
