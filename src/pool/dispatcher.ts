@@ -217,6 +217,7 @@ export class Dispatcher {
       else this.armRunning(w);
       this.schedule();
     } else if (m.t === 'ready') {
+      if (w.state !== 'starting') return; // stopped while it was starting
       this.startFailures = 0;
       w.to('idle');
       this.events.workerStart({ workerId: w.id, pid: w.rt.pid, threadId: w.rt.threadId });
@@ -393,8 +394,10 @@ export class Dispatcher {
     if (w.state === 'exited') return;
     if (w.stopReason === undefined || w.state !== 'stopping') w.stopReason = reason;
     if (w.idleTimer) clearTimeout(w.idleTimer);
+    // A starting worker does not listen for 'stop' yet: it can only be killed.
+    const starting = w.state === 'starting';
     w.to('stopping');
-    if (kill || w.inflight.size > 0) w.rt.kill();
+    if (kill || starting || w.inflight.size > 0) w.rt.kill();
     else {
       try {
         w.rt.send({ t: 'stop' });

@@ -1,0 +1,5 @@
+/** workerpool's worker script: registers the benchmark tasks (workerpool cannot load a plain module). */
+import workerpool from 'workerpool';
+import { busy, fib, square } from './tasks.mjs';
+
+workerpool.worker({ square, fib, busy });
