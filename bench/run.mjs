@@ -66,14 +66,22 @@ const runners = {
     label: `piscina ${version('piscina')}`,
     open() {
       const pool = new Piscina({ filename: TASKS.href, minThreads: WORKERS, maxThreads: WORKERS });
-      return peer(pool, (name, arg) => pool.run(arg, { name }), () => pool.destroy());
+      return peer(
+        pool,
+        (name, arg) => pool.run(arg, { name }),
+        () => pool.destroy(),
+      );
     },
   },
   tinypool: {
     label: `tinypool ${version('tinypool')}`,
     open() {
       const pool = new Tinypool({ filename: TASKS.href, minThreads: WORKERS, maxThreads: WORKERS });
-      return peer(pool, (name, arg) => pool.run(arg, { name }), () => pool.destroy());
+      return peer(
+        pool,
+        (name, arg) => pool.run(arg, { name }),
+        () => pool.destroy(),
+      );
     },
   },
   workerpool: {
@@ -84,7 +92,11 @@ const runners = {
         maxWorkers: WORKERS,
         workerType: 'thread',
       });
-      return peer(pool, (name, arg) => pool.exec(name, [arg]), () => pool.terminate());
+      return peer(
+        pool,
+        (name, arg) => pool.exec(name, [arg]),
+        () => pool.terminate(),
+      );
     },
   },
 };
@@ -434,7 +446,7 @@ async function startupWorkload() {
       pythonRow(`${label}: shutdown (close + join)`, out, 'shutdown'),
     ])),
   );
-  for (const r of rows) r.vs = r.runner.includes('shutdown') ? 'shutdown' : 'start';
+  for (const r of rows) r.vs = r.runner.includes('shutdown') ? 'shutdown' : 'start + first result';
   const piscina = runners.piscina.label;
   return {
     title: `pool start + first result, and shutdown (close / destroy / terminate) once all ${WORKERS} workers are up`,

@@ -29,8 +29,12 @@ for (const runtime of ['thread', 'process']) {
     pool.apply('crash', []),
     pool.map('countPrimes', ranges.slice(0, 8)),
   ]);
-  console.log(`  a throwing task  -> ${failed.reason.name} (${failed.reason.code}), cause code ${failed.reason.cause.code}`);
+  console.log(
+    `  a throwing task  -> ${failed.reason.name} (${failed.reason.code}), cause code ${failed.reason.cause.code}`,
+  );
   console.log(`  a crashing task  -> ${crashed.reason.name}: exit code ${crashed.reason.exitCode}`);
-  console.log(`  the other work   -> ${after.status}, ${after.value.length} results; pool still has ${pool.stats().workers.length} workers`);
+  console.log(
+    `  the other work   -> ${after.status}, ${after.value.length} results; pool still has ${pool.stats().workers.length} workers`,
+  );
   await pool.close();
 }
