@@ -15,7 +15,9 @@ export type CorralErrorCode =
   | 'ERR_MODULE_LOAD'
   | 'ERR_UNKNOWN_TASK'
   | 'ERR_SERIALIZATION'
-  | 'ERR_NATIVE_UNAVAILABLE';
+  | 'ERR_NATIVE_UNAVAILABLE'
+  | 'ERR_MEMORY_LIMIT'
+  | 'ERR_CPU_TIME_LIMIT';
 
 export class CorralError extends Error {
   readonly code: CorralErrorCode;
@@ -178,5 +180,66 @@ export class NativeUnavailableError extends CorralError {
   constructor(capability: string, why: string) {
     super('ERR_NATIVE_UNAVAILABLE', `${capability} is not available: ${why}`);
     this.capability = capability;
+  }
+}
+
+export type MemoryLimitKind = 'heap' | 'rss' | 'address-space' | 'data' | 'budget';
+
+/**
+ * The task's worker went over a memory limit. Most breaches are deaths (V8 aborts, the kernel kills),
+ * so this is decided from how the worker ended, the limits in force and its last stderr lines.
+ */
+export class MemoryLimitError extends CorralError {
+  readonly task: string;
+  readonly kind: MemoryLimitKind;
+  /** The limit in bytes. */
+  readonly limit: number;
+  /** The value seen when it was breached, in bytes, when known. */
+  readonly observed: number | undefined;
+  readonly workerId: number;
+  readonly pid: number | undefined;
+  constructor(
+    task: string,
+    kind: MemoryLimitKind,
+    limit: number,
+    observed: number | undefined,
+    exit: Pick<WorkerExit, 'workerId' | 'pid'>,
+    options?: { cause?: unknown },
+  ) {
+    const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    super(
+      'ERR_MEMORY_LIMIT',
+      `task '${task}' went over the ${kind} limit of ${mib(limit)}` +
+        (observed !== undefined ? ` (observed ${mib(observed)})` : '') +
+        `; worker ${exit.workerId} was replaced`,
+      options,
+    );
+    this.task = task;
+    this.kind = kind;
+    this.limit = limit;
+    this.observed = observed;
+    this.workerId = exit.workerId;
+    this.pid = exit.pid;
+  }
+}
+
+/** The task used more CPU time than limits.cpuTime; the kernel stopped its worker. */
+export class CpuTimeLimitError extends CorralError {
+  readonly task: string;
+  /** Seconds of CPU allowed per task. */
+  readonly limit: number;
+  readonly workerId: number;
+  readonly pid: number | undefined;
+  readonly signal: string | null;
+  constructor(task: string, limit: number, exit: Pick<WorkerExit, 'workerId' | 'pid' | 'signal'>) {
+    super(
+      'ERR_CPU_TIME_LIMIT',
+      `task '${task}' used more than ${limit} s of CPU time; the kernel stopped worker ${exit.workerId} (${exit.signal}) and it was replaced`,
+    );
+    this.task = task;
+    this.limit = limit;
+    this.workerId = exit.workerId;
+    this.pid = exit.pid;
+    this.signal = exit.signal;
   }
 }

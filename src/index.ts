@@ -12,5 +12,5 @@ export type {
   TaskResult,
 } from './pool/config.js';
 export { Pool, type PoolEvents, type PoolProxy } from './pool/pool.js';
-export type { PoolStats, WorkerStats } from './pool/stats.js';
+export type { MemoryStats, PoolStats, WorkerStats } from './pool/stats.js';
 export type { WorkerState } from './pool/worker.js';

@@ -1,11 +1,23 @@
-import { ConfigError } from '../errors.js';
+import { ConfigError, NativeUnavailableError } from '../errors.js';
+import {
+  type LimitsOptions,
+  PROCESS_ONLY,
+  type RecycleOptions,
+  type ResolvedLimits,
+  type ResolvedRecycle,
+  resolveBudget,
+  resolveLimits,
+  resolveRecycle,
+} from '../limits/limits.js';
 import { cpuCount, ioPoolSize } from '../limits/system.js';
+import { nativeStatus } from '../native/index.js';
 import {
   checkKnownKeys,
   isPlainObject,
   parseChoice,
   parseCount,
   parseDuration,
+  parseSize,
   resolveModule,
 } from '../options.js';
 import type { RuntimeKind } from '../runtime/types.js';
@@ -51,6 +63,14 @@ export interface PoolOptions<M = AnyModule> {
   execArgv?: string[];
   /** Environment of process workers (threads share the parent's). */
   env?: NodeJS.ProcessEnv;
+  /** Per-worker limits; all but heap need process workers (runtime 'auto' then picks processes). */
+  limits?: LimitsOptions;
+  /** Retire workers between tasks when they grow or leak. */
+  recycle?: RecycleOptions;
+  /** Keep parent + workers' RSS under this: a size, or 'auto' (80% of the cgroup limit, else of available memory). */
+  memoryBudget?: number | string;
+  /** Count descriptors before and after each task in process workers and report leaks ('leak' event). */
+  detectLeaks?: boolean;
 }
 
 export interface PoolConfig {
@@ -68,6 +88,10 @@ export interface PoolConfig {
   idleTimeout: number;
   execArgv: string[];
   env: NodeJS.ProcessEnv | undefined;
+  limits: ResolvedLimits;
+  recycle: ResolvedRecycle;
+  memoryBudget: number | undefined;
+  detectLeaks: boolean;
 }
 
 const KNOWN = [
@@ -85,6 +109,10 @@ const KNOWN = [
   'idleTimeout',
   'execArgv',
   'env',
+  'limits',
+  'recycle',
+  'memoryBudget',
+  'detectLeaks',
 ] as const;
 
 export function resolvePoolOptions(options: unknown): PoolConfig {
@@ -123,9 +151,40 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
   if (o.env !== undefined && !isPlainObject(o.env)) {
     throw new ConfigError('env', 'expected an object of environment variables');
   }
+  const limits = resolveLimits(o.limits);
+  const maxTasksPerWorker =
+    o.maxTasksPerWorker === undefined
+      ? Infinity
+      : parseCount('maxTasksPerWorker', o.maxTasksPerWorker, 1, true);
+  const recycle = resolveRecycle(o.recycle, maxTasksPerWorker);
+  if (o.detectLeaks !== undefined && typeof o.detectLeaks !== 'boolean') {
+    throw new ConfigError('detectLeaks', 'expected true or false');
+  }
+  const detectLeaks = o.detectLeaks ?? recycle.onLeak;
+  const needsProcess: string[] = PROCESS_ONLY.filter((k) => limits[k] !== undefined).map(
+    (k) => `limits.${k}`,
+  );
+  if (detectLeaks) needsProcess.push(o.detectLeaks ? 'detectLeaks' : 'recycle.onLeak');
+  if (recycle.whenRssAbove !== undefined) needsProcess.push('recycle.whenRssAbove');
+  if (runtime === 'thread' && needsProcess.length > 0) {
+    throw new ConfigError(
+      needsProcess.join(', '),
+      "needs runtime 'process': threads share one process, its memory, descriptors and rlimits, so no " +
+        "per-thread bound exists. Use runtime 'process' or 'auto', or only limits.heap with threads.",
+    );
+  }
+  const rlimitKeys = ['addressSpace', 'data', 'openFiles', 'cpuTime'] as const;
+  const wantsRlimits = rlimitKeys.filter((k) => limits[k] !== undefined);
+  if (wantsRlimits.length > 0 && !nativeStatus().available) {
+    throw new NativeUnavailableError(
+      `limits.${wantsRlimits.join(', limits.')}`,
+      `${nativeStatus().reason ?? 'the native addon is not built'}; rlimits are set by corral's native addon ` +
+        '(run `npm run build:native`), and a limit silently not enforced would be worse than none',
+    );
+  }
   return {
     module: resolveModule(o.module),
-    runtime: runtime === 'auto' ? 'thread' : runtime,
+    runtime: runtime === 'auto' ? (needsProcess.length > 0 ? 'process' : 'thread') : runtime,
     workers,
     kind,
     concurrency:
@@ -142,6 +201,10 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     idleTimeout: o.idleTimeout === undefined ? Infinity : parseDuration('idleTimeout', o.idleTimeout),
     execArgv: o.execArgv ?? [],
     env: o.env,
+    limits,
+    recycle,
+    memoryBudget: resolveBudget(o.memoryBudget),
+    detectLeaks,
   };
 }
 
@@ -152,6 +215,8 @@ export interface CallOptions {
   timeout?: number | string;
   /** Times to re-run a failed task of this call, overriding the pool's retries. */
   retries?: number;
+  /** Bytes the task is expected to need; with memoryBudget, it starts only when that much is free. */
+  memoryHint?: number | string;
 }
 
 export interface MapOptions extends CallOptions {
@@ -163,19 +228,31 @@ export interface ResolvedCall {
   signal: AbortSignal | undefined;
   timeout: number;
   retries: number;
+  memoryHint: number;
+  withUsage: boolean;
 }
 
 export function resolveCallOptions(
   options: unknown,
   config: PoolConfig,
-  known: readonly string[] = ['signal', 'timeout', 'retries'],
+  known: readonly string[] = ['signal', 'timeout', 'retries', 'memoryHint', 'withUsage'],
 ): ResolvedCall {
-  if (options === undefined)
-    return { signal: undefined, timeout: config.taskTimeout, retries: config.retries };
+  if (options === undefined) {
+    return {
+      signal: undefined,
+      timeout: config.taskTimeout,
+      retries: config.retries,
+      memoryHint: 0,
+      withUsage: false,
+    };
+  }
   if (!isPlainObject(options))
     throw new ConfigError('options', 'expected an object like { timeout, signal }');
   checkKnownKeys('options', options, known);
-  const o = options as CallOptions;
+  const o = options as CallOptions & { withUsage?: unknown };
+  if (o.withUsage !== undefined && typeof o.withUsage !== 'boolean') {
+    throw new ConfigError('withUsage', 'expected true or false');
+  }
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
     throw new ConfigError('signal', 'expected an AbortSignal, e.g. AbortSignal.timeout(1000)');
   }
@@ -183,5 +260,7 @@ export function resolveCallOptions(
     signal: o.signal,
     timeout: o.timeout === undefined ? config.taskTimeout : parseDuration('timeout', o.timeout),
     retries: o.retries === undefined ? config.retries : parseCount('retries', o.retries, 0),
+    memoryHint: o.memoryHint === undefined ? 0 : parseSize('memoryHint', o.memoryHint),
+    withUsage: o.withUsage === true,
   };
 }

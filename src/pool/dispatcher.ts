@@ -9,6 +9,8 @@
  */
 import {
   AbortError,
+  CpuTimeLimitError,
+  MemoryLimitError,
   ModuleLoadError,
   PoolClosedError,
   SerializationError,
@@ -19,6 +21,8 @@ import {
   type WorkerExit,
   WorkerStartError,
 } from '../errors.js';
+import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
+import { heapMbFor } from '../limits/limits.js';
 import { spawnProcess } from '../runtime/process.js';
 import {
   type FromWorker,
@@ -26,12 +30,15 @@ import {
   type ResultFrame,
   ResultStatus,
   type UnitFrame,
+  type UnitReport,
   type WireError,
+  type WorkerLimits,
 } from '../runtime/protocol.js';
 import { spawnThread } from '../runtime/thread.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
+import { MemoryGuard } from './memory.js';
 import type { Unit } from './unit.js';
 import { PoolWorker } from './worker.js';
 
@@ -39,11 +46,14 @@ const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
 /** Consecutive start failures after which queued work is failed instead of waiting forever. */
 const MAX_START_FAILURES = 5;
 const MAX_BACKOFF_MS = 5000;
+const START_TIMEOUT = 'start timeout';
 
 export interface DispatcherEvents {
   workerStart(info: { workerId: number; pid: number | undefined; threadId: number | undefined }): void;
   workerExit(info: WorkerExit & { reason: string }): void;
   workerError(error: Error): void;
+  leak(info: { workerId: number; pid: number | undefined; task: string; fds: number }): void;
+  breach(error: MemoryLimitError | CpuTimeLimitError): void;
 }
 
 /** Prefetch beyond the running units, by mean unit time in ms: enough to hide the round trip. */
@@ -63,7 +73,12 @@ export class Dispatcher {
   completed = 0;
   failed = 0;
   readonly createdAt = performance.now();
-  heldBackMs = 0;
+  breaches = 0;
+  recycles = 0;
+  leaks = 0;
+  readonly guard: MemoryGuard | undefined;
+  private readonly workerLimits: WorkerLimits;
+  private readonly heapMb: number | undefined;
   private seq = 0;
   private nextWorkerId = 1;
   private dispatchScheduled = false;
@@ -80,6 +95,29 @@ export class Dispatcher {
     readonly config: PoolConfig,
     private readonly events: DispatcherEvents,
   ) {
+    const { limits, recycle } = config;
+    this.workerLimits = {
+      rlimits: [
+        ...(limits.addressSpace !== undefined ? [['as', limits.addressSpace] as const] : []),
+        ...(limits.data !== undefined ? [['data', limits.data] as const] : []),
+        ...(limits.openFiles !== undefined ? [['nofile', limits.openFiles] as const] : []),
+      ].map(([r, v]) => [r, v]),
+      cpuTime: limits.cpuTime,
+      heapAbove: recycle.whenHeapAbove,
+      detectLeaks: config.detectLeaks,
+    };
+    this.heapMb = heapMbFor(limits);
+    if (MemoryGuard.needed(limits, recycle, config.memoryBudget)) {
+      this.guard = new MemoryGuard(limits, recycle, config.memoryBudget, {
+        workers: () => this.workers,
+        retire: (w, reason) => this.retire(w, reason),
+        kill: (w, breach) => {
+          w.breach = breach;
+          this.stopWorker(w, `${breach.kind} limit`, true);
+        },
+        resumed: () => this.schedule(),
+      });
+    }
     for (let i = 0; i < config.workers; i++) this.spawn();
   }
 
@@ -116,6 +154,8 @@ export class Dispatcher {
     this.dispatchScheduled = false;
     const prefetch = prefetchFor(this.meanMs);
     const c = this.config.concurrency;
+    let running = 0;
+    if (this.guard?.budget !== undefined) for (const w of this.workers) running += w.inflight.size;
     while (this.queued > 0) {
       let best: PoolWorker | undefined;
       let accepting = 0;
@@ -138,12 +178,14 @@ export class Dispatcher {
         }
         // A unit that may be aborted is never prefetched: it is either still here or running.
         if (unit.signal && best.inflight.size + batch.length >= c) break;
+        if (this.guard && !this.guard.admit(running + batch.length, unit.memoryHint)) break;
         this.queue.shift();
         this.queued--;
         batch.push(unit);
         n--;
       }
       if (batch.length === 0) break;
+      running += batch.length;
       this.send(best, batch);
     }
     this.spawnForBacklog();
@@ -158,7 +200,7 @@ export class Dispatcher {
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       u.seq = ++this.seq;
-      frames[i] = [u.seq, u.name, u.mode, u.payload];
+      frames[i] = u.wantUsage ? [u.seq, u.name, u.mode, u.payload, 1] : [u.seq, u.name, u.mode, u.payload];
     }
     try {
       w.rt.send({ t: 'run', units: frames });
@@ -218,6 +260,7 @@ export class Dispatcher {
       this.schedule();
     } else if (m.t === 'ready') {
       if (w.state !== 'starting') return; // stopped while it was starting
+      if (w.idleTimer) clearTimeout(w.idleTimer);
       this.startFailures = 0;
       w.to('idle');
       this.events.workerStart({ workerId: w.id, pid: w.rt.pid, threadId: w.rt.threadId });
@@ -237,13 +280,14 @@ export class Dispatcher {
     }
   }
 
-  private onResult(w: PoolWorker, [seq, status, value, ms]: ResultFrame): void {
+  private onResult(w: PoolWorker, [seq, status, value, ms, report]: ResultFrame): void {
     const u = w.inflight.get(seq);
     if (!u) return;
     w.inflight.delete(seq);
     w.tasksDone++;
     w.busyMs += ms;
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
+    if (report) this.onReport(w, u, report);
     if (u.state === 'settled') return;
     if (u.timer) clearTimeout(u.timer);
     switch (status) {
@@ -259,8 +303,13 @@ export class Dispatcher {
         break;
       }
       case ResultStatus.Threw: {
-        const error = new TaskError(u.name, fromWireError(value as WireError));
-        if (!this.retry(u)) this.settleFail(u, error);
+        const cause = fromWireError(value as WireError);
+        const breach = classifyThrown(cause, this.config.limits);
+        if (breach) {
+          // The task caught the failed allocation, but its worker is at the wall: replace it.
+          this.retire(w, 'memory limit reached');
+          this.failWithBreach(u, breach, w, cause);
+        } else if (!this.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
         break;
       }
       case ResultStatus.UnknownTask:
@@ -277,6 +326,29 @@ export class Dispatcher {
     if (itemErrors) this.failed++;
     else this.completed++;
     u.sink.ok(u, value, itemErrors, ms);
+  }
+
+  private onReport(w: PoolWorker, u: Unit, report: UnitReport): void {
+    if (report.usage) u.usage = report.usage;
+    if (report.leakedFds) {
+      w.leaks += report.leakedFds;
+      this.leaks += report.leakedFds;
+      this.events.leak({ workerId: w.id, pid: w.rt.pid, task: u.name, fds: report.leakedFds });
+      if (this.config.recycle.onLeak)
+        this.retire(w, `task '${u.name}' leaked ${report.leakedFds} descriptors`);
+    }
+    if (report.heapUsed !== undefined) this.retire(w, `heap ${report.heapUsed} above recycle.whenHeapAbove`);
+  }
+
+  private failWithBreach(u: Unit, breach: Breach, w: PoolWorker, cause?: unknown): void {
+    const who = { workerId: w.id, pid: w.rt.pid, signal: w.exit?.signal ?? null };
+    const error =
+      breach.type === 'cpu'
+        ? new CpuTimeLimitError(u.name, breach.limit, who)
+        : new MemoryLimitError(u.name, breach.kind, breach.limit, breach.observed, who, { cause });
+    this.breaches++;
+    this.events.breach(error);
+    if (!this.retry(u)) this.settleFail(u, error);
   }
 
   settleFail(u: Unit, error: Error): void {
@@ -338,13 +410,19 @@ export class Dispatcher {
             concurrency: this.config.concurrency,
             initializer: this.config.initializer,
             initArgs: this.config.initArgs,
+            limits: this.workerLimits,
           },
           execArgv: this.config.execArgv,
           env: this.config.env,
-          heapMb: undefined,
+          heapMb: this.heapMb,
         },
         { message: (m) => this.onMessage(w, m), exit: (e) => this.onExit(w, e) },
       );
+      // A worker that never becomes ready (e.g. a tiny RLIMIT_DATA hangs Node) must not hold the pool.
+      w.idleTimer = setTimeout(() => {
+        if (w.state === 'starting') this.stopWorker(w, START_TIMEOUT, true);
+      }, this.config.limits.startTimeout);
+      w.idleTimer.unref();
     } catch (error) {
       this.workers.delete(w);
       w.to('exited');
@@ -353,7 +431,7 @@ export class Dispatcher {
   }
 
   private spawnForBacklog(): void {
-    if (this.closing || this.terminated || this.broken || this.respawnTimer) return;
+    if (this.closing || this.terminated || this.broken || this.respawnTimer || this.guard?.held) return;
     let live = 0;
     for (const w of this.workers) if (w.state !== 'draining' && w.state !== 'stopping') live++;
     const wanted = Math.min(this.config.workers, live + this.queued);
@@ -383,6 +461,7 @@ export class Dispatcher {
   /** Stop giving the worker work; it stops once what it holds is done. */
   retire(w: PoolWorker, reason: string): void {
     if (!w.accepting) return;
+    this.recycles++;
     w.stopReason = reason;
     w.to('draining');
     if (w.inflight.size === 0) this.stopWorker(w, reason);
@@ -437,6 +516,13 @@ export class Dispatcher {
       if (u.timer) clearTimeout(u.timer);
       u.timer = undefined;
       if (i < this.config.concurrency) {
+        const breach = this.terminated
+          ? undefined
+          : classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
+        if (breach) {
+          this.failWithBreach(u, breach, w);
+          return;
+        }
         const error = this.terminated
           ? new PoolClosedError('the pool was terminated while this task was running')
           : new WorkerCrashedError(
@@ -455,7 +541,7 @@ export class Dispatcher {
       else this.submit(requeue[i]!, true);
     }
 
-    if (wasStarting && !planned && !this.broken) {
+    if (wasStarting && (!planned || planned === START_TIMEOUT) && !this.broken) {
       this.onStartFailure(
         new WorkerStartError(
           `worker ${w.id} exited before it was ready (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`})` +
@@ -523,6 +609,7 @@ export class Dispatcher {
   async close(): Promise<void> {
     this.closing = true;
     await this.whenIdle();
+    this.guard?.stop();
     if (this.respawnTimer) clearTimeout(this.respawnTimer);
     for (const w of [...this.workers]) this.stopWorker(w, 'pool closed');
     await this.whenExited();
@@ -530,6 +617,7 @@ export class Dispatcher {
 
   async terminate(): Promise<void> {
     this.terminated = true;
+    this.guard?.stop();
     if (this.respawnTimer) clearTimeout(this.respawnTimer);
     const error = new PoolClosedError('the pool was terminated before this task ran');
     for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);

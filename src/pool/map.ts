@@ -148,6 +148,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
       call.retries,
       call.signal,
     );
+    unit.memoryHint = call.memoryHint;
     this.units.set(unit, new ChunkMeta(this.nextIndex++));
     this.outstanding++;
     const refusal = this.dispatcher.refusal();

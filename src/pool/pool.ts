@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { WorkerExit } from '../errors.js';
-import { ConfigError, QueueFullError } from '../errors.js';
+import { ConfigError, type CpuTimeLimitError, type MemoryLimitError, QueueFullError } from '../errors.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
+import type { TaskUsage } from '../runtime/protocol.js';
 import { UnitMode } from '../runtime/protocol.js';
 import {
   type AnyModule,
@@ -20,7 +21,7 @@ import { MapJob } from './map.js';
 import { type PoolStats, snapshot } from './stats.js';
 import { PromiseSink, Unit } from './unit.js';
 
-const MAP_OPTIONS = ['signal', 'timeout', 'retries', 'chunksize'] as const;
+const MAP_OPTIONS = ['signal', 'timeout', 'retries', 'chunksize', 'memoryHint'] as const;
 
 /** One async method per task export: `await pool.proxy().square(3)`. */
 export type PoolProxy<M> = {
@@ -31,6 +32,16 @@ export interface PoolEvents {
   workerStart: [info: { workerId: number; pid: number | undefined; threadId: number | undefined }];
   workerExit: [info: WorkerExit & { reason: string }];
   workerError: [error: Error];
+  /** A task in a process worker left descriptors open (detectLeaks / recycle.onLeak). */
+  leak: [info: { workerId: number; pid: number | undefined; task: string; fds: number }];
+  /** A worker went over a limit; the task got this error. */
+  breach: [error: MemoryLimitError | CpuTimeLimitError];
+}
+
+/** A result with what its task cost: `pool.apply(name, args, { withUsage: true })`. */
+export interface WithUsage<R> {
+  result: R;
+  usage: TaskUsage;
 }
 
 /**
@@ -48,6 +59,8 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       workerStart: (info) => this.emit('workerStart', info),
       workerExit: (info) => this.emit('workerExit', info),
       workerError: (error) => this.emit('workerError', error),
+      leak: (info) => this.emit('leak', info),
+      breach: (error) => this.emit('breach', error),
     });
   }
 
@@ -103,6 +116,8 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
         );
       } else sink = new PromiseSink(resolve as (value: unknown) => void, reject);
       const unit = new Unit(name, UnitMode.Apply, args, 1, sink, call.timeout, call.retries, signal);
+      unit.memoryHint = call.memoryHint;
+      if (call.withUsage) unit.wantUsage = true;
       d.submit(unit);
     });
   }

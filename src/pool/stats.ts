@@ -1,3 +1,4 @@
+import { readPeakRss, readRss } from '../limits/memory.js';
 import type { RuntimeKind } from '../runtime/types.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { WorkerState } from './worker.js';
@@ -15,6 +16,22 @@ export interface WorkerStats {
   /** Units sent to it and not yet answered. */
   inflight: number;
   uptimeMs: number;
+  /** Last sampled and peak RSS in bytes (process workers, when memory is watched; else read now). */
+  rss: number | undefined;
+  peakRss: number | undefined;
+  /** Descriptors its tasks left open (detectLeaks). */
+  leakedFds: number;
+}
+
+export interface MemoryStats {
+  /** memoryBudget in bytes, if one is set. */
+  budget: number | undefined;
+  /** Parent + process workers' RSS at the last sample. */
+  total: number;
+  peakTotal: number;
+  /** Whether dispatch is held back now for the budget, and for how long it has been in all. */
+  held: boolean;
+  heldBackMs: number;
 }
 
 export interface PoolStats {
@@ -28,6 +45,12 @@ export interface PoolStats {
   /** Completed units per second since the pool started. */
   throughput: number;
   uptimeMs: number;
+  /** Tasks failed by a memory or CPU-time limit. */
+  breaches: number;
+  /** Workers retired between tasks (maxTasksPerWorker, recycle thresholds, leaks, idleTimeout, budget). */
+  recycles: number;
+  leakedFds: number;
+  memory: MemoryStats;
 }
 
 export function snapshot(d: Dispatcher): PoolStats {
@@ -46,6 +69,9 @@ export function snapshot(d: Dispatcher): PoolStats {
       busyMs: w.busyMs,
       inflight: w.inflight.size,
       uptimeMs: now - w.startedAt,
+      rss: d.guard ? w.rss || undefined : w.rt.pid !== undefined ? readRss(w.rt.pid) : undefined,
+      peakRss: w.peakRss || (w.rt.pid !== undefined ? readPeakRss(w.rt.pid) : undefined),
+      leakedFds: w.leaks,
     });
   }
   const uptimeMs = now - d.createdAt;
@@ -57,5 +83,15 @@ export function snapshot(d: Dispatcher): PoolStats {
     failed: d.failed,
     throughput: uptimeMs > 0 ? (d.completed / uptimeMs) * 1000 : 0,
     uptimeMs,
+    breaches: d.breaches,
+    recycles: d.recycles,
+    leakedFds: d.leaks,
+    memory: {
+      budget: d.config.memoryBudget,
+      total: d.guard?.total ?? process.memoryUsage.rss(),
+      peakTotal: d.guard?.peakTotal ?? 0,
+      held: d.guard?.held ?? false,
+      heldBackMs: d.guard?.heldBackMs() ?? 0,
+    },
   };
 }

@@ -1,4 +1,4 @@
-import type { UnitMode, WireError } from '../runtime/protocol.js';
+import type { TaskUsage, UnitMode, WireError } from '../runtime/protocol.js';
 import type { PoolWorker } from './worker.js';
 
 /** Where a unit's outcome goes: a promise for apply(), the owning job for map chunks. */
@@ -17,6 +17,11 @@ export class Unit {
   state: 'queued' | 'sent' | 'settled' = 'queued';
   worker: PoolWorker | undefined = undefined;
   timer: NodeJS.Timeout | undefined = undefined;
+  /** Set from the worker's report when the caller asked for { withUsage: true }. */
+  usage: TaskUsage | undefined = undefined;
+  wantUsage = false;
+  /** Bytes the caller expects the task to need: memoryBudget admission control counts it. */
+  memoryHint = 0;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,
@@ -36,8 +41,8 @@ export class PromiseSink implements UnitSink {
     private readonly resolve: (value: unknown) => void,
     private readonly reject: (error: Error) => void,
   ) {}
-  ok(_unit: Unit, value: unknown): void {
-    this.resolve(value);
+  ok(unit: Unit, value: unknown): void {
+    this.resolve(unit.wantUsage ? { result: value, usage: unit.usage } : value);
   }
   fail(_unit: Unit, error: Error): void {
     this.reject(error);

@@ -31,6 +31,12 @@ export class PoolWorker {
   /** Why the pool stopped it, if it did: decides how its running units are reported. */
   stopReason: string | undefined = undefined;
   exit: RuntimeExit | undefined = undefined;
+  /** Last sampled and highest RSS of a process worker (0 until sampled). */
+  rss = 0;
+  peakRss = 0;
+  /** Set when the pool stopped it for a memory breach it observed itself. */
+  breach: { kind: 'rss' | 'budget'; limit: number; value: number } | undefined = undefined;
+  leaks = 0;
   readonly history: WorkerState[] = ['starting'];
   rt!: RuntimeWorker;
 

@@ -19,7 +19,7 @@ export enum UnitMode {
 }
 
 /** [seq, task name, mode, payload]: payload is the args array (Apply) or the chunk's items. */
-export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown];
+export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown, wantUsage?: 1];
 
 export enum ResultStatus {
   Ok = 0,
@@ -41,7 +41,44 @@ export function packNumbers(items: ArrayLike<unknown>): Float64Array | undefined
 }
 
 /** [seq, status, value, elapsed ms in the worker] */
-export type ResultFrame = [seq: number, status: ResultStatus, value: unknown, ms: number];
+export type ResultFrame = [
+  seq: number,
+  status: ResultStatus,
+  value: unknown,
+  ms: number,
+  report?: UnitReport,
+];
+
+/** What one task cost, measured inside its worker (on request: { withUsage: true }). */
+export interface TaskUsage {
+  wallMs: number;
+  /** CPU of the worker while the task ran: the process's for process workers, the thread's where Node can tell. */
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  /** Peak resident memory of the worker process so far (VmHWM); the whole process for threads. */
+  peakRss: number;
+  /** Descriptors open after the task minus before it (process workers; 0 for threads). */
+  fdsOpened: number;
+}
+
+/** Extra facts a worker attaches to a result when the pool asked for them. */
+export interface UnitReport {
+  usage?: TaskUsage;
+  /** Descriptors the task left open (process workers with leak detection). */
+  leakedFds?: number;
+  /** V8 heap in use after the task, sent only when above recycle.whenHeapAbove. */
+  heapUsed?: number;
+}
+
+export type RlimitSpec = [resource: 'as' | 'data' | 'nofile', limit: number];
+
+export interface WorkerLimits {
+  rlimits: RlimitSpec[];
+  /** CPU seconds per task: the soft RLIMIT_CPU is moved before each task. */
+  cpuTime: number | undefined;
+  heapAbove: number | undefined;
+  detectLeaks: boolean;
+}
 
 export interface WorkerInit {
   module: string;
@@ -49,13 +86,14 @@ export interface WorkerInit {
   concurrency: number;
   initializer: string | undefined;
   initArgs: unknown[];
+  limits: WorkerLimits;
 }
 
 export type ToWorker = { t: 'init'; init: WorkerInit } | { t: 'run'; units: UnitFrame[] } | { t: 'stop' };
 
 export type FromWorker =
   | { t: 'ready'; exports: string[] }
-  | { t: 'fatal'; phase: 'load' | 'init'; error: WireError }
+  | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
   | { t: 'done'; results: ResultFrame[] };
 
 /** An Error flattened to plain data, so it survives both JSON-like and structured-clone transports. */

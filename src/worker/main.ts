@@ -6,6 +6,7 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
 import { packNumbers, ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
+import { applyRlimits, UnitProbe } from './limits.js';
 import { guardAgainstOrphaning } from './orphan.js';
 
 type Task = (...args: unknown[]) => unknown;
@@ -62,11 +63,16 @@ class Runner {
   private outbox: ResultFrame[] = [];
   private pumpScheduled = false;
 
+  private readonly probeAlways: boolean;
+
   constructor(
     private readonly tasks: Map<string, Task>,
     private readonly concurrency: number,
     private readonly io: Transport,
-  ) {}
+    private readonly probe: UnitProbe,
+  ) {
+    this.probeAlways = UnitProbe.needed(probe.limits);
+  }
 
   accept(units: UnitFrame[]): void {
     for (const unit of units) this.queue.push(unit);
@@ -85,11 +91,15 @@ class Runner {
         this.head = 0;
       }
       this.running++;
+      const want = unit[4] === 1;
+      const probed = this.probeAlways || want;
+      if (probed) this.probe.before(want);
       const start = performance.now();
       const outcome = this.run(unit);
       if (isThenable(outcome)) {
         outcome.then((frame) => {
           frame[3] = performance.now() - start;
+          if (probed) this.report(frame, want);
           this.finish(frame);
           if (!this.pumpScheduled) {
             this.pumpScheduled = true;
@@ -98,6 +108,7 @@ class Runner {
         });
       } else {
         outcome[3] = performance.now() - start;
+        if (probed) this.report(outcome, want);
         this.finish(outcome);
         this.flush();
       }
@@ -106,6 +117,11 @@ class Runner {
       this.queue.length = 0;
       this.head = 0;
     }
+  }
+
+  private report(frame: ResultFrame, want: boolean): void {
+    const report = this.probe.after(want);
+    if (report) frame[4] = report;
   }
 
   private finish(frame: ResultFrame): void {
@@ -215,7 +231,15 @@ async function main(): Promise<void> {
     };
     process.on('message', onFirst);
   });
-  if (isMainThread) guardAgainstOrphaning();
+  if (isMainThread) {
+    guardAgainstOrphaning();
+    try {
+      applyRlimits(init.limits);
+    } catch (error) {
+      io.post({ t: 'fatal', phase: 'limits', error: toWireError(error) });
+      return;
+    }
+  }
 
   let tasks: Map<string, Task>;
   try {
@@ -239,7 +263,7 @@ async function main(): Promise<void> {
     }
   }
 
-  const runner = new Runner(tasks, init.concurrency, io);
+  const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits));
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
     else if (msg.t === 'stop') process.exit(0);

@@ -1,0 +1,84 @@
+/**
+ * Most breaches are deaths, not exceptions: V8 aborts (SIGABRT/SIGTRAP) when it cannot grow its
+ * heap or commit a semi-space, the kernel sends SIGXCPU for CPU time, an rss watchdog or a cgroup
+ * kills with SIGKILL. This turns how a worker ended into the breach it was, if it was one.
+ * Messages matched here are the ones measured on Node 20, 22 and 24 (shared FACTS §1b, §1c).
+ */
+import type { MemoryLimitKind } from '../errors.js';
+import type { ResolvedLimits } from './limits.js';
+
+export type Breach =
+  | { type: 'memory'; kind: MemoryLimitKind; limit: number; observed: number | undefined }
+  | { type: 'cpu'; limit: number };
+
+export interface DeathFacts {
+  exitCode: number | null;
+  signal: string | null;
+  /** Node's code for a thread's death, e.g. ERR_WORKER_OUT_OF_MEMORY. */
+  code: string | undefined;
+  /** stderr tail (process) or the thread's error message. */
+  detail: string | undefined;
+  /** Set when the pool itself killed the worker for a breach it observed (rss, budget). */
+  observed: { kind: MemoryLimitKind; limit: number; value: number } | undefined;
+}
+
+const HEAP_OOM =
+  /JavaScript heap out of memory|Reached heap limit|Worker terminated due to reaching memory limit/;
+/** Out of memory outside the JS heap: what an address-space or data rlimit produces. */
+const NATIVE_OOM =
+  /Committing semi space failed|Failed to reserve virtual memory|Array buffer allocation failed|std::bad_alloc|Fatal process out of memory|Fatal process OOM|Failed to allocate memory/;
+
+/** The breach a death was, or undefined when it was an ordinary crash. */
+export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach | undefined {
+  if (facts.observed) {
+    return {
+      type: 'memory',
+      kind: facts.observed.kind,
+      limit: facts.observed.limit,
+      observed: facts.observed.value,
+    };
+  }
+  if (limits.cpuTime !== undefined && (facts.signal === 'SIGXCPU' || facts.signal === 'SIGKILL')) {
+    // SIGKILL alone could be anyone's; SIGXCPU is only ever the CPU rlimit.
+    if (facts.signal === 'SIGXCPU' || /CPU time limit/.test(facts.detail ?? '')) {
+      return { type: 'cpu', limit: limits.cpuTime };
+    }
+  }
+  const detail = facts.detail ?? '';
+  const aborted =
+    facts.code === 'ERR_WORKER_OUT_OF_MEMORY' ||
+    facts.signal === 'SIGABRT' ||
+    facts.signal === 'SIGTRAP' ||
+    facts.exitCode === 134 ||
+    facts.exitCode === 133;
+  if (!aborted) return undefined;
+  const rlimit = limits.addressSpace !== undefined || limits.data !== undefined;
+  if (NATIVE_OOM.test(detail) && rlimit) {
+    return limits.addressSpace !== undefined
+      ? { type: 'memory', kind: 'address-space', limit: limits.addressSpace, observed: undefined }
+      : { type: 'memory', kind: 'data', limit: limits.data!, observed: undefined };
+  }
+  if (HEAP_OOM.test(detail) || facts.code === 'ERR_WORKER_OUT_OF_MEMORY' || NATIVE_OOM.test(detail)) {
+    if (limits.heap !== undefined)
+      return { type: 'memory', kind: 'heap', limit: limits.heap, observed: undefined };
+    if (rlimit) {
+      const kind = limits.addressSpace !== undefined ? 'address-space' : 'data';
+      return { type: 'memory', kind, limit: (limits.addressSpace ?? limits.data)!, observed: undefined };
+    }
+  }
+  return undefined;
+}
+
+/** A RangeError a task caught and rethrew under an rlimit is the same breach, reported as such. */
+export function classifyThrown(
+  error: { name?: string; message?: string },
+  limits: ResolvedLimits,
+): Breach | undefined {
+  if (error.name !== 'RangeError' || !NATIVE_OOM.test(error.message ?? '')) return undefined;
+  if (limits.addressSpace !== undefined) {
+    return { type: 'memory', kind: 'address-space', limit: limits.addressSpace, observed: undefined };
+  }
+  if (limits.data !== undefined)
+    return { type: 'memory', kind: 'data', limit: limits.data, observed: undefined };
+  return undefined;
+}

@@ -1,0 +1,108 @@
+/**
+ * The memory side of the pool: samples worker RSS on one timer, enforces limits.rss, retires workers
+ * over recycle.whenRssAbove, and keeps the pool (parent + workers) under memoryBudget: dispatch and
+ * spawning pause when near it, idle workers go first, and if running tasks still push the total over,
+ * the largest worker is stopped. One task may always run, so a tight budget slows work but never
+ * deadlocks it.
+ */
+import type { ResolvedLimits, ResolvedRecycle } from '../limits/limits.js';
+import { readRss } from '../limits/memory.js';
+import type { PoolWorker } from './worker.js';
+
+/** Dispatch resumes below this share of the budget, so it does not flap at the edge. */
+const RESUME_AT = 0.9;
+
+export interface MemoryActions {
+  workers(): Iterable<PoolWorker>;
+  retire(w: PoolWorker, reason: string): void;
+  kill(w: PoolWorker, breach: { kind: 'rss' | 'budget'; limit: number; value: number }): void;
+  resumed(): void;
+}
+
+export class MemoryGuard {
+  total = 0;
+  peakTotal = 0;
+  held = false;
+  heldMs = 0;
+  private heldSince = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly limits: ResolvedLimits,
+    private readonly recycle: ResolvedRecycle,
+    readonly budget: number | undefined,
+    private readonly actions: MemoryActions,
+  ) {
+    this.timer = setInterval(() => this.sample(), limits.sampleInterval);
+    this.timer.unref();
+  }
+
+  static needed(limits: ResolvedLimits, recycle: ResolvedRecycle, budget: number | undefined): boolean {
+    return limits.rss !== undefined || recycle.whenRssAbove !== undefined || budget !== undefined;
+  }
+
+  sample(): void {
+    let total = process.memoryUsage.rss();
+    const busy: PoolWorker[] = [];
+    for (const w of this.actions.workers()) {
+      if (w.rt.pid === undefined || w.state === 'exited') continue;
+      const rss = readRss(w.rt.pid);
+      if (rss === undefined) continue;
+      w.rss = rss;
+      if (rss > w.peakRss) w.peakRss = rss;
+      total += rss;
+      if (this.limits.rss !== undefined && rss > this.limits.rss && w.state !== 'stopping') {
+        this.actions.kill(w, { kind: 'rss', limit: this.limits.rss, value: rss });
+        continue;
+      }
+      if (this.recycle.whenRssAbove !== undefined && rss > this.recycle.whenRssAbove) {
+        this.actions.retire(w, `rss ${rss} above recycle.whenRssAbove`);
+      }
+      if (w.inflight.size > 0) busy.push(w);
+    }
+    this.total = total;
+    if (total > this.peakTotal) this.peakTotal = total;
+    if (this.budget !== undefined) this.enforceBudget(total, busy);
+  }
+
+  private enforceBudget(total: number, busy: PoolWorker[]): void {
+    const budget = this.budget!;
+    if (total > budget) {
+      if (!this.held) {
+        this.held = true;
+        this.heldSince = performance.now();
+      }
+      let over = total - budget;
+      for (const w of this.actions.workers()) {
+        if (over <= 0) break;
+        if (w.state === 'idle' && w.inflight.size === 0) {
+          this.actions.retire(w, 'memory budget');
+          over -= w.rss;
+        }
+      }
+      if (over > 0 && busy.length > 1) {
+        const largest = busy.reduce((a, b) => (b.rss > a.rss ? b : a));
+        this.actions.kill(largest, { kind: 'budget', limit: budget, value: total });
+      }
+    } else if (this.held && total < budget * RESUME_AT) {
+      this.held = false;
+      this.heldMs += performance.now() - this.heldSince;
+      this.actions.resumed();
+    }
+  }
+
+  /** May another unit start now? Always yes when nothing runs: one task must make progress. */
+  admit(running: number, hint: number): boolean {
+    if (this.budget === undefined || running === 0) return true;
+    if (this.held) return false;
+    return this.total + hint <= this.budget;
+  }
+
+  heldBackMs(): number {
+    return this.heldMs + (this.held ? performance.now() - this.heldSince : 0);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}

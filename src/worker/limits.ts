@@ -1,0 +1,79 @@
+/**
+ * Limits as seen from inside a worker: rlimits applied before the task module loads, the CPU
+ * budget moved before each task, and the measurements a task's result may carry.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
+import { isMainThread } from 'node:worker_threads';
+import { native } from '../native/index.js';
+import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
+
+/** Applied to this process before any user code runs; soft = hard so the task cannot raise it. */
+export function applyRlimits(limits: WorkerLimits): void {
+  if (limits.rlimits.length === 0 && limits.cpuTime === undefined) return;
+  const binding = native();
+  if (!binding) throw new Error('resource limits need the native addon, which did not load in this worker');
+  for (const [resource, limit] of limits.rlimits) binding.setrlimit(resource, limit, limit);
+}
+
+function openFds(): number {
+  return isMainThread ? readdirSync('/proc/self/fd').length : 0;
+}
+
+function peakRss(): number {
+  if (!isMainThread) return process.memoryUsage.rss();
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) * 1024 : process.memoryUsage.rss();
+}
+
+/** Per-task bookkeeping, present only when a limit or measurement needs it, so the plain path stays bare. */
+export class UnitProbe {
+  private fdsBefore = 0;
+  private cpuBefore: NodeJS.CpuUsage | undefined;
+  private wallBefore = 0;
+
+  constructor(readonly limits: WorkerLimits) {}
+
+  static needed(limits: WorkerLimits): boolean {
+    return limits.cpuTime !== undefined || limits.heapAbove !== undefined || limits.detectLeaks;
+  }
+
+  before(wantUsage: boolean): void {
+    const { cpuTime, detectLeaks } = this.limits;
+    if (cpuTime !== undefined) {
+      // RLIMIT_CPU counts the whole life of the process: move the soft limit so it counts this task.
+      // Only the soft one: an unprivileged process may raise it again up to the hard limit.
+      const used = process.cpuUsage();
+      const spent = Math.ceil((used.user + used.system) / 1e6);
+      native()?.setrlimit('cpu', spent + cpuTime, null);
+    }
+    if (detectLeaks || wantUsage) this.fdsBefore = openFds();
+    if (wantUsage) {
+      this.cpuBefore = process.cpuUsage();
+      this.wallBefore = performance.now();
+    }
+  }
+
+  after(wantUsage: boolean): UnitReport | undefined {
+    let report: UnitReport | undefined;
+    const { detectLeaks, heapAbove } = this.limits;
+    const fds = detectLeaks || wantUsage ? openFds() : 0;
+    if (detectLeaks && fds > this.fdsBefore) (report ??= {}).leakedFds = fds - this.fdsBefore;
+    if (heapAbove !== undefined) {
+      const used = getHeapStatistics().used_heap_size;
+      if (used > heapAbove) (report ??= {}).heapUsed = used;
+    }
+    if (wantUsage && this.cpuBefore) {
+      const cpu = process.cpuUsage(this.cpuBefore);
+      const usage: TaskUsage = {
+        wallMs: performance.now() - this.wallBefore,
+        cpuUserMs: cpu.user / 1000,
+        cpuSystemMs: cpu.system / 1000,
+        peakRss: peakRss(),
+        fdsOpened: fds - this.fdsBefore,
+      };
+      (report ??= {}).usage = usage;
+    }
+    return report;
+  }
+}
