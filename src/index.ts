@@ -1,5 +1,7 @@
 /** corral's public face: re-exports only. */
 export * from './errors.js';
+export { type RlimitInfo, type SystemInfo, systemInfo } from './limits/info.js';
+export type { LimitsOptions, RecycleOptions } from './limits/limits.js';
 export { type CpuInfo, cpuCount, type MemoryInfo, probeCpus, probeMemory } from './limits/system.js';
 export type {
   AnyModule,
@@ -11,6 +13,7 @@ export type {
   TaskNames,
   TaskResult,
 } from './pool/config.js';
-export { Pool, type PoolEvents, type PoolProxy } from './pool/pool.js';
+export { Pool, type PoolEvents, type PoolProxy, type WithUsage } from './pool/pool.js';
 export type { MemoryStats, PoolStats, WorkerStats } from './pool/stats.js';
 export type { WorkerState } from './pool/worker.js';
+export type { TaskUsage } from './runtime/protocol.js';

@@ -155,7 +155,13 @@ export class Dispatcher {
     const prefetch = prefetchFor(this.meanMs);
     const c = this.config.concurrency;
     let running = 0;
-    if (this.guard?.budget !== undefined) for (const w of this.workers) running += w.inflight.size;
+    let reserved = 0;
+    if (this.guard?.budget !== undefined) {
+      for (const w of this.workers) {
+        running += w.inflight.size;
+        for (const u of w.inflight.values()) reserved += u.memoryHint;
+      }
+    }
     while (this.queued > 0) {
       let best: PoolWorker | undefined;
       let accepting = 0;
@@ -178,7 +184,8 @@ export class Dispatcher {
         }
         // A unit that may be aborted is never prefetched: it is either still here or running.
         if (unit.signal && best.inflight.size + batch.length >= c) break;
-        if (this.guard && !this.guard.admit(running + batch.length, unit.memoryHint)) break;
+        if (this.guard && !this.guard.admit(running + batch.length, reserved, unit.memoryHint)) break;
+        reserved += unit.memoryHint;
         this.queue.shift();
         this.queued--;
         batch.push(unit);
@@ -288,6 +295,7 @@ export class Dispatcher {
     w.busyMs += ms;
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
     if (report) this.onReport(w, u, report);
+    this.guard?.unitDone();
     if (u.state === 'settled') return;
     if (u.timer) clearTimeout(u.timer);
     switch (status) {

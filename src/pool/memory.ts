@@ -24,6 +24,11 @@ export class MemoryGuard {
   peakTotal = 0;
   held = false;
   heldMs = 0;
+  /**
+   * Most tasks allowed to run at once under the budget. Stopping a worker for the budget lowers it
+   * (its task would only grow again next to the others); quiet completions raise it one at a time.
+   */
+  cap = Infinity;
   private heldSince = 0;
   private readonly timer: NodeJS.Timeout;
 
@@ -82,6 +87,7 @@ export class MemoryGuard {
       }
       if (over > 0 && busy.length > 1) {
         const largest = busy.reduce((a, b) => (b.rss > a.rss ? b : a));
+        this.cap = Math.max(1, busy.length - 1);
         this.actions.kill(largest, { kind: 'budget', limit: budget, value: total });
       }
     } else if (this.held && total < budget * RESUME_AT) {
@@ -91,11 +97,19 @@ export class MemoryGuard {
     }
   }
 
-  /** May another unit start now? Always yes when nothing runs: one task must make progress. */
-  admit(running: number, hint: number): boolean {
+  /**
+   * May another unit start now? Always yes when nothing runs: one task must make progress. `reserved`
+   * is the memoryHint of the units running now, counted in full as they may not have grown yet.
+   */
+  admit(running: number, reserved: number, hint: number): boolean {
     if (this.budget === undefined || running === 0) return true;
-    if (this.held) return false;
-    return this.total + hint <= this.budget;
+    if (this.held || running >= this.cap) return false;
+    return this.total + reserved + hint <= this.budget;
+  }
+
+  /** A unit finished: with room to spare, let one more run at once than before. */
+  unitDone(): void {
+    if (this.cap !== Infinity && this.budget !== undefined && this.total < this.budget * 0.75) this.cap++;
   }
 
   heldBackMs(): number {
