@@ -8,6 +8,8 @@ import { isMainThread } from 'node:worker_threads';
 import { native } from '../native/index.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
 
+const HEAP_CHECK_MS = 5;
+
 /** Applied to this process before any user code runs; soft = hard so the task cannot raise it. */
 export function applyRlimits(limits: WorkerLimits): void {
   if (limits.rlimits.length === 0 && limits.cpuTime === undefined) return;
@@ -31,6 +33,8 @@ export class UnitProbe {
   private fdsBefore = 0;
   private cpuBefore: NodeJS.CpuUsage | undefined;
   private wallBefore = 0;
+  private cpuArmedAt = 0;
+  private heapCheckedAt = 0;
 
   constructor(readonly limits: WorkerLimits) {}
 
@@ -44,8 +48,12 @@ export class UnitProbe {
       // RLIMIT_CPU counts the whole life of the process: move the soft limit so it counts this task.
       // Only the soft one: an unprivileged process may raise it again up to the hard limit.
       const used = process.cpuUsage();
-      const spent = Math.ceil((used.user + used.system) / 1e6);
-      native()?.setrlimit('cpu', spent + cpuTime, null);
+      const soft = Math.ceil((used.user + used.system) / 1e6) + cpuTime;
+      // The limit has 1 s granularity: most tiny tasks find it armed at the right second already.
+      if (soft !== this.cpuArmedAt) {
+        native()?.setrlimit('cpu', soft, null);
+        this.cpuArmedAt = soft;
+      }
     }
     if (detectLeaks || wantUsage) this.fdsBefore = openFds();
     if (wantUsage) {
@@ -59,7 +67,9 @@ export class UnitProbe {
     const { detectLeaks, heapAbove } = this.limits;
     const fds = detectLeaks || wantUsage ? openFds() : 0;
     if (detectLeaks && fds > this.fdsBefore) (report ??= {}).leakedFds = fds - this.fdsBefore;
-    if (heapAbove !== undefined) {
+    // Reading heap statistics costs microseconds: tiny tasks look at most every few milliseconds.
+    if (heapAbove !== undefined && performance.now() - this.heapCheckedAt > HEAP_CHECK_MS) {
+      this.heapCheckedAt = performance.now();
       const used = getHeapStatistics().used_heap_size;
       if (used > heapAbove) (report ??= {}).heapUsed = used;
     }
