@@ -29,6 +29,7 @@ import {
   fromWireError,
   type ResultFrame,
   ResultStatus,
+  type RlimitSpec,
   type UnitFrame,
   type UnitReport,
   type WireError,
@@ -97,11 +98,13 @@ export class Dispatcher {
   ) {
     const { limits, recycle } = config;
     this.workerLimits = {
-      rlimits: [
-        ...(limits.addressSpace !== undefined ? [['as', limits.addressSpace] as const] : []),
-        ...(limits.data !== undefined ? [['data', limits.data] as const] : []),
-        ...(limits.openFiles !== undefined ? [['nofile', limits.openFiles] as const] : []),
-      ].map(([r, v]) => [r, v]),
+      rlimits: (
+        [
+          ['as', limits.addressSpace],
+          ['data', limits.data],
+          ['nofile', limits.openFiles],
+        ] as const
+      ).flatMap(([resource, limit]): RlimitSpec[] => (limit === undefined ? [] : [[resource, limit]])),
       cpuTime: limits.cpuTime,
       heapAbove: recycle.whenHeapAbove,
       detectLeaks: config.detectLeaks,
