@@ -191,6 +191,7 @@ export class Dispatcher {
         reserved += unit.memoryHint;
         this.queue.shift();
         this.queued--;
+        unit.state = 'sent'; // out of the queue: a failed send must not count it out twice
         batch.push(unit);
         n--;
       }
