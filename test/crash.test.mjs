@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, afterEach, describe, test } from 'node:test';
+import { after, afterEach, describe, test as nodeTest } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CorralError, Pool, WorkerCrashedError } from '../dist/src/index.js';
 
@@ -36,6 +36,10 @@ function assertRanExactlyOnce(file, ids) {
     assert.equal(counts.get(String(id)), 1, `task ${id} ran ${counts.get(String(id)) ?? 0} times`);
   assert.equal(counts.size, ids.length, `unexpected ids in ${file}: ${[...counts.keys()]}`);
 }
+
+/** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
+const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
+test.skip = nodeTest.skip;
 
 const pools = new Set();
 function makePool(options) {

@@ -132,6 +132,24 @@ export class Dispatcher {
     return this.broken;
   }
 
+  /**
+   * Jobs (maps) started before close() go on submitting their chunks, and close() waits for them:
+   * closing refuses new calls, not the rest of a call already made.
+   */
+  private readonly jobs = new Set<object>();
+  jobStarted(job: object): void {
+    this.jobs.add(job);
+  }
+  jobEnded(job: object): void {
+    this.jobs.delete(job);
+    this.checkIdle();
+  }
+  /** The error a chunk of a job already running gets: only terminate() or a broken pool stop it. */
+  jobRefusal(): Error | undefined {
+    if (this.terminated) return new PoolClosedError('the pool was terminated before this task ran');
+    return this.broken;
+  }
+
   get hasRoom(): boolean {
     return this.queued < this.config.maxQueue;
   }
@@ -436,9 +454,16 @@ export class Dispatcher {
       }, this.config.limits.startTimeout);
       w.idleTimer.unref();
     } catch (error) {
+      // The runtime refused synchronously (e.g. a Node flag worker threads do not accept): no
+      // retry can succeed, so every task is told why now.
       this.workers.delete(w);
       w.to('exited');
-      this.onStartFailure(error instanceof Error ? error : new Error(String(error)));
+      const why = error instanceof Error ? error.message : String(error);
+      this.breakPool(
+        new WorkerStartError(`a ${this.config.runtime} worker could not be created: ${why}`, {
+          cause: error,
+        }),
+      );
     }
   }
 
@@ -579,11 +604,11 @@ export class Dispatcher {
       return;
     }
     const delay = Math.min(100 * 2 ** (this.startFailures - 1), MAX_BACKOFF_MS);
+    // Not unref'd: while tasks wait for a worker, this timer is what keeps the process alive.
     this.respawnTimer = setTimeout(() => {
       this.respawnTimer = undefined;
       this.spawnForBacklog();
     }, delay);
-    this.respawnTimer.unref();
   }
 
   private breakPool(error: Error): void {
@@ -597,7 +622,7 @@ export class Dispatcher {
   // ── shutdown ──────────────────────────────────────────────────────────────────────────────
 
   get busy(): boolean {
-    if (this.queued > 0) return true;
+    if (this.queued > 0 || this.jobs.size > 0) return true;
     for (const w of this.workers) if (w.inflight.size > 0) return true;
     return false;
   }

@@ -82,6 +82,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
       if (signal.aborted) queueMicrotask(this.onAbort);
       else signal.addEventListener('abort', this.onAbort, { once: true });
     }
+    dispatcher.jobStarted(this);
     void this.fill();
   }
 
@@ -151,7 +152,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     unit.memoryHint = call.memoryHint;
     this.units.set(unit, new ChunkMeta(this.nextIndex++));
     this.outstanding++;
-    const refusal = this.dispatcher.refusal();
+    const refusal = this.dispatcher.jobRefusal();
     if (refusal) this.dispatcher.settleFail(unit, refusal);
     else this.dispatcher.submit(unit);
   }
@@ -190,6 +191,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private end(error: Error | undefined, fromSignal = false): void {
     if (this.finished) return;
     this.finished = true;
+    this.dispatcher.jobEnded(this);
     if (this.onAbort && this.spec.call.signal)
       this.spec.call.signal.removeEventListener('abort', this.onAbort);
     const mine = new Set(this.units.keys());

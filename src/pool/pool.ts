@@ -1,6 +1,12 @@
 import { EventEmitter } from 'node:events';
 import type { WorkerExit } from '../errors.js';
-import { ConfigError, type CpuTimeLimitError, type MemoryLimitError, QueueFullError } from '../errors.js';
+import {
+  AbortError,
+  ConfigError,
+  type CpuTimeLimitError,
+  type MemoryLimitError,
+  QueueFullError,
+} from '../errors.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
 import type { TaskUsage } from '../runtime/protocol.js';
 import { UnitMode } from '../runtime/protocol.js';
@@ -97,9 +103,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       let sink: PromiseSink;
       if (signal) {
         if (signal.aborted) {
-          d.abort(
-            new Unit(name, UnitMode.Apply, args, 1, new PromiseSink(resolve as never, reject), 0, 0, signal),
-          );
+          reject(new AbortError(name, signal.reason));
           return;
         }
         const onAbort = (): void => d.abort(unit);

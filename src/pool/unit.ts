@@ -14,7 +14,8 @@ export interface UnitSink {
 export class Unit {
   seq = 0;
   attempts = 0;
-  state: 'queued' | 'sent' | 'settled' = 'queued';
+  /** 'new' until submitted: only units really in the queue count in Dispatcher.queued. */
+  state: 'new' | 'queued' | 'sent' | 'settled' = 'new';
   worker: PoolWorker | undefined = undefined;
   timer: NodeJS.Timeout | undefined = undefined;
   /** Set from the worker's report when the caller asked for { withUsage: true }. */

@@ -1,0 +1,502 @@
+// The `corral` command end to end: every test spawns the real `node dist/src/cli/main.js` and looks only
+// at what a user sees: stdout, stderr, files and the exit status.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+const TASKS = fileURLToPath(new URL('./fixtures/cli-tasks.mjs', import.meta.url));
+const tmp = mkdtempSync(join(tmpdir(), 'corral-cli-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+let seq = 0;
+const file = (name) => join(tmp, `${++seq}-${name}`);
+
+/** Runs the command; resolves with { code, signal, stdout, stderr }. `onStderr` sees stderr as it comes. */
+function corral(args, { input, stdin, timeout = 60_000, env, onStderr, onSpawn } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], {
+      cwd: tmp,
+      env: { ...process.env, NO_COLOR: '1', ...env },
+      stdio: [stdin ?? 'pipe', 'pipe', 'pipe'],
+    });
+    onSpawn?.(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d;
+      onStderr?.(stderr, child);
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`corral ${args.join(' ')} did not finish in ${timeout} ms\n${stderr}`));
+    }, timeout);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    if (!stdin) {
+      child.stdin.on('error', () => {});
+      child.stdin.end(input ?? '');
+    }
+  });
+}
+
+const lines = (text) => text.split('\n').filter((l) => l !== '');
+const numbers = (n, from = 1) => Array.from({ length: n }, (_, i) => i + from);
+const jsonl = (values) => values.map((v) => JSON.stringify(v)).join('\n') + '\n';
+
+describe('corral run: output', () => {
+  test('ordered output on 3000 lines, worker threads, tasks finishing out of order', async () => {
+    const out = file('out.jsonl');
+    const { code, stderr } = await corral(['run', `${TASKS}#jitter`, '--output', out, '--workers', '2'], {
+      input: jsonl(numbers(3000)),
+    });
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      lines(readFileSync(out, 'utf8')).map((l) => JSON.parse(l)),
+      numbers(3000).map((x) => ({ x, y: x * 2 })),
+    );
+    assert.match(stderr, /3,000 done of 3,000 read: 3,000 ok, 0 failed/);
+  });
+
+  test('ordered output on 3000 lines, worker processes, via stdout', async () => {
+    const { code, stdout, stderr } = await corral(['run', `${TASKS}#square`, '--runtime', 'process'], {
+      input: jsonl(numbers(3000)),
+    });
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      lines(stdout).map(Number),
+      numbers(3000).map((x) => x * x),
+    );
+    assert.match(stderr, /process\s+pid \d+/);
+  });
+
+  test('--unordered writes every result once, in completion order', async () => {
+    const { code, stdout, stderr } = await corral(['run', `${TASKS}#jitter`, '--unordered', '--with-index'], {
+      input: jsonl(numbers(3000)),
+    });
+    assert.equal(code, 0, stderr);
+    const got = lines(stdout).map((l) => JSON.parse(l));
+    assert.equal(got.length, 3000);
+    assert.deepEqual(
+      got.map((r) => r.index).sort((a, b) => a - b),
+      numbers(3000, 0),
+    );
+    for (const { index, result } of got) assert.deepEqual(result, { x: index + 1, y: 2 * (index + 1) });
+  });
+
+  test('--chunksize N goes through pool.imap and keeps the order', async () => {
+    const { code, stdout, stderr } = await corral(['run', `${TASKS}#square`, '--chunksize', '50'], {
+      input: jsonl(numbers(3000)),
+    });
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      lines(stdout).map(Number),
+      numbers(3000).map((x) => x * x),
+    );
+  });
+
+  test('--lines passes raw text lines; --with-index tags results with the input line', async () => {
+    const { code, stdout, stderr } = await corral(['run', `${TASKS}#upper`, '--lines', '--with-index'], {
+      input: 'hello\n{not json}\n\nlast line without newline',
+    });
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      lines(stdout).map((l) => JSON.parse(l)),
+      [
+        { index: 0, result: 'HELLO' },
+        { index: 1, result: '{NOT JSON}' },
+        { index: 2, result: '' },
+        { index: 3, result: 'LAST LINE WITHOUT NEWLINE' },
+      ],
+    );
+  });
+
+  for (const runtime of ['thread', 'process']) {
+    test(`what a task prints goes to stderr, never into the results (${runtime})`, async () => {
+      const { code, stdout, stderr } = await corral(['run', `${TASKS}#noisy`, '--runtime', runtime], {
+        input: jsonl(numbers(20)),
+      });
+      assert.equal(code, 0, stderr);
+      assert.deepEqual(lines(stdout).map(Number), numbers(20));
+      assert.match(stderr, /noise from task/);
+    });
+  }
+});
+
+describe('corral run: failures', () => {
+  test('failed items go to --errors with index, input and code; the run goes on; exit 1', async () => {
+    const out = file('out.jsonl');
+    const errors = file('errors.jsonl');
+    // 1..600 with a malformed line after 30 and a blank line after it; 500 kills its worker.
+    const input = [...numbers(30).map(String), '{"oops": ', '', ...numbers(570, 31).map(String)].join('\n');
+    const { code, stderr } = await corral(
+      ['run', `${TASKS}#picky`, '--runtime', 'process', '--output', out, '--errors', errors],
+      { input },
+    );
+    assert.equal(code, 1, stderr);
+    const failed = lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l));
+    const sevens = numbers(600).filter((x) => x % 7 === 0);
+    // The malformed line is a failed item like any other (code ERR_INPUT_JSON), reported with its raw text.
+    const bad = failed.find((f) => f.error.code === 'ERR_INPUT_JSON');
+    assert.deepEqual({ index: bad.index, input: bad.input }, { index: 30, input: '{"oops": ' });
+    assert.match(bad.error.message, /line 31 is not valid JSON/);
+    const crashed = failed.find((f) => f.error.code === 'ERR_WORKER_CRASHED');
+    assert.equal(crashed.input, 500);
+    assert.equal(crashed.error.exitCode, 3);
+    const thrown = failed.filter((f) => f.error.code === 'ERR_TASK_FAILED');
+    assert.deepEqual(
+      thrown.map((f) => f.input),
+      sevens,
+    );
+    for (const f of thrown) {
+      assert.equal(f.error.cause.code, 'E_SEVEN');
+      // index is the 0-based input line: lines after the malformed and the blank one are shifted by 2.
+      assert.equal(f.index, f.input <= 30 ? f.input - 1 : f.input + 1);
+    }
+    assert.equal(failed.length, sevens.length + 2);
+    // Every other item, in order; failed ones have no output line.
+    const ok = numbers(600).filter((x) => x % 7 !== 0 && x !== 500);
+    assert.deepEqual(
+      lines(readFileSync(out, 'utf8')).map(Number),
+      ok.map((x) => x + 1),
+    );
+    assert.match(stderr, /failures {2}ERR_TASK_FAILED 85, ERR_INPUT_JSON 1, ERR_WORKER_CRASHED 1/);
+    assert.match(stderr, /1 crashed/);
+  });
+
+  test('without --errors the first failures are listed on stderr', async () => {
+    const { code, stderr } = await corral(['run', `${TASKS}#picky`], { input: jsonl(numbers(30)) });
+    assert.equal(code, 1);
+    assert.match(stderr, /failed items \(use --errors FILE to keep them all\)/);
+    assert.match(stderr, /#6 {2}ERR_TASK_FAILED {2}task 'picky' failed: Error: 7 is a multiple of 7/);
+  });
+
+  test('--fail-fast stops reading at the first failure', async () => {
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#picky`, '--fail-fast', '--workers', '1'],
+      {
+        input: jsonl(numbers(3000)),
+      },
+    );
+    assert.equal(code, 1, stderr);
+    assert.ok(lines(stdout).length < 2000, `${lines(stdout).length} results after fail-fast`);
+    assert.deepEqual(lines(stdout).slice(0, 6).map(Number), [2, 3, 4, 5, 6, 7]);
+    assert.match(stderr, /stopped at the first failure/);
+  });
+
+  test('a heap breach is contained and reported in the summary and the report', async () => {
+    const report = file('report.json');
+    const input = jsonl(numbers(40).map((id) => (id === 20 ? { hog: true } : { id })));
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#hog`, '--runtime', 'process', '--heap', '64MiB', '--report', report],
+      { input },
+    );
+    assert.equal(code, 1, stderr);
+    assert.deepEqual(
+      lines(stdout).map(Number),
+      numbers(40).filter((x) => x !== 20),
+    );
+    assert.match(stderr, /limits {4}1 breach: heap 1/);
+    assert.match(stderr, /#19 {2}ERR_MEMORY_LIMIT {2}task 'hog' went over the heap limit of 64.0 MiB/);
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.equal(r.breaches.total, 1);
+    assert.deepEqual(r.breaches.byKind, { heap: 1 });
+    assert.equal(r.failures.byCode.ERR_MEMORY_LIMIT, 1);
+    assert.ok(
+      r.workers.some((w) => w.exit?.reason !== 'pool closed'),
+      'the breaching worker was replaced',
+    );
+  });
+});
+
+describe('corral run: usage and setup errors exit 2 with a message that says what to fix', () => {
+  const cases = [
+    [['run', `${TASKS}#square`, '--wrokers', '2'], /unknown option --wrokers \(did you mean --workers\?\)/],
+    [
+      ['run', `${TASKS}#square`, '--workers', 'zero'],
+      /--workers expects an integer >= 1 or 'auto', got 'zero'/,
+    ],
+    [
+      ['run', `${TASKS}#square`, '--runtime', 'proces'],
+      /--runtime expects one of thread, process, auto, got 'proces' \(did you mean process\?\)/,
+    ],
+    [['run', `${TASKS}#square`, '--timeout'], /--timeout needs a value \(DUR\)/],
+    [['run'], /missing <module>#<export>/],
+    [['run', join(tmp, 'missing.mjs#square')], /cannot use the task module: no such file: .*missing\.mjs/],
+    [['run', `${TASKS}#sqare`], /has no function export named 'sqare'; it exports: .*square/],
+    [['run', `${TASKS}#notAFunction`], /has no function export named 'notAFunction'/],
+    [['run', `${TASKS}#square`, '--input', join(tmp, 'nope.jsonl')], /cannot read --input .*nope\.jsonl/],
+    [
+      ['run', `${TASKS}#square`, '--rss', '256MiB', '--runtime', 'thread'],
+      /--rss: .*needs runtime 'process'/,
+    ],
+    [['run', `${TASKS}#square`, '--address-space', '1MiB'], /--address-space: /],
+    [['rnu'], /unknown command 'rnu' \(did you mean 'run'\?\)/],
+  ];
+  for (const [args, pattern] of cases) {
+    test(args.slice(1).join(' ').replace(tmp, '<tmp>') || args[0], async () => {
+      const { code, stdout, stderr } = await corral(args, { input: '1\n2\n' });
+      assert.equal(code, 2, stderr);
+      assert.equal(stdout, '');
+      assert.match(stderr, pattern);
+    });
+  }
+
+  test('--help lists every flag with its default', async () => {
+    const { code, stdout: text } = await corral(['run', '--help']);
+    assert.equal(code, 0);
+    // Long descriptions wrap onto indented lines: join them back.
+    const stdout = text.replace(/\n {20,}/g, ' ');
+    for (const flag of [
+      'input',
+      'output',
+      'errors',
+      'report',
+      'lines',
+      'unordered',
+      'fail-fast',
+      'quiet',
+      'workers',
+      'runtime',
+      'kind',
+      'heap',
+      'rss',
+      'address-space',
+      'data',
+      'open-files',
+      'cpu-time',
+      'memory-budget',
+      'timeout',
+      'chunksize',
+      'retries',
+    ]) {
+      assert.match(stdout, new RegExp(`--${flag}\\b.*\\(default: [^)]+\\)`), `--${flag} with its default`);
+    }
+    assert.match(stdout, /Exit status: 0 every item succeeded; 1 some items failed; 2 usage or setup error/);
+  });
+});
+
+describe('corral run: Ctrl-C and streaming', () => {
+  /** Waits until the plain progress line says at least `n` items are done, then calls `then`. */
+  const whenDone = (n, then) => {
+    let fired = false;
+    return (stderr, child) => {
+      const m = [...stderr.matchAll(/corral: ([\d,]+)\/?[~\d,]* done/g)].at(-1);
+      if (!fired && m && Number(m[1].replace(/,/g, '')) >= n) {
+        fired = true;
+        then(child);
+      }
+    };
+  };
+
+  test('one SIGINT: input stops, running items finish, the output is complete and in order', async () => {
+    const out = file('out.jsonl');
+    const report = file('report.json');
+    const { code, stderr } = await corral(
+      ['run', `${TASKS}#slow`, '--output', out, '--report', report, '--kind', 'io', '--workers', '2'],
+      { input: jsonl(numbers(20_000)), onStderr: whenDone(100, (child) => child.kill('SIGINT')) },
+    );
+    assert.equal(code, 130, stderr);
+    const text = readFileSync(out, 'utf8');
+    assert.ok(text.endsWith('\n'), 'no half-written last line');
+    const got = lines(text).map(Number);
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.equal(r.stopped, 'interrupted');
+    assert.ok(got.length >= 100 && got.length < 20_000, `${got.length} lines`);
+    // Every item reported done is in the output, in order: a prefix of the input.
+    assert.equal(r.items.done, got.length);
+    assert.equal(r.items.written, got.length);
+    assert.deepEqual(got, numbers(got.length));
+    assert.match(stderr, /stopped by Ctrl-C/);
+  });
+
+  test('two SIGINTs: workers stop now; what was written is still whole lines, in order', async () => {
+    const out = file('out.jsonl');
+    const report = file('report.json');
+    const { code, stderr } = await corral(
+      ['run', `${TASKS}#slow`, '--output', out, '--report', report, '--runtime', 'process'],
+      {
+        input: jsonl(numbers(5000).map((x) => ({ ms: x % 50 === 0 ? 3000 : 5, x }))),
+        onStderr: whenDone(60, (child) => {
+          child.kill('SIGINT');
+          setTimeout(() => child.kill('SIGINT'), 200);
+        }),
+      },
+    );
+    assert.equal(code, 130, stderr);
+    const text = readFileSync(out, 'utf8');
+    assert.ok(text === '' || text.endsWith('\n'), 'no half-written last line');
+    const got = lines(text).map((l) => JSON.parse(l).x);
+    assert.deepEqual(got, numbers(got.length));
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.equal(r.stopped, 'terminated');
+    assert.ok(r.items.cancelled > 0, 'the running items were abandoned');
+    // The output stops before the first abandoned item, which is where a new run can resume.
+    assert.equal(r.resumeLine, got.length + 1);
+    assert.equal(r.items.written, got.length);
+  });
+
+  test('an endless input is read only as fast as items finish', async () => {
+    const report = file('report.json');
+    // A producer that never stops: if corral read ahead without bound, its memory would grow until killed.
+    const producer = spawn(process.execPath, [
+      '-e',
+      `const line = JSON.stringify({ ms: 1, pad: 'x'.repeat(200) }) + '\\n';
+       const chunk = line.repeat(1000);
+       const write = () => { while (process.stdout.write(chunk)); };
+       process.stdout.on('drain', write); process.stdout.on('error', () => process.exit(0)); write();`,
+    ]);
+    try {
+      const { code, stderr } = await corral(
+        ['run', `${TASKS}#slow`, '--output', '/dev/null', '--report', report, '--kind', 'io'],
+        { stdin: producer.stdout, onStderr: whenDone(3000, (child) => child.kill('SIGINT')) },
+      );
+      assert.equal(code, 130, stderr);
+      const r = JSON.parse(readFileSync(report, 'utf8'));
+      assert.ok(r.items.read - r.items.done === 0, 'everything read was finished');
+      assert.ok(r.items.read < 200_000, `read ${r.items.read} items`);
+      assert.ok(r.parentPeakRss < 400 * 2 ** 20, `parent peak RSS ${r.parentPeakRss}`);
+    } finally {
+      producer.kill();
+    }
+  });
+});
+
+describe('corral run: --report', () => {
+  test('holds the summary as JSON', async () => {
+    const report = file('report.json');
+    const { code } = await corral(['run', `${TASKS}#picky`, '--report', report, '--workers', '2', '-q'], {
+      input: jsonl(numbers(100)),
+    });
+    assert.equal(code, 1);
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.equal(r.command, 'run');
+    assert.match(r.task, /cli-tasks\.mjs#picky$/);
+    assert.deepEqual(r.items, {
+      read: 100,
+      done: 100,
+      succeeded: 86,
+      failed: 14,
+      cancelled: 0,
+      discarded: 0,
+      written: 86,
+    });
+    assert.deepEqual(r.failures.byCode, { ERR_TASK_FAILED: 14 });
+    assert.equal(r.failures.first[0].index, 6);
+    assert.equal(r.exitCode, 1);
+    assert.equal(r.stopped, null);
+    assert.ok(r.wallMs > 0 && r.throughput > 0);
+    assert.equal(r.options.workers, 2);
+    assert.equal(r.workers.length >= 2, true);
+    for (const w of r.workers) {
+      assert.equal(typeof w.tasks, 'number');
+      assert.ok(w.peakRss > 0, 'peak RSS per worker');
+    }
+    assert.equal(
+      r.workers.reduce((n, w) => n + w.tasks, 0),
+      101,
+      'tasks per worker add up (100 items and the start-up check of the export)',
+    );
+  });
+});
+
+describe('corral info, bench, demo', () => {
+  test('info --json: CPUs and why, memory, rlimits, /dev/shm, native, pool sizes', async () => {
+    const { code, stdout } = await corral(['info', '--json']);
+    assert.equal(code, 0);
+    const info = JSON.parse(stdout);
+    assert.ok(info.cpus.effective >= 1);
+    assert.match(info.cpus.decidedBy, /^(cores|affinity|quota|env)$/);
+    assert.ok(info.memory.limit > 0 && info.memory.available > 0);
+    assert.ok('openFiles' in info.rlimits || Array.isArray(info.rlimits));
+    assert.ok(info.shm === null || info.shm.size > 0);
+    assert.ok('native' in info);
+    const sizes = info.poolSize ?? info.poolSizes;
+    assert.equal(sizes.cpu, info.cpus.effective);
+    assert.ok(sizes.io >= 2);
+  });
+
+  test('info prints a readable table', async () => {
+    const { code, stdout } = await corral(['info']);
+    assert.equal(code, 0);
+    assert.match(stdout, /CPUs/);
+    assert.match(stdout, /memory/);
+  });
+
+  test('demo: every other tile finishes, the greedy one is contained, the speedup is measured', async () => {
+    const report = file('demo.json');
+    const { code, stdout, stderr } = await corral(['demo', '--items', '300', '--report', report], {
+      timeout: 120_000,
+    });
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /speedup {5}[\d.]+x on \d+ workers/);
+    assert.match(
+      stdout,
+      /contained {3}tile \d+ allocated without end: heap limit breach \(ERR_MEMORY_LIMIT\)/,
+    );
+    assert.match(stdout, /every other tile finished/);
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.equal(r.demo.allOtherTilesDone, true);
+    assert.equal(r.demo.greedyError.code, 'ERR_MEMORY_LIMIT');
+    assert.ok(r.demo.speedup > 0);
+    assert.ok(r.workers.every((w) => w.peakRss > 0));
+  });
+
+  test('bench --quick --json: every workload, inline vs threads vs processes', async () => {
+    const { code, stdout, stderr } = await corral(['bench', '--quick', '--runs', '1', '--json'], {
+      timeout: 120_000,
+    });
+    assert.equal(code, 0, stderr);
+    const r = JSON.parse(stdout);
+    assert.deepEqual(
+      r.workloads.map((w) => w.name),
+      ['tiny', 'cpu', 'skewed', 'payload'],
+    );
+    for (const w of r.workloads)
+      for (const k of ['inlineMs', 'threadMs', 'processMs']) assert.ok(w[k] > 0, `${w.name} ${k}`);
+    assert.ok(r.startupMs.thread > 0 && r.startupMs.process > 0);
+  });
+});
+
+describe('live progress on a terminal', () => {
+  let hasScript = true;
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' });
+  } catch {
+    hasScript = false;
+  }
+  test('redraws one line with a bar, counts, rate, ETA and memory', {
+    skip: !hasScript && 'no script(1)',
+  }, async () => {
+    const input = file('in.jsonl');
+    writeFileSync(input, jsonl(numbers(300).map(() => ({ ms: 10 }))));
+    const out = file('out.jsonl');
+    const typescript = file('typescript');
+    const cmd = `stty cols 120 rows 30; ${process.execPath} ${MAIN} run ${TASKS}#slow --input ${input} --output ${out} --workers 2`;
+    const result = await new Promise((resolve) => {
+      const child = spawn('script', ['-qfec', cmd, typescript], {
+        env: { ...process.env, NO_COLOR: '1', TERM: 'xterm' },
+      });
+      child.on('close', (code) => resolve(code));
+    });
+    assert.equal(result, 0);
+    const screen = readFileSync(typescript, 'utf8');
+    // The bar is redrawn in place (carriage return, erase to end of line), never as new lines.
+    const frames = screen.split('\r').filter((f) => f.includes('▕'));
+    assert.ok(frames.length >= 5, `${frames.length} frames`);
+    assert.match(
+      screen,
+      /▕[█▏▎▍▌▋▊▉ ]+▏ +\d+% [\d,]+\/[\d,]+ │ [\d.,]+\/s │ ETA \d+:\d\d │ 0 failed │ mem [\d.]+ MiB/,
+    );
+    assert.ok(screen.includes('\u001b[K'), 'erases to the end of the line');
+    assert.equal(lines(readFileSync(out, 'utf8')).length, 300);
+    assert.match(screen, /300 done of 300 read/);
+  });
+});
