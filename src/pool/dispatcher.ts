@@ -40,6 +40,7 @@ import type { RuntimeExit } from '../runtime/types.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
+import { ClaimBoard, pickVictim } from './steal.js';
 import type { Unit } from './unit.js';
 import { PoolWorker } from './worker.js';
 
@@ -173,6 +174,13 @@ export class Dispatcher {
 
   private dispatch(): void {
     this.dispatchScheduled = false;
+    this.fill();
+    // With nothing left to hand out, idle workers take back what a busy one holds but has not started.
+    if (this.config.concurrency === 1 && this.queued === 0 && this.steal() > 0) this.fill();
+    this.spawnForBacklog();
+  }
+
+  private fill(): void {
     const prefetch = prefetchFor(this.meanMs);
     const c = this.config.concurrency;
     let running = 0;
@@ -217,7 +225,39 @@ export class Dispatcher {
       running += batch.length;
       this.send(best, batch);
     }
-    this.spawnForBacklog();
+  }
+
+  private stealTimer: NodeJS.Timeout | undefined = undefined;
+
+  private steal(): number {
+    let idle = 0;
+    for (const w of this.workers) if (w.accepting && w.inflight.size === 0) idle++;
+    if (idle === 0) return 0;
+    const now = performance.now();
+    const { victim, retryInMs } = pickVictim(this.workers, this.meanMs ?? 0, now);
+    if (!victim) {
+      if (retryInMs !== undefined && !this.stealTimer) {
+        this.stealTimer = setTimeout(() => {
+          this.stealTimer = undefined;
+          this.schedule();
+        }, Math.ceil(retryInMs));
+        this.stealTimer.unref();
+      }
+      return 0;
+    }
+    const held = [...victim.inflight.values()];
+    const taken: Unit[] = [];
+    // Newest first: they are the furthest from starting.
+    for (let i = held.length - 1; i >= Math.max(1, held.length - Math.ceil((held.length - 1) / 2)); i--) {
+      const u = held[i]!;
+      if (!victim.board!.take(u)) break; // the worker got to it first: it and all before it have started
+      victim.inflight.delete(u.seq);
+      u.attempts--;
+      u.worker = undefined;
+      taken.push(u);
+    }
+    for (const u of taken) this.submit(u, true);
+    return taken.length;
   }
 
   private free(w: PoolWorker, depth: number): number {
@@ -226,9 +266,11 @@ export class Dispatcher {
 
   private send(w: PoolWorker, batch: Unit[]): void {
     const frames: UnitFrame[] = new Array(batch.length);
+    if (w.inflight.size === 0) w.headSince = performance.now();
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       u.seq = ++this.seq;
+      w.board?.offer(u);
       frames[i] = u.wantUsage ? [u.seq, u.name, u.mode, u.payload, 1] : [u.seq, u.name, u.mode, u.payload];
     }
     try {
@@ -236,12 +278,15 @@ export class Dispatcher {
       for (const u of batch) this.track(w, u);
     } catch {
       // Find the units that cannot be cloned; their batch-mates still go.
+      w.board?.withdraw(batch.length);
       for (let i = 0; i < batch.length; i++) {
         const u = batch[i]!;
         try {
+          w.board?.offer(u);
           w.rt.send({ t: 'run', units: [frames[i]!] });
           this.track(w, u);
         } catch (error) {
+          w.board?.withdraw(1);
           this.settleFail(u, new SerializationError(u.name, 'arguments', error));
         }
       }
@@ -284,6 +329,8 @@ export class Dispatcher {
   private onMessage(w: PoolWorker, m: FromWorker): void {
     if (m.t === 'done') {
       for (const frame of m.results) this.onResult(w, frame);
+      // The worker posts a result before it starts the next unit: the next one started about now.
+      w.headSince = performance.now();
       if (w.inflight.size === 0) this.onEmpty(w);
       else this.armRunning(w);
       this.schedule();
@@ -428,6 +475,7 @@ export class Dispatcher {
 
   private spawn(): void {
     const w = new PoolWorker(this.nextWorkerId++, this.config.runtime);
+    if (this.config.runtime === 'thread') w.board = new ClaimBoard();
     const spawnFn = this.config.runtime === 'thread' ? spawnThread : spawnProcess;
     this.workers.add(w);
     try {
@@ -441,6 +489,7 @@ export class Dispatcher {
             initializer: this.config.initializer,
             initArgs: this.config.initArgs,
             limits: this.workerLimits,
+            board: w.board?.buffer,
           },
           execArgv: this.config.execArgv,
           env: this.config.env,

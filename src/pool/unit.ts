@@ -23,6 +23,8 @@ export class Unit {
   wantUsage = false;
   /** Bytes the caller expects the task to need: memoryBudget admission control counts it. */
   memoryHint = 0;
+  /** Its word on the worker's claim board (see steal.ts). */
+  slot = 0;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,

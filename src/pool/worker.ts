@@ -1,4 +1,5 @@
 import type { RuntimeExit, RuntimeKind, RuntimeWorker } from '../runtime/types.js';
+import type { ClaimBoard } from './steal.js';
 import type { Unit } from './unit.js';
 
 /**
@@ -37,6 +38,10 @@ export class PoolWorker {
   /** Set when the pool stopped it for a memory breach it observed itself. */
   breach: { kind: 'rss' | 'budget'; limit: number; value: number } | undefined = undefined;
   leaks = 0;
+  /** Shared claim words for work stealing (thread workers only). */
+  board: ClaimBoard | undefined = undefined;
+  /** When the unit now at the head of inflight started (concurrency 1): how long it has been running. */
+  headSince = 0;
   readonly history: WorkerState[] = ['starting'];
   rt!: RuntimeWorker;
 

@@ -87,6 +87,8 @@ export interface WorkerInit {
   initializer: string | undefined;
   initArgs: unknown[];
   limits: WorkerLimits;
+  /** Claim words shared with the pool, for work stealing (thread workers). */
+  board: SharedArrayBuffer | undefined;
 }
 
 export type ToWorker = { t: 'init'; init: WorkerInit } | { t: 'run'; units: UnitFrame[] } | { t: 'stop' };
@@ -95,6 +97,14 @@ export type FromWorker =
   | { t: 'ready'; exports: string[] }
   | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
   | { t: 'done'; results: ResultFrame[] };
+
+/** Claim words per worker (see pool/steal.ts); more than a worker ever holds at once. */
+export const BOARD_SLOTS = 1024;
+
+/** Worker side of work stealing: may this unit start? False when the pool took it back first. */
+export function claim(words: Int32Array, index: number, seq: number): boolean {
+  return Atomics.compareExchange(words, index % BOARD_SLOTS, seq, -seq) !== 0;
+}
 
 /** An Error flattened to plain data, so it survives both JSON-like and structured-clone transports. */
 export interface WireError {

@@ -5,7 +5,7 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
-import { packNumbers, ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
+import { claim, packNumbers, ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
 import { applyRlimits, UnitProbe } from './limits.js';
 import { guardAgainstOrphaning } from './orphan.js';
 
@@ -64,14 +64,19 @@ class Runner {
   private pumpScheduled = false;
 
   private readonly probeAlways: boolean;
+  /** Units taken off the queue so far: a unit's index on the claim board. */
+  private dequeued = 0;
+  private readonly board: Int32Array | undefined;
 
   constructor(
     private readonly tasks: Map<string, Task>,
     private readonly concurrency: number,
     private readonly io: Transport,
     private readonly probe: UnitProbe,
+    board: SharedArrayBuffer | undefined,
   ) {
     this.probeAlways = UnitProbe.needed(probe.limits);
+    this.board = board && new Int32Array(board);
   }
 
   accept(units: UnitFrame[]): void {
@@ -90,6 +95,8 @@ class Runner {
         this.queue.splice(0, this.head);
         this.head = 0;
       }
+      // The pool may have taken this unit back for an idle worker: then it is not ours to run.
+      if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
       this.running++;
       const want = unit[4] === 1;
       const probed = this.probeAlways || want;
@@ -263,7 +270,7 @@ async function main(): Promise<void> {
     }
   }
 
-  const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits));
+  const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits), init.board);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
     else if (msg.t === 'stop') process.exit(0);
