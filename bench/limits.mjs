@@ -33,7 +33,9 @@ const workloads = {
   },
 };
 
-console.log(`machine: ${cpus()[0]?.model}, ${cpus().length} cores, node ${process.version}; medians of ${runs} runs`);
+console.log(
+  `machine: ${cpus()[0]?.model}, ${cpus().length} cores, node ${process.version}; medians of ${runs} runs`,
+);
 console.log('\n| workload | limits off | all limits on | on / off |\n|---|--:|--:|--:|');
 // Both pools live side by side and their runs alternate, so the machine's noise hits both alike.
 const off = new Pool({ module, runtime: 'process', workers: 2 });

@@ -1,14 +1,15 @@
 /**
  * corral vs piscina, tinypool, workerpool and Python's multiprocessing.Pool, 2 workers each.
  *
- *   npm run bench                       # build, then every workload (about 4-5 minutes here)
+ *   npm run bench                       # build, then every workload (4-5.5 minutes here)
  *   node bench/run.mjs --quick          # 3 runs, smaller inputs (under 2 minutes)
  *   node bench/run.mjs --runs 7 --only map,fib --json out.json
  *
  * Workloads (--only takes names or numbers): 1 map, 2 apply, 3 fib, 4 skewed, 5 startup.
  * Each runner gets one warm-up run and then --runs timed runs (default 5); the median is printed.
- * Every run starts a fresh pool, waits until both workers have answered once, times only the work
- * and shuts the pool down again, so nothing outlives a run. Python runs as a subprocess
+ * Runners take turns run by run (a burst of load on this shared machine hits all alike). Every run
+ * starts a fresh pool, waits until all its workers are up, times only the work and shuts the pool
+ * down again, so nothing outlives a run. Python runs as a subprocess
  * (bench/python_pool.py) that does its own warm-up and runs and reports milliseconds as JSON.
  */
 import { execFile } from 'node:child_process';
@@ -27,7 +28,7 @@ const TASKS = new URL('./tasks.mjs', import.meta.url);
 const WORKERPOOL_WORKER = fileURLToPath(new URL('./workerpool_worker.mjs', import.meta.url));
 const PYTHON_SCRIPT = fileURLToPath(new URL('./python_pool.py', import.meta.url));
 /** A run that takes longer than this is abandoned (its pool terminated) and reported as an error. */
-const RUN_TIMEOUT_MS = 120_000;
+const RUN_TIMEOUT_MS = 60_000;
 const FIB_N = 27;
 const SKEW = { short: 34, long: 6, shortMs: 5, longMs: 200, seed: 42 };
 
@@ -55,9 +56,9 @@ const SIZES = flags.quick ? { tiny: 20_000, fibTasks: 32 } : { tiny: 100_000, fi
 
 // ---------------------------------------------------------------------------------------------
 // Pools behind one small interface: open() returns { raw, call(name, arg), ready(), close() }.
-// ready() resolves once every worker is up: corral reports it ('workerStart'); for the peers, which
-// have no such event, both workers answer a busy(30 ms) call each (a worker busy for 30 ms leaves
-// the second call to the other one).
+// ready() resolves once every worker is up: corral reports it ('workerStart'); the peers have no
+// such event, so they get rounds of whoami(20 ms) calls, one per worker at once (a worker held for
+// 20 ms leaves the next call to another), until every worker has answered.
 
 const runners = {
   corralThread: corral('thread'),
@@ -108,11 +109,15 @@ function corral(runtime) {
     open() {
       const pool = new Pool({ module: TASKS, runtime, workers: WORKERS });
       let started = 0;
-      const allStarted = new Promise((resolve) => {
+      const allStarted = new Promise((resolve, reject) => {
         pool.on('workerStart', () => {
           if (++started === WORKERS) resolve();
         });
+        pool.on('workerExit', (exit) => {
+          if (started < WORKERS) reject(new Error(`a worker exited while starting: ${exit.reason}`));
+        });
       });
+      allStarted.catch(() => {}); // reported by whoever awaits ready()
       return {
         raw: pool,
         call: (name, arg) => pool.apply(name, [arg]),
@@ -125,7 +130,14 @@ function corral(runtime) {
 }
 
 function peer(raw, call, close) {
-  const ready = () => Promise.all(Array.from({ length: WORKERS }, () => call('busy', 30)));
+  const ready = async () => {
+    const seen = new Set();
+    for (let round = 0; seen.size < WORKERS; round++) {
+      if (round === 50) throw new Error(`only ${seen.size} of ${WORKERS} workers answered`);
+      const ids = await Promise.all(Array.from({ length: WORKERS }, () => call('whoami', 20)));
+      for (const id of ids) seen.add(id);
+    }
+  };
   return { raw, call, ready, close };
 }
 
@@ -136,16 +148,6 @@ function version(pkg) {
 
 // ---------------------------------------------------------------------------------------------
 // Measurement
-
-/** One warm-up run, then RUNS timed ones; each run returns milliseconds. */
-async function samples(once) {
-  const out = [];
-  for (let i = 0; i <= RUNS; i++) {
-    const ms = await once();
-    if (i > 0) out.push(ms);
-  }
-  return out;
-}
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -164,7 +166,7 @@ function withTimeout(promise, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** A fresh pool per run: start it and wait until all workers are up, time `work(pool)`, shut it down (also on failure). */
+/** A fresh pool per run: start it, wait until all workers are up, time `work(pool)`, shut it down. */
 function pooled(runner, work) {
   return async () => {
     const pool = runner.open();
@@ -182,26 +184,46 @@ function pooled(runner, work) {
   };
 }
 
-/** Times `measure` (resolving to sample arrays) into a row; a failure becomes an error row. */
-async function row(label, measure, extra = {}) {
-  process.stderr.write(`  ${label} ...`);
-  const t0 = performance.now();
-  try {
-    const xs = await measure();
-    process.stderr.write(` ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-    return { runner: label, samples: xs, median: median(xs), ...extra };
-  } catch (error) {
-    process.stderr.write(` failed: ${error.message}\n`);
-    return { runner: label, error: error.message.split('\n')[0], ...extra };
-  }
-}
+const seconds = (t0) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 
-function expectEqual(actual, expected, what) {
-  if (actual !== expected) throw new Error(`${what}: expected ${expected}, got ${actual}`);
+/**
+ * Runs the entries round-robin, one warm-up round and then RUNS timed rounds, so that a burst of
+ * load on this shared machine hits every runner alike instead of whichever ran during it. An
+ * entry is [label, once]; once() resolves to milliseconds, or to { name: ms } for one row per
+ * name (`label: name`). A runner that fails is reported with its error and left out of later rounds.
+ */
+async function interleaved(entries) {
+  const state = entries.map(([label, once]) => ({ label, once, runs: [], error: undefined }));
+  for (let round = 0; round <= RUNS; round++) {
+    const t0 = performance.now();
+    process.stderr.write(`  ${round === 0 ? 'warm-up' : `run ${round}/${RUNS}`} `);
+    for (const s of state) {
+      if (s.error) continue;
+      try {
+        const result = await s.once();
+        if (round > 0) s.runs.push(result);
+        process.stderr.write('.');
+      } catch (error) {
+        s.error = error.message.split('\n')[0];
+        process.stderr.write(`\n  ${s.label} failed: ${s.error}\n`);
+      }
+    }
+    process.stderr.write(` ${seconds(t0)}\n`);
+  }
+  return state.flatMap((s) => {
+    const first = s.runs[0];
+    const parts = first === undefined || typeof first === 'number' ? [undefined] : Object.keys(first);
+    return parts.map((part) => {
+      const runner = part === undefined ? s.label : `${s.label}: ${part}`;
+      if (s.error) return { runner, error: s.error };
+      const xs = s.runs.map((r) => (part === undefined ? r : r[part]));
+      return { runner, samples: xs, median: median(xs) };
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Python (bench/python_pool.py)
+// Python (bench/python_pool.py): a subprocess that does its own warm-up and runs
 
 const PYTHON_MISSING = 'python3 not found';
 
@@ -220,30 +242,38 @@ function python(workload, n) {
   });
 }
 
-async function pythonRows(label, workload, n, toRows) {
-  process.stderr.write(`  ${label} ...`);
+/**
+ * Rows from one python_pool.py run: `fields` maps a row label to the JSON field holding its
+ * samples. Without python3, or if the script fails, the rows carry the error instead.
+ */
+async function pythonRows(workload, n, fields, check = () => {}) {
   const t0 = performance.now();
+  process.stderr.write(`  python_pool.py ${workload} ${n} ${RUNS} ...`);
   try {
     const out = await python(workload, n);
-    process.stderr.write(` ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-    return toRows(out);
+    check(out);
+    process.stderr.write(` ${seconds(t0)}\n`);
+    return Object.entries(fields).map(([runner, field]) => ({
+      runner,
+      samples: out[field],
+      median: median(out[field]),
+    }));
   } catch (error) {
     process.stderr.write(` failed: ${error.message}\n`);
-    return toRows(null).map((r) => ({ runner: r.runner, error: error.message.split('\n')[0] }));
+    return Object.keys(fields).map((runner) => ({ runner, error: error.message.split('\n')[0] }));
   }
 }
 
-/** One Python row from `samples` (or the named field); `out` null only asks for the labels. */
-function pythonRow(label, out, field = 'samples', extra = {}) {
-  if (!out) return { runner: label };
-  return { runner: label, samples: out[field], median: median(out[field]), ...extra };
+function expectEqual(actual, expected, what) {
+  if (actual !== expected) throw new Error(`${what}: expected ${expected}, got ${actual}`);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Workloads. Each returns { title, unit, rows, ratio(row, rows) }; rows carry ms medians and
-// `toValue` converts ms to the unit shown.
+// Workloads. Each returns { title, unit, baseline, rows, ... }: rows hold medians in ms,
+// `toValue` turns ms into the unit shown and `ratio(value, baselineValue)` fills the last column.
 
 const perSecond = (n) => (ms) => n / (ms / 1000);
+const CORRAL = [runners.corralThread, runners.corralProcess];
 
 async function mapWorkload() {
   const n = SIZES.tiny;
@@ -252,22 +282,19 @@ async function mapWorkload() {
     expectEqual(res.length, n, 'result count');
     expectEqual(res[n - 1], (n - 1) * (n - 1), 'last result');
   };
-  const rows = [];
-  for (const runtime of ['Thread', 'Process']) {
-    const runner = runners[`corral${runtime}`];
-    rows.push(
-      await row(`${runner.label} map (chunksize auto)`, () =>
-        samples(pooled(runner, async (p) => check(await p.raw.map('square', xs)))),
-      ),
-    );
-  }
+  const rows = await interleaved(
+    CORRAL.map((runner) => [
+      `${runner.label} map (chunksize auto)`,
+      pooled(runner, async (p) => check(await p.raw.map('square', xs))),
+    ]),
+  );
   const pyLabel = 'python mp Pool.map (default chunksize)';
-  rows.push(...(await pythonRows(pyLabel, 'map', n, (out) => [pythonRow(pyLabel, out)])));
+  rows.push(...(await pythonRows('map', n, { [pyLabel]: 'samples' })));
   return {
     title: `${n.toLocaleString('en-US')} × square via map`,
     unit: 'items/s',
-    baseline: pyLabel,
     direction: 'higher is better',
+    baseline: pyLabel,
     toValue: perSecond(n),
     rows,
   };
@@ -276,22 +303,23 @@ async function mapWorkload() {
 async function applyWorkload() {
   const n = SIZES.tiny;
   const xs = Array.from({ length: n }, (_, i) => i);
+  const work = async (p) => {
+    const res = await Promise.all(xs.map((x) => p.call('square', x)));
+    expectEqual(res[n - 1], (n - 1) * (n - 1), 'last result');
+  };
   const verb = { corralThread: 'apply', corralProcess: 'apply', piscina: 'run', tinypool: 'run' };
-  const rows = [];
-  for (const [key, runner] of Object.entries(runners)) {
-    const work = async (p) => {
-      const res = await Promise.all(xs.map((x) => p.call('square', x)));
-      expectEqual(res[n - 1], (n - 1) * (n - 1), 'last result');
-    };
-    rows.push(await row(`${runner.label} ${verb[key] ?? 'exec'}`, () => samples(pooled(runner, work))));
-  }
-  const pyLabel = 'python mp apply_async';
-  rows.push(...(await pythonRows(pyLabel, 'apply', n, (out) => [pythonRow(pyLabel, out)])));
+  const rows = await interleaved(
+    Object.entries(runners).map(([key, runner]) => [
+      `${runner.label} ${verb[key] ?? 'exec'}`,
+      pooled(runner, work),
+    ]),
+  );
+  rows.push(...(await pythonRows('apply', n, { 'python mp apply_async': 'samples' })));
   return {
     title: `${n.toLocaleString('en-US')} × square, one call each, all submitted at once`,
     unit: 'tasks/s',
-    baseline: rows[2].runner,
     direction: 'higher is better',
+    baseline: `${runners.piscina.label} run`,
     toValue: perSecond(n),
     rows,
   };
@@ -305,39 +333,37 @@ async function fibWorkload() {
     for (const r of res) expectEqual(r, expected, `fib(${FIB_N})`);
   };
   const inputs = new Array(n).fill(FIB_N);
-  const rows = [];
-  rows.push(
-    await row('inline (serial, main thread)', () =>
-      samples(async () => {
+  const inline = 'inline (serial, main thread)';
+  const entries = [
+    [
+      inline,
+      async () => {
         const t0 = performance.now();
         check(inputs.map(fib));
         return performance.now() - t0;
-      }),
-    ),
-  );
-  for (const runtime of ['Thread', 'Process']) {
-    const runner = runners[`corral${runtime}`];
+      },
+    ],
+  ];
+  for (const runner of CORRAL) {
     for (const chunksize of [1, 'auto']) {
-      rows.push(
-        await row(`${runner.label} map (chunksize ${chunksize})`, () =>
-          samples(pooled(runner, async (p) => check(await p.raw.map('fib', inputs, { chunksize })))),
-        ),
-      );
+      entries.push([
+        `${runner.label} map (chunksize ${chunksize})`,
+        pooled(runner, async (p) => check(await p.raw.map('fib', inputs, { chunksize }))),
+      ]);
     }
   }
   for (const runner of PEERS) {
-    rows.push(
-      await row(`${runner.label} (one call each)`, () =>
-        samples(pooled(runner, async (p) => check(await Promise.all(inputs.map((x) => p.call('fib', x)))))),
-      ),
-    );
+    entries.push([
+      `${runner.label} (one call each)`,
+      pooled(runner, async (p) => check(await Promise.all(inputs.map((x) => p.call('fib', x))))),
+    ]);
   }
-  const pyLabel = 'python mp Pool.map (chunksize 1; CPython fib)';
-  rows.push(...(await pythonRows(pyLabel, 'fib', n, (out) => [pythonRow(pyLabel, out)])));
+  const rows = await interleaved(entries);
+  rows.push(...(await pythonRows('fib', n, { 'python mp Pool.map (chunksize 1; CPython fib)': 'samples' })));
   return {
     title: `${n} × fib(${FIB_N}), CPU-bound`,
     unit: 'ms',
-    baseline: rows[0].runner,
+    baseline: inline,
     ratioName: 'speedup vs inline',
     ratio: (value, base) => base / value,
     rows,
@@ -368,92 +394,91 @@ function skewedOrder() {
 
 async function skewedWorkload() {
   const order = skewedOrder();
-  const ideal = order.reduce((a, b) => a + b, 0) / WORKERS;
+  const total = order.reduce((a, b) => a + b, 0);
   const check = (res) => expectEqual(res.length, order.length, 'result count');
-  const rows = [{ runner: `ideal (total work ${ideal * WORKERS} ms / ${WORKERS})`, median: ideal }];
-  for (const runtime of ['Thread', 'Process']) {
-    const runner = runners[`corral${runtime}`];
-    rows.push(
-      await row(`${runner.label} imapUnordered (chunksize 1)`, () =>
-        samples(
-          pooled(runner, async (p) => {
-            const res = [];
-            for await (const r of p.raw.imapUnordered('busy', order, { chunksize: 1 })) res.push(r);
-            check(res);
-          }),
-        ),
-      ),
-    );
+  const entries = [];
+  for (const runner of CORRAL) {
+    entries.push([
+      `${runner.label} imapUnordered (chunksize 1)`,
+      pooled(runner, async (p) => {
+        const res = [];
+        for await (const r of p.raw.imapUnordered('busy', order, { chunksize: 1 })) res.push(r);
+        check(res);
+      }),
+    ]);
   }
   for (const runner of PEERS) {
-    rows.push(
-      await row(`${runner.label} (one call each)`, () =>
-        samples(pooled(runner, async (p) => check(await Promise.all(order.map((ms) => p.call('busy', ms)))))),
-      ),
-    );
+    entries.push([
+      `${runner.label} (one call each)`,
+      pooled(runner, async (p) => check(await Promise.all(order.map((ms) => p.call('busy', ms))))),
+    ]);
   }
-  const pyLabel = 'python mp imap_unordered (chunksize 1)';
+  const ideal = `ideal (total work ${total} ms / ${WORKERS})`;
+  const rows = [{ runner: ideal, median: total / WORKERS }, ...(await interleaved(entries))];
+  const sameOrder = (out) => {
+    if (JSON.stringify(out.order) !== JSON.stringify(order)) {
+      throw new Error('python_pool.py shuffled the skewed tasks differently');
+    }
+  };
   rows.push(
-    ...(await pythonRows(pyLabel, 'skewed', order.length, (out) => {
-      if (out && JSON.stringify(out.order) !== JSON.stringify(order)) {
-        throw new Error('python_pool.py shuffled the skewed tasks differently');
-      }
-      return [pythonRow(pyLabel, out)];
-    })),
+    ...(await pythonRows(
+      'skewed',
+      order.length,
+      { 'python mp imap_unordered (chunksize 1)': 'samples' },
+      sameOrder,
+    )),
   );
   return {
     title: `skewed: ${SKEW.short} × busy(${SKEW.shortMs} ms) + ${SKEW.long} × busy(${SKEW.longMs} ms), seeded shuffle, makespan`,
     unit: 'ms',
-    baseline: rows[0].runner,
+    baseline: ideal,
     ratioName: 'ratio to ideal',
     ratio: (value, base) => value / base,
     rows,
   };
 }
 
-async function startupWorkload() {
-  const rows = [];
-  for (const runner of Object.values(runners)) {
-    const shutdown = [];
-    const start = await row(`${runner.label}: start + first result`, () =>
-      samples(async () => {
-        const t0 = performance.now();
-        const pool = runner.open();
-        try {
-          expectEqual(await withTimeout(pool.call('square', 3), `${runner.label} start`), 9, 'square(3)');
-        } catch (error) {
-          await (pool.kill ?? pool.close)();
-          throw error;
-        }
-        const first = performance.now() - t0;
-        // Not timed: shut down only once every worker is up (see ready() above). Closing a corral
-        // pool while a worker is still starting currently crashes it ("cannot go from stopping
-        // to idle"), and a half-started pool would not compare like with like anyway.
-        await withTimeout(pool.ready(), `${runner.label} start`);
-        const t1 = performance.now();
-        await withTimeout(pool.close(), `${runner.label} shutdown`);
-        shutdown.push(performance.now() - t1);
-        return first;
-      }),
-    );
-    rows.push(start, { ...start, runner: `${runner.label}: shutdown`, samples: shutdown.slice(1) });
-    rows.at(-1).median = start.error ? undefined : median(shutdown.slice(1));
+const START = 'start + first result';
+const SHUTDOWN = 'shutdown';
+
+/** One run of workload 5: { [START]: ms, [SHUTDOWN]: ms }. */
+async function startAndStop(runner) {
+  const t0 = performance.now();
+  const pool = runner.open();
+  let first;
+  try {
+    expectEqual(await withTimeout(pool.call('square', 3), `${runner.label} start`), 9, 'square(3)');
+    first = performance.now() - t0;
+    // Not timed: shut down only once every worker is up (see ready() above), so that shutdown
+    // compares like with like rather than how each pool abandons a worker still starting.
+    await withTimeout(pool.ready(), `${runner.label} start`);
+  } catch (error) {
+    await (pool.kill ?? pool.close)();
+    throw error;
   }
-  const label = 'python mp Pool(2)';
-  rows.push(
-    ...(await pythonRows(label, 'startup', 0, (out) => [
-      pythonRow(`${label}: start + first result`, out),
-      pythonRow(`${label}: shutdown (close + join)`, out, 'shutdown'),
-    ])),
+  const t1 = performance.now();
+  await withTimeout(pool.close(), `${runner.label} shutdown`);
+  return { [START]: first, [SHUTDOWN]: performance.now() - t1 };
+}
+
+async function startupWorkload() {
+  const rows = await interleaved(
+    Object.values(runners).map((runner) => [runner.label, () => startAndStop(runner)]),
   );
-  for (const r of rows) r.vs = r.runner.includes('shutdown') ? 'shutdown' : 'start + first result';
+  const py = 'python mp Pool(2)';
+  rows.push(
+    ...(await pythonRows('startup', 0, {
+      [`${py}: ${START}`]: 'samples',
+      [`${py}: ${SHUTDOWN}`]: 'shutdown',
+    })),
+  );
   const piscina = runners.piscina.label;
   return {
-    title: `pool start + first result, and shutdown (close / destroy / terminate) once all ${WORKERS} workers are up`,
+    title: `pool start + first result, and shutdown (close / destroy / terminate / close+join) once all ${WORKERS} workers are up`,
     unit: 'ms',
     baseline: `${piscina} (same phase)`,
     ratioName: 'ratio vs piscina',
-    baselineOf: (r) => `${piscina}: ${r.vs}`,
+    baselineOf: (r) => `${piscina}: ${r.runner.endsWith(SHUTDOWN) ? SHUTDOWN : START}`,
     ratio: (value, base) => value / base,
     rows,
   };
@@ -552,9 +577,15 @@ async function main() {
     results.push({ index, name, ...w, toValue: undefined, ratio: undefined, baselineOf: undefined });
   }
   const left = childProcesses();
+  const load = os.loadavg().map((l) => l.toFixed(2));
   console.log(
-    `total ${((performance.now() - t0) / 1000).toFixed(0)} s; child processes left: ${left.length ? left.join(', ') : 'none'}`,
+    `total ${((performance.now() - t0) / 1000).toFixed(0)} s; load ${load.join(' ')}; child processes left: ${left.length ? left.join(', ') : 'none'}`,
   );
+  if (Math.max(...os.loadavg()) > machine.nproc) {
+    console.log(
+      `note: the load average exceeded ${machine.nproc} (other work on this machine); expect noise.`,
+    );
+  }
   if (flags.json) {
     writeFileSync(
       flags.json,

@@ -4,6 +4,7 @@
  * script (workerpool_worker.mjs), which re-exports these. Every task takes one argument so that
  * the peers' one-argument calling convention fits too.
  */
+import { threadId } from 'node:worker_threads';
 
 export function square(x) {
   return x * x;
@@ -19,4 +20,10 @@ export function busy(ms) {
   let spins = 0;
   while (performance.now() < end) spins++;
   return spins;
+}
+
+/** Holds its worker for `ms`, then says which thread it ran on: how run.mjs sees that all workers are up. */
+export function whoami(ms) {
+  busy(ms);
+  return threadId;
 }

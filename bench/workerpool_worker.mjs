@@ -1,5 +1,5 @@
 /** workerpool's worker script: registers the benchmark tasks (workerpool cannot load a plain module). */
 import workerpool from 'workerpool';
-import { busy, fib, square } from './tasks.mjs';
+import { busy, fib, square, whoami } from './tasks.mjs';
 
-workerpool.worker({ square, fib, busy });
+workerpool.worker({ square, fib, busy, whoami });
