@@ -17,7 +17,10 @@ export type CorralErrorCode =
   | 'ERR_SERIALIZATION'
   | 'ERR_NATIVE_UNAVAILABLE'
   | 'ERR_MEMORY_LIMIT'
-  | 'ERR_CPU_TIME_LIMIT';
+  | 'ERR_CPU_TIME_LIMIT'
+  | 'ERR_SHM_NOT_FOUND'
+  | 'ERR_SHM_EXISTS'
+  | 'ERR_SHM_CLOSED';
 
 export class CorralError extends Error {
   readonly code: CorralErrorCode;
@@ -241,5 +244,43 @@ export class CpuTimeLimitError extends CorralError {
     this.workerId = exit.workerId;
     this.pid = exit.pid;
     this.signal = exit.signal;
+  }
+}
+
+/** `SharedMemory.attach()` (or a task receiving one) found no segment by that name: never created, or unlinked. */
+export class SharedMemoryNotFoundError extends CorralError {
+  readonly segment: string;
+  constructor(segment: string, detail = '') {
+    super(
+      'ERR_SHM_NOT_FOUND',
+      `no shared memory segment named '${segment}'${detail ? ` ${detail}` : ''}: it was never created, or its ` +
+        'creator closed or unlinked it (or exited: segments without persist: true go with their creator)',
+    );
+    this.segment = segment;
+  }
+}
+
+/** `SharedMemory.create({ name })` with a name that is already taken (creation is exclusive). */
+export class SharedMemoryExistsError extends CorralError {
+  readonly segment: string;
+  constructor(segment: string) {
+    super(
+      'ERR_SHM_EXISTS',
+      `a shared memory segment named '${segment}' already exists; attach to it with SharedMemory.attach(), ` +
+        'or leave out name to get a fresh random one',
+    );
+    this.segment = segment;
+  }
+}
+
+/** A `SharedMemory` was used after `close()`. */
+export class SharedMemoryClosedError extends CorralError {
+  readonly segment: string;
+  constructor(segment: string, operation: string) {
+    super(
+      'ERR_SHM_CLOSED',
+      `shared memory '${segment}' was used after close() (${operation}); attach again with SharedMemory.attach() to keep using it`,
+    );
+    this.segment = segment;
   }
 }

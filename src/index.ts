@@ -17,3 +17,12 @@ export { Pool, type PoolEvents, type PoolProxy, type WithUsage } from './pool/po
 export type { MemoryStats, PoolStats, WorkerStats } from './pool/stats.js';
 export type { WorkerState } from './pool/worker.js';
 export type { TaskUsage } from './runtime/protocol.js';
+export {
+  type AttachOptions,
+  type CreateOptions,
+  type FromOptions,
+  SharedMemory,
+  type ShmStatus,
+  shmStatus,
+  type ViewConstructor,
+} from './shm/index.js';

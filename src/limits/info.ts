@@ -4,6 +4,7 @@
  */
 import { readFileSync, statfsSync } from 'node:fs';
 import { type NativeStatus, nativeStatus } from '../native/index.js';
+import { type ShmStatus, shmStatus } from '../shm/index.js';
 import { floorsFor } from './limits.js';
 import { type CpuInfo, ioPoolSize, type MemoryInfo, probeCpus, probeMemory } from './system.js';
 
@@ -24,6 +25,8 @@ export interface SystemInfo {
   >;
   shm: { path: string; size: number; free: number } | null;
   native: NativeStatus;
+  /** Shared memory: whether processes can share segments here (the per-Node-version addon), and the tracker. */
+  sharedMemory: ShmStatus;
   /** What corral can enforce here, and the smallest limits this Node version starts under. */
   capabilities: {
     rlimits: boolean;
@@ -90,6 +93,7 @@ export function systemInfo(): SystemInfo {
     rlimits: readRlimits(),
     shm: readShm(),
     native,
+    sharedMemory: shmStatus(),
     capabilities: {
       rlimits: native.available,
       parentDeathSignal: native.available,

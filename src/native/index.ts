@@ -1,10 +1,13 @@
 /**
- * Loader for corral's optional native addon (native/corral.c, Node-API 8).
+ * Loader for corral's optional native addons:
+ *  - native/corral.c (Node-API 8, one build for every Node): `native()`, `requireNative()`;
+ *  - native/shm.cc (V8 API, one build per Node ABI in native/build-shm/abi<N>/, picked by
+ *    `process.versions.modules`) and its tracker executable: `shmNative()`, `requireShmNative()`.
  *
- * The addon is optional by design: corral must run where no compiler was available, so
+ * The addons are optional by design: corral must run where no compiler was available, so
  * nothing here throws on a missing or broken build. Callers that can degrade use
- * `native()`; callers that cannot do their job without it use `requireNative()`, which
- * fails with an error that says why and how to fix it.
+ * `native()` / `shmNative()`; callers that cannot do their job without it use the
+ * `require*` forms, which fail with an error that says why and how to fix it.
  */
 
 import { existsSync } from 'node:fs';
@@ -131,6 +134,136 @@ export function nativeStatus(): NativeStatus {
 /** The addon, or a `NativeUnavailableError` (`ERR_NATIVE_UNAVAILABLE`) naming `capability`, the reason and the fix. */
 export function requireNative(capability: string): NativeBinding {
   const { binding, status, hint } = get();
+  if (binding) return binding;
+  throw new NativeUnavailableError(capability, hint ? `${status.reason}; ${hint}` : `${status.reason}`);
+}
+
+// --- the shared-memory addon (native/shm.cc), one build per Node ABI ---------------------
+
+/** A segment as the addon hands it over: the mapping, its length and the inode behind the name. */
+export interface ShmMapping {
+  buffer: SharedArrayBuffer;
+  size: number;
+  ino: number;
+  /** create() only: whether a running tracker was told about the name. */
+  tracked: boolean;
+}
+
+/**
+ * native/shm.cc. Failed system calls throw Node-style errors: `code` is the errno name
+ * ('ENOENT', 'EEXIST', 'ENOSPC', 'EACCES', ...), plus `errno`, `syscall` and `path`.
+ */
+export interface ShmBinding {
+  /** NODE_MODULE_VERSION it was built for. */
+  readonly abi: number;
+  /** shm_open(O_CREAT|O_EXCL, 0600), registered with the tracker when `track`, sized, reserved when `reserve`, mapped. */
+  create(name: string, size: number, reserve: boolean, track: boolean): ShmMapping;
+  /** Maps an existing segment: all of it (size 0) or its first `size` bytes (EINVAL + actualSize when shorter). */
+  attach(name: string, size: number): ShmMapping;
+  /** Removes the name if it still refers to inode `ino` (0: whatever it refers to); false when it was gone. */
+  unlink(name: string, ino: number): boolean;
+  /** close(): gives back `charge` bytes of external memory; drops the pages now if nobody else holds them. */
+  release(buffer: SharedArrayBuffer, charge: number): boolean;
+  /** Gives back the external-memory charge of a SharedMemory collected without close(). */
+  forget(charge: number): void;
+  /** pipe2(O_CLOEXEC). */
+  pipe(): [read: number, write: number];
+  /** Adopts a started tracker's pipe (false: another thread already did; close yours). */
+  trackerAttach(fd: number, pid: number): boolean;
+  trackerState(): { pid: number; tracked: number };
+}
+
+export interface ShmNativeStatus extends NativeStatus {
+  /** The tracker executable built next to the addon. */
+  tracker: string;
+}
+
+const SHM_FUNCTIONS = [
+  'create',
+  'attach',
+  'unlink',
+  'release',
+  'forget',
+  'pipe',
+  'trackerAttach',
+  'trackerState',
+];
+
+// dist/src/native/index.js → <package root>/native/build-shm/abi<N>/
+const SHM_DEFAULT_DIR = fileURLToPath(
+  new URL(`../../../native/build-shm/abi${process.versions.modules}/`, import.meta.url),
+);
+
+const SHM_BUILD_HINT =
+  `run \`npm run build:native\` in the corral package with this Node (needs python3, make and a C++ ` +
+  `compiler), or \`node scripts/build-native.mjs --node${process.versions.node.split('.')[0]}\` with another one`;
+
+type ShmLoaded = { binding: ShmBinding | undefined; status: ShmNativeStatus; hint: string };
+let shmLoaded: ShmLoaded | undefined;
+
+function loadShm(): ShmLoaded {
+  const override = process.env.CORRAL_SHM_NATIVE_DIR;
+  const dir = override ? resolve(override) : SHM_DEFAULT_DIR;
+  const path = resolve(dir, 'corral_shm.node');
+  const tracker = resolve(dir, 'corral-shm-tracker');
+  const missing = (reason: string, hint: string): ShmLoaded => ({
+    binding: undefined,
+    status: { available: false, path, tracker, reason },
+    hint,
+  });
+  if (disabledByEnv()) {
+    return missing(
+      `disabled by CORRAL_NO_NATIVE=${process.env.CORRAL_NO_NATIVE}`,
+      'unset CORRAL_NO_NATIVE to use the native addon',
+    );
+  }
+  if (process.platform !== 'linux') {
+    return missing(`the shared-memory addon is Linux-only (this is ${process.platform})`, '');
+  }
+  if (!existsSync(path)) {
+    return missing(
+      `${path} does not exist (${override ? 'CORRAL_SHM_NATIVE_DIR points there' : `the addon was not built for Node ${process.versions.node}, ABI ${process.versions.modules}`})`,
+      SHM_BUILD_HINT,
+    );
+  }
+  let exports: unknown;
+  try {
+    exports = createRequire(import.meta.url)(path);
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    return missing(`${path} failed to load: ${why}`, SHM_BUILD_HINT);
+  }
+  const record = exports as Record<string, unknown> | null;
+  const absent = SHM_FUNCTIONS.filter((name) => typeof record?.[name] !== 'function');
+  if (absent.length > 0) {
+    return missing(`${path} is stale or not corral's addon: it lacks ${absent.join(', ')}`, SHM_BUILD_HINT);
+  }
+  if (record?.abi !== Number(process.versions.modules)) {
+    return missing(
+      `${path} was built for ABI ${String(record?.abi)}, this Node ${process.versions.node} has ${process.versions.modules}`,
+      SHM_BUILD_HINT,
+    );
+  }
+  return { binding: exports as ShmBinding, status: { available: true, path, tracker }, hint: '' };
+}
+
+function getShm(): ShmLoaded {
+  shmLoaded ??= loadShm();
+  return shmLoaded;
+}
+
+/** The shared-memory addon, or `undefined` when it is missing, broken, disabled or built for another Node. */
+export function shmNative(): ShmBinding | undefined {
+  return getShm().binding;
+}
+
+export function shmNativeStatus(): ShmNativeStatus {
+  return { ...getShm().status };
+}
+
+/** The shared-memory addon, or a `NativeUnavailableError` naming `capability`, the reason and the fix. */
+export function requireShmNative(capability: string): ShmBinding {
+  const { binding, status, hint } = getShm();
   if (binding) return binding;
   throw new NativeUnavailableError(capability, hint ? `${status.reason}; ${hint}` : `${status.reason}`);
 }

@@ -37,6 +37,7 @@ import {
 } from '../runtime/protocol.js';
 import { spawnThread } from '../runtime/thread.js';
 import type { RuntimeExit } from '../runtime/types.js';
+import { decodeShm } from '../shm/handle.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
@@ -271,7 +272,7 @@ export class Dispatcher {
       const u = batch[i]!;
       u.seq = ++this.seq;
       w.board?.offer(u);
-      frames[i] = u.wantUsage ? [u.seq, u.name, u.mode, u.payload, 1] : [u.seq, u.name, u.mode, u.payload];
+      frames[i] = u.flags ? [u.seq, u.name, u.mode, u.payload, u.flags] : [u.seq, u.name, u.mode, u.payload];
     }
     try {
       w.rt.send({ t: 'run', units: frames });
@@ -356,14 +357,19 @@ export class Dispatcher {
     }
   }
 
-  private onResult(w: PoolWorker, [seq, status, value, ms, report]: ResultFrame): void {
+  private onResult(w: PoolWorker, frame: ResultFrame): void {
+    const [seq, status, , ms, report] = frame;
+    let value = frame[2];
     const u = w.inflight.get(seq);
     if (!u) return;
     w.inflight.delete(seq);
     w.tasksDone++;
     w.busyMs += ms;
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
-    if (report) this.onReport(w, u, report);
+    if (report) {
+      this.onReport(w, u, report);
+      if (report.shm) value = decodeShm(value);
+    }
     this.guard?.unitDone();
     if (u.state === 'settled') return;
     if (u.timer) clearTimeout(u.timer);

@@ -4,7 +4,9 @@
  * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
  */
 import { AbortError, TaskError } from '../errors.js';
-import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
+import { fromWireError, packNumbers, UNIT_SHM, UnitMode, type WireError } from '../runtime/protocol.js';
+import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
+import { shmEverUsed } from '../shm/shared-memory.js';
 import type { ResolvedCall } from './config.js';
 import type { Dispatcher } from './dispatcher.js';
 import { Unit, type UnitSink } from './unit.js';
@@ -139,10 +141,20 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private submit(items: unknown[]): void {
     const { call } = this.spec;
     const numbers = this.spec.mode === UnitMode.Map ? packNumbers(items) : undefined;
+    let payload: unknown = numbers ?? items;
+    let shm = false;
+    if (!numbers && shmEverUsed()) {
+      // Each item gets the walk budget, so a long chunk of { shm, from, to } items is fully encoded.
+      const encoded = encodeShm(items, DEFAULT_BUDGET + items.length * 8, {
+        runtime: this.dispatcher.config.runtime,
+      });
+      payload = encoded.value;
+      shm = encoded.found;
+    }
     const unit = new Unit(
       this.spec.name,
       numbers ? UnitMode.MapNumbers : this.spec.mode,
-      numbers ?? items,
+      payload,
       items.length,
       this,
       call.timeout > 0 ? call.timeout * items.length : 0,
@@ -150,6 +162,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
       call.signal,
     );
     unit.memoryHint = call.memoryHint;
+    if (shm) unit.flags |= UNIT_SHM;
     this.units.set(unit, new ChunkMeta(this.nextIndex++));
     this.outstanding++;
     const refusal = this.dispatcher.jobRefusal();

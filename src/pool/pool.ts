@@ -8,8 +8,9 @@ import {
   QueueFullError,
 } from '../errors.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
-import type { TaskUsage } from '../runtime/protocol.js';
-import { UnitMode } from '../runtime/protocol.js';
+import { type TaskUsage, UNIT_SHM, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
+import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
+import { shmEverUsed } from '../shm/shared-memory.js';
 import {
   type AnyModule,
   type CallOptions,
@@ -121,7 +122,17 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       } else sink = new PromiseSink(resolve as (value: unknown) => void, reject);
       const unit = new Unit(name, UnitMode.Apply, args, 1, sink, call.timeout, call.retries, signal);
       unit.memoryHint = call.memoryHint;
-      if (call.withUsage) unit.wantUsage = true;
+      if (call.withUsage) {
+        unit.wantUsage = true;
+        unit.flags |= UNIT_USAGE;
+      }
+      if (shmEverUsed()) {
+        const encoded = encodeShm(args, DEFAULT_BUDGET, { runtime: d.config.runtime });
+        if (encoded.found) {
+          unit.payload = encoded.value;
+          unit.flags |= UNIT_SHM;
+        }
+      }
       d.submit(unit);
     });
   }

@@ -21,6 +21,8 @@ export class Unit {
   /** Set from the worker's report when the caller asked for { withUsage: true }. */
   usage: TaskUsage | undefined = undefined;
   wantUsage = false;
+  /** UNIT_* bits sent with the unit. */
+  flags = 0;
   /** Bytes the caller expects the task to need: memoryBudget admission control counts it. */
   memoryHint = 0;
   /** Its word on the worker's claim board (see steal.ts). */
@@ -28,7 +30,7 @@ export class Unit {
   constructor(
     readonly name: string,
     readonly mode: UnitMode,
-    readonly payload: unknown,
+    public payload: unknown,
     readonly size: number,
     readonly sink: UnitSink,
     /** Deadline in ms from the unit's start; 0 = none. */

@@ -19,7 +19,12 @@ export enum UnitMode {
 }
 
 /** [seq, task name, mode, payload]: payload is the args array (Apply) or the chunk's items. */
-export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown, wantUsage?: 1];
+/** Bits of a unit frame's flags. */
+export const UNIT_USAGE = 1;
+/** The payload holds SharedMemory handles to turn back into mappings. */
+export const UNIT_SHM = 2;
+
+export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown, flags?: number];
 
 export enum ResultStatus {
   Ok = 0,
@@ -68,6 +73,8 @@ export interface UnitReport {
   leakedFds?: number;
   /** V8 heap in use after the task, sent only when above recycle.whenHeapAbove. */
   heapUsed?: number;
+  /** The result holds SharedMemory handles. */
+  shm?: true;
 }
 
 export type RlimitSpec = [resource: 'as' | 'data' | 'nofile', limit: number];

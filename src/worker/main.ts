@@ -5,7 +5,17 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
-import { claim, packNumbers, ResultStatus, toWireError, UnitMode } from '../runtime/protocol.js';
+import {
+  claim,
+  packNumbers,
+  ResultStatus,
+  toWireError,
+  UNIT_SHM,
+  UNIT_USAGE,
+  UnitMode,
+} from '../runtime/protocol.js';
+import { DEFAULT_BUDGET, decodeShm, encodeShm } from '../shm/handle.js';
+import { shmEverUsed } from '../shm/shared-memory.js';
 import { applyRlimits, UnitProbe } from './limits.js';
 import { guardAgainstOrphaning } from './orphan.js';
 
@@ -98,7 +108,7 @@ class Runner {
       // The pool may have taken this unit back for an idle worker: then it is not ours to run.
       if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
       this.running++;
-      const want = unit[4] === 1;
+      const want = ((unit[4] ?? 0) & UNIT_USAGE) !== 0;
       const probed = this.probeAlways || want;
       if (probed) this.probe.before(want);
       const start = performance.now();
@@ -133,6 +143,14 @@ class Runner {
 
   private finish(frame: ResultFrame): void {
     this.running--;
+    // A result may hand back SharedMemory too (a segment the task created): send its handle.
+    if (shmEverUsed() && (frame[1] === ResultStatus.Ok || frame[1] === ResultStatus.Partial)) {
+      const encoded = encodeShm(frame[2], DEFAULT_BUDGET, { runtime: isMainThread ? 'process' : 'thread' });
+      if (encoded.found) {
+        frame[2] = encoded.value;
+        frame[4] = { ...frame[4], shm: true };
+      }
+    }
     this.outbox.push(frame);
   }
 
@@ -163,7 +181,11 @@ class Runner {
   }
 
   private run(unit: UnitFrame): ResultFrame | Promise<ResultFrame> {
-    const [seq, name, mode, payload] = unit;
+    const [seq, name, mode] = unit;
+    let payload = unit[3];
+    if (((unit[4] ?? 0) & UNIT_SHM) !== 0) {
+      payload = decodeShm(payload, DEFAULT_BUDGET + (Array.isArray(payload) ? payload.length * 8 : 0));
+    }
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
     if (mode === UnitMode.Apply) {

@@ -1,0 +1,22 @@
+# The shared-memory addon and its tracker, built once per Node major by
+# scripts/build-native.mjs (the addon uses the V8 C++ API, whose ABI changes with every
+# major; see shm.cc). Included from a generated binding.gyp in a scratch directory, so
+# paths here are relative to this file and the build output never lands in the source tree.
+{
+  'targets': [
+    {
+      'target_name': 'corral_shm',
+      'sources': ['shm.cc'],
+      'defines': ['_GNU_SOURCE'],
+      'cflags_cc': ['-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-cast-function-type'],
+      'libraries': ['-lrt'],
+    },
+    {
+      'target_name': 'corral-shm-tracker',
+      'type': 'executable',
+      'sources': ['shm-tracker.c'],
+      'cflags_c': ['-std=gnu11', '-Wall', '-Wextra', '-O2'],
+      'libraries': ['-lrt'],
+    },
+  ],
+}
