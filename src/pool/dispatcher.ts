@@ -25,6 +25,7 @@ import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.j
 import { heapMbFor } from '../limits/limits.js';
 import { spawnProcess } from '../runtime/process.js';
 import {
+  BOARD_SLOTS,
   type FromWorker,
   fromWireError,
   type ResultFrame,
@@ -38,6 +39,8 @@ import {
 import { spawnThread } from '../runtime/thread.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { decodeShm } from '../shm/handle.js';
+import { SharedMemory, shmStatus } from '../shm/index.js';
+import { internalSegment } from '../shm/shared-memory.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
@@ -481,7 +484,7 @@ export class Dispatcher {
 
   private spawn(): void {
     const w = new PoolWorker(this.nextWorkerId++, this.config.runtime);
-    if (this.config.runtime === 'thread') w.board = new ClaimBoard();
+    w.board = this.newBoard();
     const spawnFn = this.config.runtime === 'thread' ? spawnThread : spawnProcess;
     this.workers.add(w);
     try {
@@ -495,7 +498,8 @@ export class Dispatcher {
             initializer: this.config.initializer,
             initArgs: this.config.initArgs,
             limits: this.workerLimits,
-            board: w.board?.buffer,
+            board: this.config.runtime === 'thread' ? w.board?.buffer : undefined,
+            boardSegment: w.board?.segment?.name,
           },
           execArgv: this.config.execArgv,
           env: this.config.env,
@@ -519,6 +523,17 @@ export class Dispatcher {
           cause: error,
         }),
       );
+    }
+  }
+
+  private newBoard(): ClaimBoard | undefined {
+    if (this.config.runtime === 'thread') return new ClaimBoard();
+    if (!shmStatus().crossProcess) return undefined;
+    try {
+      const segment = internalSegment(() => SharedMemory.create({ size: BOARD_SLOTS * 4 }));
+      return new ClaimBoard(segment.buffer, segment);
+    } catch {
+      return undefined; // /dev/shm full or unusable: this worker is simply not stolen from
     }
   }
 
@@ -590,6 +605,7 @@ export class Dispatcher {
     w.to('exited');
     this.workers.delete(w);
     if (w.idleTimer) clearTimeout(w.idleTimer);
+    w.board?.segment?.close();
     const info: WorkerExit = {
       workerId: w.id,
       pid: w.rt.pid,

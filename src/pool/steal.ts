@@ -4,8 +4,9 @@
  * has provably not started. Each unit sent gets a word on a board shared with its worker: the pool
  * writes the unit's seq, the worker swaps it to -seq before starting the unit, the pool swaps it to 0
  * to take the unit back. Whichever compare-and-swap wins owns the unit, so a unit is never run twice
- * and never dropped, with no message round trip. Processes cannot share this memory without native
- * mapping, so process workers are not stolen from (their prefetch follows measured task time).
+ * and never dropped, with no message round trip. Process workers get their board in a small shared
+ * memory segment (Atomics compare-and-swap is atomic across processes on a shared mapping); where the
+ * shared-memory addon is missing they are not stolen from, and their prefetch follows measured task time.
  */
 import { BOARD_SLOTS } from '../runtime/protocol.js';
 import type { Unit } from './unit.js';
@@ -15,9 +16,17 @@ import type { PoolWorker } from './worker.js';
 const LONG_FACTOR = 4;
 
 export class ClaimBoard {
-  readonly buffer = new SharedArrayBuffer(BOARD_SLOTS * 4);
-  private readonly words = new Int32Array(this.buffer);
+  private readonly words: Int32Array;
   private next = 0;
+
+  /** For a thread: a fresh SharedArrayBuffer. For a process: the buffer of a shared segment. */
+  constructor(
+    readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(BOARD_SLOTS * 4),
+    /** Released when its worker exits. */
+    readonly segment?: { name: string; close(): void },
+  ) {
+    this.words = new Int32Array(buffer);
+  }
 
   /** Posts the unit's claim word; the worker counts units in the same order, so slots agree. */
   offer(u: Unit): void {

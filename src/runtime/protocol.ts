@@ -96,6 +96,8 @@ export interface WorkerInit {
   limits: WorkerLimits;
   /** Claim words shared with the pool, for work stealing (thread workers). */
   board: SharedArrayBuffer | undefined;
+  /** For a process worker: the shared segment holding its claim board. */
+  boardSegment: string | undefined;
 }
 
 export type ToWorker = { t: 'init'; init: WorkerInit } | { t: 'run'; units: UnitFrame[] } | { t: 'stop' };

@@ -81,6 +81,15 @@ let made = false;
 export function shmEverUsed(): boolean {
   return made;
 }
+/** Segments corral makes for itself (claim boards) never travel in messages: they must not turn the walk on. */
+export function internalSegment<T>(make: () => T): T {
+  const before = made;
+  try {
+    return make();
+  } finally {
+    made = before;
+  }
+}
 
 /** Instances dropped without close(): give back their external-memory charge. */
 const dropped = new FinalizationRegistry<{ name: string; charged: number }>(({ name, charged }) => {

@@ -15,7 +15,7 @@ import {
   UnitMode,
 } from '../runtime/protocol.js';
 import { DEFAULT_BUDGET, decodeShm, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/shared-memory.js';
+import { internalSegment, SharedMemory, shmEverUsed } from '../shm/shared-memory.js';
 import { applyRlimits, UnitProbe } from './limits.js';
 import { guardAgainstOrphaning } from './orphan.js';
 
@@ -292,7 +292,11 @@ async function main(): Promise<void> {
     }
   }
 
-  const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits), init.board);
+  // A process worker's claim board lives in a shared segment the pool created for it.
+  const segment = init.boardSegment;
+  const board =
+    init.board ?? (segment ? internalSegment(() => SharedMemory.attach(segment).buffer) : undefined);
+  const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits), board);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
     else if (msg.t === 'stop') process.exit(0);
