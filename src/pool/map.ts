@@ -17,6 +17,8 @@ const TARGET_CHUNK_MS = 4;
 const MAX_AUTO_CHUNK = 65_536;
 /** Chunks sent before any has been timed: small, so a slow task is found out early. */
 const PROBE_CHUNK = 8;
+/** Items a job may hold in flight when its chunks are small. */
+const WINDOW_ITEMS = 4096;
 
 interface ChunkOutcome {
   /** An array, or a Float64Array when every result was a number. */
@@ -51,7 +53,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private nextIndex = 0;
   private emitIndex = 0;
   private outstanding = 0;
-  private readonly window: number;
+  private readonly workers: number;
   private readonly ready = new Map<number, ChunkOutcome>();
   private readonly readyOrder: number[] = [];
   private current: ChunkOutcome | undefined = undefined;
@@ -77,7 +79,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
         this.async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
       else this.sync = (source as Iterable<unknown>)[Symbol.iterator]();
     }
-    this.window = Math.max(4, workers * 4);
+    this.workers = workers;
     if (spec.call.signal) {
       const signal = spec.call.signal;
       this.onAbort = () => this.end(new AbortError(spec.name, signal.reason), true);
@@ -85,7 +87,20 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
       else signal.addEventListener('abort', this.onAbort, { once: true });
     }
     dispatcher.jobStarted(this);
-    void this.fill();
+    this.fill();
+  }
+
+  /**
+   * Chunks read ahead of the consumer: four per worker for big chunks; small chunks (chunksize 1
+   * for I/O-ish work) need more in flight to keep workers fed, up to 64 per worker, which is
+   * still only a few thousand items held.
+   */
+  private window(): number {
+    const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
+    const window = Math.max(4, this.workers * 4, Math.min(this.workers * 64, small));
+    // A small maxQueue asks for tight memory: read ahead no further than it allows.
+    const { maxQueue } = this.dispatcher.config;
+    return Number.isFinite(maxQueue) ? Math.min(window, Math.max(this.workers * 4, maxQueue)) : window;
   }
 
   private chunkSize(): number {
@@ -96,17 +111,24 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   }
 
   /** Reads input and submits chunks while the window and the pool's queue have room. */
-  private async fill(): Promise<void> {
-    if (this.reading) return;
+  private fill(): void {
+    // Called on every result: return before making a promise when there is nothing to read.
+    if (this.reading || this.exhausted || this.finished || this.outstanding >= this.window()) return;
+    void this.read();
+  }
+
+  private async read(): Promise<void> {
     this.reading = true;
     try {
-      while (!this.exhausted && !this.finished && this.outstanding < this.window) {
+      while (!this.exhausted && !this.finished && this.outstanding < this.window()) {
         if (!this.dispatcher.hasRoom) {
           // maxQueue is back pressure for imap too: stop reading until the queue drains.
           if (this.outstanding === 0) setTimeout(() => void this.fill(), 5).unref();
           break;
         }
-        const items = await this.read(this.chunkSize());
+        // Arrays and sync iterables are read without a promise per chunk: small chunks stay cheap.
+        const n = this.chunkSize();
+        const items = this.async ? await this.readAsync(n) : this.readSync(n);
         if (this.finished) break;
         if (items.length > 0) this.submit(items);
       }
@@ -119,7 +141,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     }
   }
 
-  private async read(n: number): Promise<unknown[]> {
+  private readSync(n: number): unknown[] {
     if (this.array) {
       const items = this.array.slice(this.arrayPos, this.arrayPos + n);
       this.arrayPos += items.length;
@@ -128,7 +150,20 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     }
     const items: unknown[] = [];
     while (items.length < n) {
-      const r = this.sync ? this.sync.next() : await this.async!.next();
+      const r = this.sync!.next();
+      if (r.done) {
+        this.exhausted = true;
+        break;
+      }
+      items.push(r.value);
+    }
+    return items;
+  }
+
+  private async readAsync(n: number): Promise<unknown[]> {
+    const items: unknown[] = [];
+    while (items.length < n) {
+      const r = await this.async!.next();
       if (r.done) {
         this.exhausted = true;
         break;
@@ -191,7 +226,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     this.ready.set(index, outcome);
     if (!this.spec.ordered) this.readyOrder.push(index);
     this.wake();
-    void this.fill();
+    this.fill();
   }
 
   private wake(): void {
@@ -227,7 +262,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     const outcome = this.ready.get(index)!;
     this.ready.delete(index);
     this.outstanding--;
-    void this.fill();
+    this.fill();
     return outcome;
   }
 
