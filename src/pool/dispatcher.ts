@@ -22,37 +22,24 @@ import {
   WorkerStartError,
 } from '../errors.js';
 import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
-import { heapMbFor } from '../limits/limits.js';
-import { spawnProcess } from '../runtime/process.js';
 import {
-  BOARD_SLOTS,
   type FromWorker,
   fromWireError,
   type ResultFrame,
   ResultStatus,
-  type RlimitSpec,
   type UnitFrame,
   type UnitReport,
   type WireError,
-  type WorkerLimits,
 } from '../runtime/protocol.js';
-import { spawnThread } from '../runtime/thread.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { decodeShm } from '../shm/handle.js';
-import { SharedMemory, shmStatus } from '../shm/index.js';
-import { internalSegment } from '../shm/shared-memory.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
-import { ClaimBoard, pickVictim } from './steal.js';
+import { pickVictim } from './steal.js';
 import type { Unit } from './unit.js';
-import { PoolWorker } from './worker.js';
-
-const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
-/** Consecutive start failures after which queued work is failed instead of waiting forever. */
-const MAX_START_FAILURES = 5;
-const MAX_BACKOFF_MS = 5000;
-const START_TIMEOUT = 'start timeout';
+import type { PoolWorker } from './worker.js';
+import { WorkerSet } from './workers.js';
 
 export interface DispatcherEvents {
   workerStart(info: { workerId: number; pid: number | undefined; threadId: number | undefined }): void;
@@ -73,60 +60,53 @@ function prefetchFor(meanMs: number | undefined): number {
 
 export class Dispatcher {
   readonly queue = new Deque<Unit>();
-  readonly workers = new Set<PoolWorker>();
+  readonly workers: WorkerSet;
   /** Units queued, not counting ones settled while waiting (aborted) that are skipped lazily. */
   queued = 0;
   completed = 0;
   failed = 0;
   readonly createdAt = performance.now();
   breaches = 0;
-  recycles = 0;
   leaks = 0;
   readonly guard: MemoryGuard | undefined;
-  private readonly workerLimits: WorkerLimits;
-  private readonly heapMb: number | undefined;
   private seq = 0;
-  private nextWorkerId = 1;
   private dispatchScheduled = false;
   private meanMs: number | undefined = undefined;
-  private startFailures = 0;
-  private respawnTimer: NodeJS.Timeout | undefined = undefined;
   private broken: Error | undefined = undefined;
   private closing = false;
   private terminated = false;
   private readonly idleWaiters: (() => void)[] = [];
-  private readonly exitWaiters: (() => void)[] = [];
 
   constructor(
     readonly config: PoolConfig,
     private readonly events: DispatcherEvents,
   ) {
     const { limits, recycle } = config;
-    this.workerLimits = {
-      rlimits: (
-        [
-          ['as', limits.addressSpace],
-          ['data', limits.data],
-          ['nofile', limits.openFiles],
-        ] as const
-      ).flatMap(([resource, limit]): RlimitSpec[] => (limit === undefined ? [] : [[resource, limit]])),
-      cpuTime: limits.cpuTime,
-      heapAbove: recycle.whenHeapAbove,
-      detectLeaks: config.detectLeaks,
-    };
-    this.heapMb = heapMbFor(limits);
+    this.workers = new WorkerSet(config, {
+      message: (w, m) => this.onMessage(w, m),
+      exited: (w, exit, planned, info) => this.onExit(w, exit, planned, info),
+      changed: () => {
+        this.schedule();
+        this.checkIdle();
+      },
+      giveUp: (error) => this.failQueued(error),
+      unrecoverable: (error) => this.breakPool(error),
+      workerStart: events.workerStart,
+      workerExit: events.workerExit,
+      workerError: events.workerError,
+    });
     if (MemoryGuard.needed(limits, recycle, config.memoryBudget)) {
       this.guard = new MemoryGuard(limits, recycle, config.memoryBudget, {
         workers: () => this.workers,
-        retire: (w, reason) => this.retire(w, reason),
+        retire: (w, reason) => this.workers.retire(w, reason),
         kill: (w, breach) => {
           w.breach = breach;
-          this.stopWorker(w, `${breach.kind} limit`, true);
+          this.workers.stop(w, `${breach.kind} limit`, true);
         },
         resumed: () => this.schedule(),
       });
     }
-    for (let i = 0; i < config.workers; i++) this.spawn();
+    for (let i = 0; i < config.workers; i++) this.workers.spawn();
   }
 
   // ── submission ────────────────────────────────────────────────────────────────────────────
@@ -339,11 +319,7 @@ export class Dispatcher {
       else this.armRunning(w);
       this.schedule();
     } else if (m.t === 'ready') {
-      if (w.state !== 'starting') return; // stopped while it was starting
-      if (w.idleTimer) clearTimeout(w.idleTimer);
-      this.startFailures = 0;
-      w.to('idle');
-      this.events.workerStart({ workerId: w.id, pid: w.rt.pid, threadId: w.rt.threadId });
+      if (!this.workers.ready(w)) return; // stopped while it was starting
       this.onEmpty(w);
       this.schedule();
     } else if (m.t === 'fatal') {
@@ -356,7 +332,7 @@ export class Dispatcher {
               cause,
             });
       this.breakPool(error);
-      this.stopWorker(w, 'fatal');
+      this.workers.stop(w, 'fatal');
     }
   }
 
@@ -393,7 +369,7 @@ export class Dispatcher {
         const breach = classifyThrown(cause, this.config.limits);
         if (breach) {
           // The task caught the failed allocation, but its worker is at the wall: replace it.
-          this.retire(w, 'memory limit reached');
+          this.workers.retire(w, 'memory limit reached');
           this.failWithBreach(u, breach, w, cause);
         } else if (!this.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
         break;
@@ -421,9 +397,11 @@ export class Dispatcher {
       this.leaks += report.leakedFds;
       this.events.leak({ workerId: w.id, pid: w.rt.pid, task: u.name, fds: report.leakedFds });
       if (this.config.recycle.onLeak)
-        this.retire(w, `task '${u.name}' leaked ${report.leakedFds} descriptors`);
+        this.workers.retire(w, `task '${u.name}' leaked ${report.leakedFds} descriptors`);
     }
-    if (report.heapUsed !== undefined) this.retire(w, `heap ${report.heapUsed} above recycle.whenHeapAbove`);
+    if (report.heapUsed !== undefined) {
+      this.workers.retire(w, `heap ${report.heapUsed} above recycle.whenHeapAbove`);
+    }
   }
 
   private failWithBreach(u: Unit, breach: Breach, w: PoolWorker, cause?: unknown): void {
@@ -460,7 +438,7 @@ export class Dispatcher {
     const w = u.worker;
     if (u.state !== 'sent' || !w) return;
     if (!this.retry(u)) this.settleFail(u, new TaskTimeoutError(u.name, u.timeout));
-    this.stopWorker(w, `task '${u.name}' timed out`, true);
+    this.workers.stop(w, `task '${u.name}' timed out`, true);
   }
 
   /** Abort before start removes the unit; abort while running stops its worker. */
@@ -469,7 +447,7 @@ export class Dispatcher {
     const running = u.state === 'sent' && this.isRunning(u);
     const w = u.worker;
     this.settleFail(u, new AbortError(u.name, u.signal?.reason));
-    if (running && w) this.stopWorker(w, `task '${u.name}' was aborted`, true);
+    if (running && w) this.workers.stop(w, `task '${u.name}' was aborted`, true);
   }
 
   /** Cancels units of a job that failed or was abandoned: queued ones are dropped, running ones finish. */
@@ -482,140 +460,12 @@ export class Dispatcher {
 
   // ── workers ───────────────────────────────────────────────────────────────────────────────
 
-  private spawn(): void {
-    const w = new PoolWorker(this.nextWorkerId++, this.config.runtime);
-    w.board = this.newBoard();
-    const spawnFn = this.config.runtime === 'thread' ? spawnThread : spawnProcess;
-    this.workers.add(w);
-    try {
-      w.rt = spawnFn(
-        {
-          entry: WORKER_ENTRY,
-          init: {
-            module: this.config.module,
-            workerId: w.id,
-            concurrency: this.config.concurrency,
-            initializer: this.config.initializer,
-            initArgs: this.config.initArgs,
-            limits: this.workerLimits,
-            board: this.config.runtime === 'thread' ? w.board?.buffer : undefined,
-            boardSegment: w.board?.segment?.name,
-          },
-          execArgv: this.config.execArgv,
-          env: this.config.env,
-          heapMb: this.heapMb,
-        },
-        { message: (m) => this.onMessage(w, m), exit: (e) => this.onExit(w, e) },
-      );
-      // A worker that never becomes ready (e.g. a tiny RLIMIT_DATA hangs Node) must not hold the pool.
-      w.idleTimer = setTimeout(() => {
-        if (w.state === 'starting') this.stopWorker(w, START_TIMEOUT, true);
-      }, this.config.limits.startTimeout);
-      w.idleTimer.unref();
-    } catch (error) {
-      // The runtime refused synchronously (e.g. a Node flag worker threads do not accept): no
-      // retry can succeed, so every task is told why now.
-      this.workers.delete(w);
-      w.to('exited');
-      const why = error instanceof Error ? error.message : String(error);
-      this.breakPool(
-        new WorkerStartError(`a ${this.config.runtime} worker could not be created: ${why}`, {
-          cause: error,
-        }),
-      );
-    }
-  }
-
-  private newBoard(): ClaimBoard | undefined {
-    if (this.config.runtime === 'thread') return new ClaimBoard();
-    if (!shmStatus().crossProcess) return undefined;
-    try {
-      const segment = internalSegment(() => SharedMemory.create({ size: BOARD_SLOTS * 4 }));
-      return new ClaimBoard(segment.buffer, segment);
-    } catch {
-      return undefined; // /dev/shm full or unusable: this worker is simply not stolen from
-    }
-  }
-
-  private spawnForBacklog(): void {
-    if (this.closing || this.terminated || this.broken || this.respawnTimer || this.guard?.held) return;
-    let live = 0;
-    for (const w of this.workers) if (w.state !== 'draining' && w.state !== 'stopping') live++;
-    const wanted = Math.min(this.config.workers, live + this.queued);
-    for (let i = live; i < wanted; i++) this.spawn();
-  }
-
-  private onEmpty(w: PoolWorker): void {
-    if (w.state === 'busy') w.to('idle');
-    if (w.state === 'draining') {
-      this.stopWorker(w, w.stopReason ?? 'retired');
-      return;
-    }
-    if (w.tasksDone >= this.config.maxTasksPerWorker) {
-      this.retire(w, 'maxTasksPerWorker reached');
-      return;
-    }
-    if (w.state === 'idle' && Number.isFinite(this.config.idleTimeout)) {
-      if (w.idleTimer) clearTimeout(w.idleTimer);
-      w.idleTimer = setTimeout(() => {
-        if (w.state === 'idle' && w.inflight.size === 0) this.retire(w, 'idle');
-      }, this.config.idleTimeout);
-      w.idleTimer.unref();
-    }
-    this.checkIdle();
-  }
-
-  /** Stop giving the worker work; it stops once what it holds is done. */
-  retire(w: PoolWorker, reason: string): void {
-    if (!w.accepting) return;
-    this.recycles++;
-    w.stopReason = reason;
-    w.to('draining');
-    if (w.inflight.size === 0) this.stopWorker(w, reason);
-    this.schedule();
-  }
-
-  /** `kill`: now, whatever it holds (its units are then settled by onExit); else ask it to exit. */
-  private stopWorker(w: PoolWorker, reason: string, kill = false): void {
-    if (w.state === 'exited') return;
-    if (w.stopReason === undefined || w.state !== 'stopping') w.stopReason = reason;
-    if (w.idleTimer) clearTimeout(w.idleTimer);
-    // A starting worker does not listen for 'stop' yet: it can only be killed.
-    const starting = w.state === 'starting';
-    w.to('stopping');
-    if (kill || starting || w.inflight.size > 0) w.rt.kill();
-    else {
-      try {
-        w.rt.send({ t: 'stop' });
-      } catch {
-        w.rt.kill();
-      }
-    }
-  }
-
   /**
    * The one place that decides what an exit means. Units with results are already settled; of the
    * rest, the first `concurrency` were running (they fail, or are retried if allowed) and the others
    * never started (they go back to the front of the queue, in order).
    */
-  private onExit(w: PoolWorker, exit: RuntimeExit): void {
-    const wasStarting = w.state === 'starting';
-    const planned = w.state === 'stopping' ? w.stopReason : undefined;
-    w.exit = exit;
-    w.to('exited');
-    this.workers.delete(w);
-    if (w.idleTimer) clearTimeout(w.idleTimer);
-    w.board?.segment?.close();
-    const info: WorkerExit = {
-      workerId: w.id,
-      pid: w.rt.pid,
-      threadId: w.rt.threadId,
-      exitCode: exit.exitCode,
-      signal: exit.signal,
-      detail: exit.detail,
-    };
-    this.events.workerExit({ ...info, reason: planned ?? 'crashed' });
-
+  private onExit(w: PoolWorker, exit: RuntimeExit, planned: string | undefined, info: WorkerExit): void {
     const held = [...w.inflight.values()];
     w.inflight.clear();
     const requeue: Unit[] = [];
@@ -648,46 +498,23 @@ export class Dispatcher {
       if (this.terminated) this.settleFail(requeue[i]!, new PoolClosedError());
       else this.submit(requeue[i]!, true);
     }
-
-    if (wasStarting && (!planned || planned === START_TIMEOUT) && !this.broken) {
-      this.onStartFailure(
-        new WorkerStartError(
-          `worker ${w.id} exited before it was ready (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`})` +
-            (exit.detail ? `: ${exit.detail}` : ''),
-        ),
-      );
-    }
-    this.schedule();
-    this.checkIdle();
-    if (this.workers.size === 0) for (const resolve of this.exitWaiters.splice(0)) resolve();
   }
 
-  /** Back off between failed starts; after several in a row, fail what waits instead of spinning. */
-  private onStartFailure(error: Error): void {
-    this.startFailures++;
-    this.events.workerError(error);
-    if (this.startFailures >= MAX_START_FAILURES) {
-      for (const u of this.queue.drain()) {
-        if (u.state !== 'settled') this.settleFail(u, error);
-      }
-      this.queued = 0;
-      this.startFailures = 0;
-      return;
-    }
-    const delay = Math.min(100 * 2 ** (this.startFailures - 1), MAX_BACKOFF_MS);
-    // Not unref'd: while tasks wait for a worker, this timer is what keeps the process alive.
-    this.respawnTimer = setTimeout(() => {
-      this.respawnTimer = undefined;
-      this.spawnForBacklog();
-    }, delay);
+  private spawnForBacklog(): void {
+    if (this.closing || this.terminated || this.broken || this.guard?.held) return;
+    this.workers.spawnFor(this.queued);
+  }
+
+  private failQueued(error: Error): void {
+    for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);
+    this.queued = 0;
   }
 
   private breakPool(error: Error): void {
     if (this.broken) return;
     this.broken = error;
-    for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);
-    this.queued = 0;
-    for (const w of [...this.workers]) this.stopWorker(w, 'the task module failed to load', true);
+    this.failQueued(error);
+    this.workers.stopAll('the pool cannot start workers', true);
   }
 
   // ── shutdown ──────────────────────────────────────────────────────────────────────────────
@@ -709,29 +536,25 @@ export class Dispatcher {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private whenExited(): Promise<void> {
-    if (this.workers.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.exitWaiters.push(resolve));
+  private onEmpty(w: PoolWorker): void {
+    this.workers.onEmpty(w);
+    this.checkIdle();
   }
 
   async close(): Promise<void> {
     this.closing = true;
     await this.whenIdle();
     this.guard?.stop();
-    if (this.respawnTimer) clearTimeout(this.respawnTimer);
-    for (const w of [...this.workers]) this.stopWorker(w, 'pool closed');
-    await this.whenExited();
+    this.workers.stopAll('pool closed', false);
+    await this.workers.whenExited();
   }
 
   async terminate(): Promise<void> {
     this.terminated = true;
     this.guard?.stop();
-    if (this.respawnTimer) clearTimeout(this.respawnTimer);
-    const error = new PoolClosedError('the pool was terminated before this task ran');
-    for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);
-    this.queued = 0;
-    for (const w of [...this.workers]) this.stopWorker(w, 'pool terminated', true);
-    await this.whenExited();
+    this.failQueued(new PoolClosedError('the pool was terminated before this task ran'));
+    this.workers.stopAll('pool terminated', true);
+    await this.workers.whenExited();
     this.checkIdle();
   }
 }

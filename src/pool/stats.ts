@@ -84,7 +84,7 @@ export function snapshot(d: Dispatcher): PoolStats {
     throughput: uptimeMs > 0 ? (d.completed / uptimeMs) * 1000 : 0,
     uptimeMs,
     breaches: d.breaches,
-    recycles: d.recycles,
+    recycles: d.workers.recycles,
     leakedFds: d.leaks,
     memory: {
       budget: d.config.memoryBudget,
