@@ -27,6 +27,9 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     env: spec.env ?? process.env,
     serialization: 'advanced',
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    // Its own process group: a terminal's Ctrl-C goes to the pool's process, which decides what
+    // stops (the CLI finishes running tasks first), instead of killing every worker mid-task.
+    detached: true,
   });
   live.add(child);
   let tail = '';
