@@ -119,6 +119,20 @@ describe('corral run: output', () => {
   });
 
   for (const runtime of ['thread', 'process']) {
+    test(`what a module prints while it loads goes to stderr (${runtime})`, async () => {
+      const { code, stdout, stderr } = await corral(
+        [
+          'run',
+          `${fileURLToPath(new URL('./fixtures/cli-loud-module.mjs', import.meta.url))}#double`,
+          '--runtime',
+          runtime,
+        ],
+        { input: jsonl(numbers(5)) },
+      );
+      assert.equal(code, 0, stderr);
+      assert.deepEqual(lines(stdout).map(Number), [2, 4, 6, 8, 10]);
+      assert.match(stderr, /loading the loud module/);
+    });
     test(`what a task prints goes to stderr, never into the results (${runtime})`, async () => {
       const { code, stdout, stderr } = await corral(['run', `${TASKS}#noisy`, '--runtime', runtime], {
         input: jsonl(numbers(20)),
@@ -131,6 +145,25 @@ describe('corral run: output', () => {
 });
 
 describe('corral run: failures', () => {
+  test('--chunksize N: the first failure ends the run, as in pool.imap; it says where to resume', async () => {
+    const errors = file('errors.jsonl');
+    const report = file('report.json');
+    const { code, stdout } = await corral(
+      ['run', `${TASKS}#picky`, '--chunksize', '10', '--errors', errors, '--report', report, '-q'],
+      { input: jsonl(numbers(3000)) },
+    );
+    assert.equal(code, 1);
+    assert.deepEqual(lines(stdout).map(Number), [2, 3, 4, 5, 6, 7]);
+    const [failed] = lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l));
+    assert.deepEqual(
+      { index: failed.index, input: failed.input, code: failed.error.code },
+      { index: 6, input: 7, code: 'ERR_TASK_FAILED' },
+    );
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.equal(r.stopped, 'fail-fast');
+    assert.equal(r.resumeLine, 8);
+  });
+
   test('failed items go to --errors with index, input and code; the run goes on; exit 1', async () => {
     const out = file('out.jsonl');
     const errors = file('errors.jsonl');
@@ -203,7 +236,8 @@ describe('corral run: failures', () => {
       lines(stdout).map(Number),
       numbers(40).filter((x) => x !== 20),
     );
-    assert.match(stderr, /limits {4}1 breach: heap 1/);
+    assert.match(stderr, /limits {4}1 breach: heap 1, 0 recycled, 0 crashed, 0 timed out/);
+    assert.match(stderr, /process +pid \d+ +\d+ +[\d.]+ MiB +heap limit \(SIGABRT\)/);
     assert.match(stderr, /#19 {2}ERR_MEMORY_LIMIT {2}task 'hog' went over the heap limit of 64.0 MiB/);
     const r = JSON.parse(readFileSync(report, 'utf8'));
     assert.equal(r.breaches.total, 1);
@@ -439,7 +473,7 @@ describe('corral info, bench, demo', () => {
     assert.match(stdout, /speedup {5}[\d.]+x on \d+ workers/);
     assert.match(
       stdout,
-      /contained {3}tile \d+ allocated without end: heap limit breach \(ERR_MEMORY_LIMIT\)/,
+      /contained {3}tile \d+ allocated without end: heap limit breach \(ERR_MEMORY_LIMIT\)\n {14}limit 64 MiB.*its worker was replaced/,
     );
     assert.match(stdout, /every other tile finished/);
     const r = JSON.parse(readFileSync(report, 'utf8'));

@@ -79,16 +79,33 @@ export function formatHelp(usage: string, about: string, specs: readonly FlagSpe
   const left = (s: FlagSpec): string =>
     `${s.short ? `-${s.short}, ` : '    '}--${s.name}${s.value ? ` ${s.value}` : ''}`;
   const width = Math.max(...specs.map((s) => left(s).length)) + 2;
+  const columns = Math.max(80, Math.min(120, process.stdout.columns || 100));
   for (const [group, list] of groups) {
     lines.push(`${group}:`);
     for (const s of list) {
       const def = s.default !== undefined ? ` (default: ${s.default})` : '';
-      lines.push(`  ${left(s).padEnd(width)}${s.help}${def}`);
+      const text = wrap(`${s.help}${def}`, Math.max(30, columns - width - 2));
+      lines.push(`  ${left(s).padEnd(width)}${text[0]}`);
+      for (const more of text.slice(1)) lines.push(`  ${' '.repeat(width)}${more}`);
     }
     lines.push('');
   }
   if (footer) lines.push(footer, '');
   return lines.join('\n');
+}
+
+/** Splits text into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  out.push(line);
+  return out;
 }
 
 /** `--workers 4` / `auto`. */

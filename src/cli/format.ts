@@ -58,7 +58,11 @@ export function pad(text: string, width: number, align: 'left' | 'right' = 'left
 /** A plain-text table: the first row is the header. Columns whose header starts with a space align right. */
 export function table(rows: string[][], indent = '  '): string {
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, cell.length);
+    });
+  }
   const header = rows[0] ?? [];
   return rows
     .map((row) =>
