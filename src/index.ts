@@ -2,6 +2,15 @@
 export * from './errors.js';
 export { type RlimitInfo, type SystemInfo, systemInfo } from './limits/info.js';
 export type { LimitsOptions, RecycleOptions } from './limits/limits.js';
+export {
+  openFile,
+  openFileSync,
+  type ScopedDir,
+  type ScopedFd,
+  type ScopedFileHandle,
+  scoped,
+  tempDir,
+} from './limits/scoped.js';
 export { type CpuInfo, cpuCount, type MemoryInfo, probeCpus, probeMemory } from './limits/system.js';
 export type {
   AnyModule,

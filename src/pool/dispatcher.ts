@@ -411,6 +411,7 @@ export class Dispatcher {
         ? new CpuTimeLimitError(u.name, breach.limit, who)
         : new MemoryLimitError(u.name, breach.kind, breach.limit, breach.observed, who, { cause });
     this.breaches++;
+    w.breaches++;
     this.events.breach(error);
     if (!this.retry(u)) this.settleFail(u, error);
   }

@@ -1,4 +1,4 @@
-import { readPeakRss, readRss } from '../limits/memory.js';
+import { readCpuMs, readPeakRss, readRss } from '../limits/memory.js';
 import type { RuntimeKind } from '../runtime/types.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { WorkerState } from './worker.js';
@@ -21,6 +21,10 @@ export interface WorkerStats {
   peakRss: number | undefined;
   /** Descriptors its tasks left open (detectLeaks). */
   leakedFds: number;
+  /** CPU time the worker process used, user + system (process workers; undefined for threads). */
+  cpuMs: number | undefined;
+  /** Its tasks failed by a memory or CPU-time limit. */
+  breaches: number;
 }
 
 export interface MemoryStats {
@@ -72,6 +76,8 @@ export function snapshot(d: Dispatcher): PoolStats {
       rss: d.guard ? w.rss || undefined : w.rt.pid !== undefined ? readRss(w.rt.pid) : undefined,
       peakRss: w.peakRss || (w.rt.pid !== undefined ? readPeakRss(w.rt.pid) : undefined),
       leakedFds: w.leaks,
+      cpuMs: w.rt.pid !== undefined ? readCpuMs(w.rt.pid) : undefined,
+      breaches: w.breaches,
     });
   }
   const uptimeMs = now - d.createdAt;

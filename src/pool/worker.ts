@@ -38,6 +38,8 @@ export class PoolWorker {
   /** Set when the pool stopped it for a memory breach it observed itself. */
   breach: { kind: 'rss' | 'budget'; limit: number; value: number } | undefined = undefined;
   leaks = 0;
+  /** Its tasks failed by a memory or CPU-time limit. */
+  breaches = 0;
   /** Shared claim words for work stealing (thread workers only). */
   board: ClaimBoard | undefined = undefined;
   /** When the unit now at the head of inflight started (concurrency 1): how long it has been running. */

@@ -1,0 +1,76 @@
+/**
+ * Scoped resources for task code, in the spirit of Python's `with`: each returns something that
+ * closes itself at the end of a `using` / `await using` block (TypeScript >= 5.2 down-levels them for
+ * Node 20/22; Node 24 runs them natively), so a task that throws half-way leaks no descriptor and
+ * `detectLeaks` stays quiet.
+ *
+ *   await using file = await openFile(path, 'r');  // fs.promises.FileHandle, closed at block end
+ *   using fd = openFileSync(path, 'w');              // { fd }, closed at block end
+ *   await using dir = await tempDir('job-');         // { path }, removed with its contents
+ *   using sock = scoped(net.connect(port), (s) => s.destroy());
+ */
+import { closeSync, type OpenMode, openSync, type PathLike } from 'node:fs';
+import { type FileHandle, mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Node 20 has Symbol.dispose/asyncDispose but older typings may not promise them on FileHandle. */
+export type ScopedFileHandle = FileHandle & AsyncDisposable;
+
+/** fs.promises.open whose handle closes itself at the end of an `await using` block. */
+export async function openFile(
+  path: PathLike,
+  flags: OpenMode = 'r',
+  mode?: number,
+): Promise<ScopedFileHandle> {
+  const handle = (await open(path, flags, mode)) as ScopedFileHandle;
+  if (typeof handle[Symbol.asyncDispose] !== 'function') {
+    Object.defineProperty(handle, Symbol.asyncDispose, { value: () => handle.close(), configurable: true });
+  }
+  return handle;
+}
+
+export interface ScopedFd extends Disposable {
+  readonly fd: number;
+  /** Closes now; a later dispose does nothing. */
+  close(): void;
+}
+
+/** fs.openSync whose descriptor closes itself at the end of a `using` block. */
+export function openFileSync(path: PathLike, flags: OpenMode = 'r', mode?: number): ScopedFd {
+  const fd = openSync(path, flags, mode);
+  let open = true;
+  const close = (): void => {
+    if (!open) return;
+    open = false;
+    closeSync(fd);
+  };
+  return { fd, close, [Symbol.dispose]: close };
+}
+
+export interface ScopedDir extends AsyncDisposable {
+  readonly path: string;
+}
+
+/** A fresh directory under the system temp dir, removed with its contents at the end of `await using`. */
+export async function tempDir(prefix = 'corral-'): Promise<ScopedDir> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  return { path, [Symbol.asyncDispose]: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** Any resource with a close function: `using s = scoped(socket, (s) => s.destroy())`. */
+export function scoped<T>(resource: T, close: (resource: T) => void): T & Disposable {
+  let open = true;
+  const dispose = (): void => {
+    if (!open) return;
+    open = false;
+    close(resource);
+  };
+  return new Proxy(resource as T & object, {
+    get(target, key, receiver) {
+      if (key === Symbol.dispose) return dispose;
+      const value = Reflect.get(target, key, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  }) as T & Disposable;
+}
