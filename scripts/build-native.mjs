@@ -100,8 +100,16 @@ class Skip extends Error {}
 
 /** Runs node-gyp; throws Skip with the reason when it fails. Writes the full output to `log`. */
 function nodeGyp(nodeGypJs, args, cwd, log) {
+  // npm run exports its config as npm_config_* (here nodedir=/usr, the running Node's headers), and
+  // node-gyp lets those win over our --nodedir/--target: building for another Node needs them gone.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([k]) => !/^npm_config_(nodedir|target|runtime|dist_url|arch)$/i.test(k),
+    ),
+  );
   const result = spawnSync(process.execPath, [nodeGypJs, ...args], {
     cwd,
+    env,
     encoding: 'utf8',
     // A hung compiler or a header download that never times out must not hang the caller.
     timeout: 5 * 60_000,
