@@ -36,10 +36,6 @@ export interface MapSpec {
   call: ResolvedCall;
 }
 
-class ChunkMeta {
-  constructor(readonly index: number) {}
-}
-
 export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private readonly sync: Iterator<unknown> | undefined;
   private readonly async: AsyncIterator<unknown> | undefined;
@@ -58,7 +54,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private readonly readyOrder: number[] = [];
   private current: ChunkOutcome | undefined = undefined;
   private currentPos = 0;
-  private readonly units = new Map<Unit, ChunkMeta>();
+  /** This job's units not yet settled, with their chunk's position in the input. */
+  private readonly units = new Map<Unit, number>();
   private waiter: { resolve: () => void } | undefined = undefined;
   private sourceError: Error | undefined = undefined;
   private readonly onAbort: (() => void) | undefined;
@@ -198,7 +195,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     );
     unit.memoryHint = call.memoryHint;
     if (shm) unit.flags |= UNIT_SHM;
-    this.units.set(unit, new ChunkMeta(this.nextIndex++));
+    this.units.set(unit, this.nextIndex++);
     this.outstanding++;
     const refusal = this.dispatcher.jobRefusal();
     if (refusal) this.dispatcher.settleFail(unit, refusal);
@@ -206,20 +203,20 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   }
 
   ok(unit: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void {
-    const meta = this.units.get(unit);
-    if (!meta) return;
+    const index = this.units.get(unit);
+    if (index === undefined) return;
     this.units.delete(unit);
     // Later chunks aim at TARGET_CHUNK_MS of work, from the time this one took in its worker.
     const per = ms / unit.size;
     this.perItemMs = this.perItemMs === undefined ? per : this.perItemMs * 0.7 + per * 0.3;
-    this.store(meta.index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
+    this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
   }
 
   fail(unit: Unit, error: Error): void {
-    const meta = this.units.get(unit);
-    if (!meta) return;
+    const index = this.units.get(unit);
+    if (index === undefined) return;
     this.units.delete(unit);
-    this.store(meta.index, { results: [], itemErrors: undefined, error });
+    this.store(index, { results: [], itemErrors: undefined, error });
   }
 
   private store(index: number, outcome: ChunkOutcome): void {

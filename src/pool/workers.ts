@@ -4,6 +4,7 @@
  * units a worker held is not decided here but in Dispatcher.onExit, the one place for it.
  */
 import { type WorkerExit, WorkerStartError } from '../errors.js';
+import { classifyDeath } from '../limits/classify.js';
 import { heapMbFor } from '../limits/limits.js';
 import { spawnProcess } from '../runtime/process.js';
 import { BOARD_SLOTS, type FromWorker, type RlimitSpec, type WorkerLimits } from '../runtime/protocol.js';
@@ -222,7 +223,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
       signal: exit.signal,
       detail: exit.detail,
     };
-    this.host.workerExit({ ...info, reason: planned ?? 'crashed' });
+    this.host.workerExit({ ...info, reason: planned ?? this.deathReason(w, exit) });
     this.host.exited(w, exit, planned, info);
     if (wasStarting && (!planned || planned === START_TIMEOUT)) {
       const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`;
@@ -232,6 +233,13 @@ export class WorkerSet implements Iterable<PoolWorker> {
     }
     this.host.changed();
     if (this.all.size === 0) for (const resolve of this.exitWaiters.splice(0)) resolve();
+  }
+
+  /** Why an unplanned exit happened, as far as the limits in force tell. */
+  private deathReason(w: PoolWorker, exit: RuntimeExit): string {
+    const breach = classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
+    if (!breach) return 'crashed';
+    return breach.type === 'cpu' ? 'cpu time limit' : `${breach.kind} limit`;
   }
 
   /** Back off between failed starts; after several in a row, fail what waits instead of spinning. */
