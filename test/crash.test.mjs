@@ -230,10 +230,18 @@ describe('out of memory', () => {
     assert.equal(events.starts.length, 2);
   });
 
-  test.skip(
-    'thread: heap bomb (skipped: worker_threads reject --max-old-space-size in execArgv with ' +
-      'ERR_WORKER_INVALID_EXEC_ARGV, and the pool has no thread heap-limit option yet: SpawnSpec.heapMb is always undefined)',
-  );
+  test('thread: a heap bomb under limits.heap ends only its worker thread, never the process', async () => {
+    const { pool, events } = makePool({ runtime: 'thread', workers: 1, limits: { heap: '64MiB' } });
+    await ready(events, 1);
+    const bomb = pool.apply('heapBomb', []);
+    const next = pool.apply('square', [12]);
+    const error = await rejection(bomb);
+    assert.ok(error instanceof CorralError, `${error}`);
+    assert.equal(error.code, 'ERR_MEMORY_LIMIT');
+    assert.equal(error.kind, 'heap');
+    assert.equal(await next, 144);
+    assert.equal(events.starts.length, 2);
+  });
 
   test('thread: a V8 heap flag worker_threads refuse surfaces as a CorralError, not a raw Error or a spawn loop', async () => {
     // Something must keep the loop alive here: the backoff timer alone does not (see the apply-once tests).
