@@ -71,49 +71,59 @@ function disabledByEnv(): boolean {
   return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
 }
 
-function load(): Loaded {
-  const override = process.env.CORRAL_NATIVE_PATH;
-  // Relative to the working directory, like any path a user types; require() alone would
-  // resolve it against this module's directory instead.
-  const path = override ? resolve(override) : DEFAULT_PATH;
-  const missing = (reason: string, hint: string): Loaded => ({
-    binding: undefined,
-    status: { available: false, path, reason },
-    hint,
-  });
+/** Why an addon cannot be used, and what to do about it. */
+type Refusal = { reason: string; hint: string };
 
+/**
+ * The checks both addons go through, in the order a user would want them explained: disabled,
+ * wrong platform, not built, not loadable, stale (a build left over from an older corral would
+ * otherwise fail later, far from here).
+ */
+function loadAddon(
+  path: string,
+  functions: readonly string[],
+  notBuilt: string,
+  hint: string,
+): { exports: Record<string, unknown> } | Refusal {
   if (disabledByEnv()) {
-    return missing(
-      `disabled by CORRAL_NO_NATIVE=${process.env.CORRAL_NO_NATIVE}`,
-      'unset CORRAL_NO_NATIVE to use the native addon',
-    );
+    return {
+      reason: `disabled by CORRAL_NO_NATIVE=${process.env.CORRAL_NO_NATIVE}`,
+      hint: 'unset CORRAL_NO_NATIVE to use the native addon',
+    };
   }
   if (process.platform !== 'linux') {
-    return missing(`the native addon is Linux-only (this is ${process.platform})`, '');
+    return { reason: `corral's native addons are Linux-only (this is ${process.platform})`, hint: '' };
   }
   // Checked up front so the usual case reads "not built" instead of a require() stack.
-  if (!existsSync(path)) {
-    return missing(
-      `${path} does not exist (${override ? 'CORRAL_NATIVE_PATH points there' : 'the addon was not built'})`,
-      BUILD_HINT,
-    );
-  }
-
+  if (!existsSync(path)) return { reason: `${path} does not exist (${notBuilt})`, hint };
   let exports: unknown;
   try {
     exports = createRequire(import.meta.url)(path);
   } catch (err) {
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
-    return missing(`${path} failed to load: ${why}`, BUILD_HINT);
+    return { reason: `${path} failed to load: ${why}`, hint };
   }
-  // A build left over from an older corral would otherwise fail later, far from here.
-  const absent = FUNCTIONS.filter(
-    (name) => typeof (exports as Record<string, unknown> | null)?.[name] !== 'function',
+  const record = (exports ?? {}) as Record<string, unknown>;
+  const absent = functions.filter((name) => typeof record[name] !== 'function');
+  if (absent.length > 0)
+    return { reason: `${path} is stale or not corral's addon: it lacks ${absent.join(', ')}`, hint };
+  return { exports: record };
+}
+
+function load(): Loaded {
+  const override = process.env.CORRAL_NATIVE_PATH;
+  // Relative to the working directory, like any path a user types; require() alone would
+  // resolve it against this module's directory instead.
+  const path = override ? resolve(override) : DEFAULT_PATH;
+  const r = loadAddon(
+    path,
+    FUNCTIONS,
+    override ? 'CORRAL_NATIVE_PATH points there' : 'the addon was not built',
+    BUILD_HINT,
   );
-  if (absent.length > 0) {
-    return missing(`${path} is stale or not corral's addon: it lacks ${absent.join(', ')}`, BUILD_HINT);
-  }
-  return { binding: exports as NativeBinding, status: { available: true, path }, hint: '' };
+  if (!('exports' in r))
+    return { binding: undefined, status: { available: false, path, reason: r.reason }, hint: r.hint };
+  return { binding: r.exports as unknown as NativeBinding, status: { available: true, path }, hint: '' };
 }
 
 function get(): Loaded {
@@ -206,45 +216,28 @@ function loadShm(): ShmLoaded {
   const dir = override ? resolve(override) : SHM_DEFAULT_DIR;
   const path = resolve(dir, 'corral_shm.node');
   const tracker = resolve(dir, 'corral-shm-tracker');
-  const missing = (reason: string, hint: string): ShmLoaded => ({
-    binding: undefined,
-    status: { available: false, path, tracker, reason },
-    hint,
-  });
-  if (disabledByEnv()) {
-    return missing(
-      `disabled by CORRAL_NO_NATIVE=${process.env.CORRAL_NO_NATIVE}`,
-      'unset CORRAL_NO_NATIVE to use the native addon',
-    );
+  const notBuilt = override
+    ? 'CORRAL_SHM_NATIVE_DIR points there'
+    : `the addon was not built for Node ${process.versions.node}, ABI ${process.versions.modules}`;
+  let r = loadAddon(path, SHM_FUNCTIONS, notBuilt, SHM_BUILD_HINT);
+  if ('exports' in r && r.exports.abi !== Number(process.versions.modules)) {
+    r = {
+      reason: `${path} was built for ABI ${String(r.exports.abi)}, this Node ${process.versions.node} has ${process.versions.modules}`,
+      hint: SHM_BUILD_HINT,
+    };
   }
-  if (process.platform !== 'linux') {
-    return missing(`the shared-memory addon is Linux-only (this is ${process.platform})`, '');
+  if (!('exports' in r)) {
+    return {
+      binding: undefined,
+      status: { available: false, path, tracker, reason: r.reason },
+      hint: r.hint,
+    };
   }
-  if (!existsSync(path)) {
-    return missing(
-      `${path} does not exist (${override ? 'CORRAL_SHM_NATIVE_DIR points there' : `the addon was not built for Node ${process.versions.node}, ABI ${process.versions.modules}`})`,
-      SHM_BUILD_HINT,
-    );
-  }
-  let exports: unknown;
-  try {
-    exports = createRequire(import.meta.url)(path);
-  } catch (err) {
-    const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
-    return missing(`${path} failed to load: ${why}`, SHM_BUILD_HINT);
-  }
-  const record = exports as Record<string, unknown> | null;
-  const absent = SHM_FUNCTIONS.filter((name) => typeof record?.[name] !== 'function');
-  if (absent.length > 0) {
-    return missing(`${path} is stale or not corral's addon: it lacks ${absent.join(', ')}`, SHM_BUILD_HINT);
-  }
-  if (record?.abi !== Number(process.versions.modules)) {
-    return missing(
-      `${path} was built for ABI ${String(record?.abi)}, this Node ${process.versions.node} has ${process.versions.modules}`,
-      SHM_BUILD_HINT,
-    );
-  }
-  return { binding: exports as ShmBinding, status: { available: true, path, tracker }, hint: '' };
+  return {
+    binding: r.exports as unknown as ShmBinding,
+    status: { available: true, path, tracker },
+    hint: '',
+  };
 }
 
 function getShm(): ShmLoaded {
