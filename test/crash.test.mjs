@@ -3,67 +3,16 @@
 // is replaced and the pool goes on.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, afterEach, describe, test as nodeTest } from 'node:test';
+import { describe } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CorralError, Pool, WorkerCrashedError } from '../dist/src/index.js';
+import { CorralError, WorkerCrashedError } from '../dist/src/index.js';
+import { assertRanExactlyOnce, RUNTIMES, ready, test, usePools, useTempDir } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/misbehave.mjs', import.meta.url);
 const APPLY_ONCE = fileURLToPath(new URL('./fixtures/apply-once.mjs', import.meta.url));
-const RUNTIMES = ['thread', 'process'];
 
-const tmp = mkdtempSync(join(tmpdir(), 'corral-crash-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-let fileSeq = 0;
-const newFile = () => join(tmp, `log-${++fileSeq}.txt`);
-
-/** Ids appended by the `record` fixture, one line per execution. */
-function executions(file) {
-  let text = '';
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {}
-  const counts = new Map();
-  for (const line of text.split('\n').filter(Boolean)) counts.set(line, (counts.get(line) ?? 0) + 1);
-  return counts;
-}
-
-function assertRanExactlyOnce(file, ids) {
-  const counts = executions(file);
-  for (const id of ids)
-    assert.equal(counts.get(String(id)), 1, `task ${id} ran ${counts.get(String(id)) ?? 0} times`);
-  assert.equal(counts.size, ids.length, `unexpected ids in ${file}: ${[...counts.keys()]}`);
-}
-
-/** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
-const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
-test.skip = nodeTest.skip;
-
-const pools = new Set();
-function makePool(options) {
-  const pool = new Pool({ module: MODULE, ...options });
-  pools.add(pool);
-  const events = { starts: [], exits: [], errors: [] };
-  pool.on('workerStart', (info) => events.starts.push(info));
-  pool.on('workerExit', (info) => events.exits.push(info));
-  pool.on('workerError', (error) => events.errors.push(error));
-  return { pool, events };
-}
-afterEach(async () => {
-  for (const pool of pools) await pool.terminate();
-  pools.clear();
-});
-
-/** Waits until every worker has reported ready, so ids and pids are known before the crash. */
-async function ready(events, n) {
-  const deadline = Date.now() + 10_000;
-  while (events.starts.length < n) {
-    assert.ok(Date.now() < deadline, `only ${events.starts.length} of ${n} workers started`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const newFile = useTempDir('corral-crash-', 'log');
+const makePool = usePools(MODULE);
 
 function assertCrash(error, { runtime, task, events, exitCode, signal }) {
   assert.ok(error instanceof WorkerCrashedError, `expected WorkerCrashedError, got ${error?.stack ?? error}`);
@@ -87,6 +36,8 @@ function assertCrash(error, { runtime, task, events, exitCode, signal }) {
   return error;
 }
 
+/** The rejection reason. Not helpers.mjs's `rejection`: no time limit of its own (the test's deadline is
+ * the limit), and a promise that resolves yields the AssertionError instead of throwing it. */
 async function rejection(promise) {
   try {
     const value = await promise;

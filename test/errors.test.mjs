@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, test as nodeTest } from 'node:test';
+import { describe } from 'node:test';
 import {
   ConfigError,
   CorralError,
@@ -15,29 +15,12 @@ import {
   UnknownTaskError,
   WorkerStartError,
 } from '../dist/src/index.js';
+import { RUNTIMES, rejection as rejectionWithin, settles, test, usePools } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/misbehave.mjs', import.meta.url);
 const BAD_LOAD = new URL('./fixtures/bad-load.mjs', import.meta.url);
-const RUNTIMES = ['thread', 'process'];
 
-/** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
-const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
-test.skip = nodeTest.skip;
-
-const pools = new Set();
-function makePool(options) {
-  const pool = new Pool({ module: MODULE, ...options });
-  pools.add(pool);
-  const events = { starts: [], exits: [], errors: [] };
-  pool.on('workerStart', (info) => events.starts.push(info));
-  pool.on('workerExit', (info) => events.exits.push(info));
-  pool.on('workerError', (error) => events.errors.push(error));
-  return { pool, events };
-}
-afterEach(async () => {
-  for (const pool of pools) await pool.terminate();
-  pools.clear();
-});
+const makePool = usePools(MODULE);
 
 /** Waits until no worker is listed (the broken pool stopped the ones it had). */
 async function allStopped(pool) {
@@ -49,24 +32,10 @@ async function allStopped(pool) {
 }
 
 /** Fails (instead of hanging the file) when a promise does not settle in time. */
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const within = (promise, ms, what) => settles(promise, what, ms);
 
-async function rejection(promise, what = 'the task') {
-  try {
-    const value = await within(promise, 10_000, what);
-    assert.fail(`expected ${what} to reject, got ${JSON.stringify(value)}`);
-  } catch (error) {
-    if (error instanceof assert.AssertionError) throw error;
-    assert.doesNotMatch(String(error?.message), /did not settle within/);
-    return error;
-  }
-}
+/** In this file a task gets 10 s to reject (helpers.mjs defaults to 5 s). */
+const rejection = (promise, what) => rejectionWithin(promise, what, 10_000);
 
 function assertCorral(error, Class, code) {
   assert.ok(error instanceof Class, `expected ${Class.name}, got ${error?.name}: ${error?.message}`);

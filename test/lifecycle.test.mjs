@@ -4,31 +4,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { afterEach, describe, test as nodeTest } from 'node:test';
+import { describe } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CorralError, Pool, PoolClosedError, QueueFullError } from '../dist/src/index.js';
+import { CorralError, PoolClosedError, QueueFullError } from '../dist/src/index.js';
+import { RUNTIMES, ready, rejection, settles, sleep, test, usePools } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/misbehave.mjs', import.meta.url);
 const ORPHAN_PARENT = fileURLToPath(new URL('./fixtures/orphan-parent.mjs', import.meta.url));
-const RUNTIMES = ['thread', 'process'];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
-const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
-
-const pools = new Set();
-function makePool(options) {
-  const pool = new Pool({ module: MODULE, ...options });
-  pools.add(pool);
-  const events = { starts: [], exits: [] };
-  pool.on('workerStart', (info) => events.starts.push(info));
-  pool.on('workerExit', (info) => events.exits.push(info));
-  return { pool, events };
-}
-afterEach(async () => {
-  for (const pool of pools) await pool.terminate();
-  pools.clear();
-});
+const makePool = usePools(MODULE);
 
 /** Alive and not a zombie (an exited child nobody reaped yet is dead for our purposes). */
 function alive(pid) {
@@ -47,37 +31,6 @@ function alive(pid) {
 
 /** OS threads of this process: a worker thread that really ended is gone from this count. */
 const osThreads = () => Number(/Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
-
-async function ready(events, n) {
-  const deadline = Date.now() + 10_000;
-  while (events.starts.length < n) {
-    assert.ok(Date.now() < deadline, `only ${events.starts.length} of ${n} workers started`);
-    await sleep(10);
-  }
-}
-
-async function settles(promise, what, limitMs = 5000) {
-  let timer;
-  const hung = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${limitMs} ms`)), limitMs);
-  });
-  try {
-    return await Promise.race([promise, hung]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function rejection(promise, what = 'the task') {
-  try {
-    const value = await settles(promise, what);
-    assert.fail(`expected ${what} to reject, got ${JSON.stringify(value)}`);
-  } catch (error) {
-    if (error instanceof assert.AssertionError) throw error;
-    assert.doesNotMatch(String(error?.message), /did not settle within/);
-    return error;
-  }
-}
 
 /** Asserts that no worker of the pool is left: no process (pid probe), no thread (OS thread count). */
 async function assertNoWorkersLeft(runtime, pool, events, baseThreads) {

@@ -1,38 +1,17 @@
 // map / starmap / imap / imapUnordered: results equal the serial ones whatever the chunking, input is
 // read lazily, a slow item holds back nothing in imapUnordered, and failures name the item's error.
 import assert from 'node:assert/strict';
-import { afterEach, describe, test as nodeTest } from 'node:test';
-import { ConfigError, CorralError, Pool, TaskError } from '../dist/src/index.js';
+import { describe } from 'node:test';
+import { ConfigError, CorralError, TaskError } from '../dist/src/index.js';
+import { RUNTIMES, settles as settlesWithin, sleep, test, usePools } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/misbehave.mjs', import.meta.url);
-const RUNTIMES = ['thread', 'process'];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
-const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
+const makeTrackedPool = usePools(MODULE);
+const makePool = (options) => makeTrackedPool(options).pool;
 
-const pools = new Set();
-function makePool(options) {
-  const pool = new Pool({ module: MODULE, ...options });
-  pools.add(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools) await pool.terminate();
-  pools.clear();
-});
-
-async function settles(promise, what, limitMs = 10_000) {
-  let timer;
-  const hung = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${limitMs} ms`)), limitMs);
-  });
-  try {
-    return await Promise.race([promise, hung]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** In this file a promise gets 10 s to settle (helpers.mjs defaults to 5 s). */
+const settles = (promise, what, limitMs = 10_000) => settlesWithin(promise, what, limitMs);
 
 async function collect(iterable, what = 'the iteration') {
   return settles(

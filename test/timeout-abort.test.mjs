@@ -1,49 +1,18 @@
 // Deadlines, AbortSignals and retries, provoked for real with tasks that spin, hang and crash: the late
 // task rejects with its own error, its worker is replaced, and the rest of the pool goes on.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, afterEach, describe, test as nodeTest } from 'node:test';
-import { AbortError, CorralError, Pool, TaskTimeoutError, WorkerCrashedError } from '../dist/src/index.js';
+import { existsSync } from 'node:fs';
+import { describe } from 'node:test';
+import { AbortError, CorralError, TaskTimeoutError, WorkerCrashedError } from '../dist/src/index.js';
+import { lines, RUNTIMES, ready, settles, sleep, test, usePools, useTempDir } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/misbehave.mjs', import.meta.url);
-const RUNTIMES = ['thread', 'process'];
 
-const tmp = mkdtempSync(join(tmpdir(), 'corral-timeout-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-let fileSeq = 0;
-const newFile = () => join(tmp, `f-${++fileSeq}.txt`);
-const lines = (file) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : []);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const newFile = useTempDir('corral-timeout-', 'f');
+const makePool = usePools(MODULE);
 
-/** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
-const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
-test.skip = nodeTest.skip;
-
-const pools = new Set();
-function makePool(options) {
-  const pool = new Pool({ module: MODULE, ...options });
-  pools.add(pool);
-  const events = { starts: [], exits: [] };
-  pool.on('workerStart', (info) => events.starts.push(info));
-  pool.on('workerExit', (info) => events.exits.push(info));
-  return { pool, events };
-}
-afterEach(async () => {
-  for (const pool of pools) await pool.terminate();
-  pools.clear();
-});
-
-async function ready(events, n) {
-  const deadline = Date.now() + 10_000;
-  while (events.starts.length < n) {
-    assert.ok(Date.now() < deadline, `only ${events.starts.length} of ${n} workers started`);
-    await sleep(10);
-  }
-}
-
-/** Resolves to the rejection reason and how long it took; fails if the promise resolves or hangs. */
+/** Resolves to the rejection reason and how long it took (helpers.mjs's `rejection` gives the reason
+ * alone); fails if the promise resolves or hangs. */
 async function rejection(promise, limitMs = 10_000) {
   const started = Date.now();
   let timer;
@@ -58,19 +27,6 @@ async function rejection(promise, limitMs = 10_000) {
   } catch (error) {
     if (error instanceof assert.AssertionError) throw error;
     return { error, ms: Date.now() - started };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The value of a promise that must settle soon; fails (instead of hanging the test) when it does not. */
-async function settles(promise, what, limitMs = 5000) {
-  let timer;
-  const hung = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${limitMs} ms`)), limitMs);
-  });
-  try {
-    return await Promise.race([promise, hung]);
   } finally {
     clearTimeout(timer);
   }
