@@ -2,7 +2,6 @@
  * Segment names, sizes and the space /dev/shm has left: the checks every entry point shares.
  */
 
-import { randomBytes } from 'node:crypto';
 import { statfsSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../options.js';
@@ -18,7 +17,10 @@ const MAX_NAME = 250;
  * squat it), and the pid tells a human who made it.
  */
 export function randomName(): string {
-  return `corral_${process.pid}_${randomBytes(12).toString('hex')}`;
+  // Web Crypto's generator: the same CSPRNG as node:crypto, without loading that module into
+  // every worker that merely might touch shared memory.
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return `corral_${process.pid}_${Buffer.from(bytes).toString('hex')}`;
 }
 
 /** A user-given name, with or without the leading '/'; returned without it (as `.name` shows it). */
