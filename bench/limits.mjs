@@ -46,8 +46,14 @@ for (const [name, run] of Object.entries(workloads)) {
   await run(on);
   const samples = { off: [], on: [] };
   for (let i = 0; i < runs; i++) {
-    samples.off.push(await run(off));
-    samples.on.push(await run(on));
+    // Alternate who goes first: the second of a pair may find caches or the CPU in another state.
+    if (i % 2 === 0) {
+      samples.off.push(await run(off));
+      samples.on.push(await run(on));
+    } else {
+      samples.on.push(await run(on));
+      samples.off.push(await run(off));
+    }
   }
   const [a, b] = [median(samples.off), median(samples.on)];
   console.log(`| ${name} | ${fmt(a)} | ${fmt(b)} | ${(b / a).toFixed(3)} |`);

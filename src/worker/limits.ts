@@ -9,6 +9,7 @@ import { native } from '../native/index.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
 
 const HEAP_CHECK_MS = 5;
+const CPU_CHECK_MS = 50;
 
 /** Applied to this process before any user code runs; soft = hard so the task cannot raise it. */
 export function applyRlimits(limits: WorkerLimits): void {
@@ -34,6 +35,7 @@ export class UnitProbe {
   private cpuBefore: NodeJS.CpuUsage | undefined;
   private wallBefore = 0;
   private cpuArmedAt = 0;
+  private cpuCheckedAt = -Infinity;
   private heapCheckedAt = 0;
 
   constructor(readonly limits: WorkerLimits) {}
@@ -47,12 +49,18 @@ export class UnitProbe {
     if (cpuTime !== undefined) {
       // RLIMIT_CPU counts the whole life of the process: move the soft limit so it counts this task.
       // Only the soft one: an unprivileged process may raise it again up to the hard limit.
-      const used = process.cpuUsage();
-      const soft = Math.ceil((used.user + used.system) / 1e6) + cpuTime;
-      // The limit has 1 s granularity: most tiny tasks find it armed at the right second already.
-      if (soft !== this.cpuArmedAt) {
-        native()?.setrlimit('cpu', soft, null);
-        this.cpuArmedAt = soft;
+      // Reading the CPU clock is a system call; tiny tasks read it at most every CPU_CHECK_MS of wall
+      // time, and one extra second of limit covers what runs between reads. A task so gets at least
+      // cpuTime seconds and less than cpuTime + 2 (the limit counts whole seconds anyway).
+      const now = performance.now();
+      if (now - this.cpuCheckedAt >= CPU_CHECK_MS) {
+        this.cpuCheckedAt = now;
+        const used = process.cpuUsage();
+        const soft = Math.ceil((used.user + used.system) / 1e6) + cpuTime + 1;
+        if (soft !== this.cpuArmedAt) {
+          native()?.setrlimit('cpu', soft, null);
+          this.cpuArmedAt = soft;
+        }
       }
     }
     if (detectLeaks || wantUsage) this.fdsBefore = openFds();
