@@ -36,7 +36,7 @@ import { decodeShm } from '../shm/handle.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
-import { pickVictim } from './steal.js';
+import { stealFor } from './steal.js';
 import type { Unit } from './unit.js';
 import type { PoolWorker } from './worker.js';
 import { WorkerSet } from './workers.js';
@@ -49,13 +49,19 @@ export interface DispatcherEvents {
   breach(error: MemoryLimitError | CpuTimeLimitError): void;
 }
 
-/** Prefetch beyond the running units, by mean unit time in ms: enough to hide the round trip. */
-function prefetchFor(meanMs: number | undefined): number {
-  if (meanMs === undefined) return 1;
+/**
+ * Prefetch beyond the running units, by mean unit time in ms. Tiny units go deep to hide the round
+ * trip. Long ones still get one waiting in the worker: when workers fill every core the pool's own
+ * thread may wait milliseconds for the CPU before it can send the next unit, and a unit parked
+ * behind a slow one is taken back by work stealing (`stealable`) when another worker goes idle.
+ */
+function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
+  const floor = stealable ? 1 : 0;
+  if (meanMs === undefined) return floor;
   if (meanMs < 0.05) return 63;
   if (meanMs < 0.5) return 15;
   if (meanMs < 2) return 2;
-  return 0;
+  return floor;
 }
 
 export class Dispatcher {
@@ -69,7 +75,12 @@ export class Dispatcher {
   breaches = 0;
   leaks = 0;
   readonly guard: MemoryGuard | undefined;
+  /** Workers have claim boards (threads always; processes with the shared-memory addon). */
+  private readonly stealable: boolean;
   private seq = 0;
+  /** Units in workers' hands, and the memoryHint they reserve: kept as counts, not recounted per dispatch. */
+  private sent = 0;
+  private hinted = 0;
   private dispatchScheduled = false;
   private meanMs: number | undefined = undefined;
   private broken: Error | undefined = undefined;
@@ -107,6 +118,7 @@ export class Dispatcher {
       });
     }
     for (let i = 0; i < config.workers; i++) this.workers.spawn();
+    this.stealable = config.concurrency === 1 && [...this.workers].every((w) => w.board !== undefined);
   }
 
   // ── submission ────────────────────────────────────────────────────────────────────────────
@@ -165,16 +177,10 @@ export class Dispatcher {
   }
 
   private fill(): void {
-    const prefetch = prefetchFor(this.meanMs);
+    const prefetch = prefetchFor(this.meanMs, this.stealable);
     const c = this.config.concurrency;
-    let running = 0;
-    let reserved = 0;
-    if (this.guard?.budget !== undefined) {
-      for (const w of this.workers) {
-        running += w.inflight.size;
-        for (const u of w.inflight.values()) reserved += u.memoryHint;
-      }
-    }
+    let running = this.sent;
+    let reserved = this.hinted;
     while (this.queued > 0) {
       let best: PoolWorker | undefined;
       let accepting = 0;
@@ -211,36 +217,16 @@ export class Dispatcher {
     }
   }
 
-  private stealTimer: NodeJS.Timeout | undefined = undefined;
-
   private steal(): number {
-    let idle = 0;
-    for (const w of this.workers) if (w.accepting && w.inflight.size === 0) idle++;
-    if (idle === 0) return 0;
-    const now = performance.now();
-    const { victim, retryInMs } = pickVictim(this.workers, this.meanMs ?? 0, now);
-    if (!victim) {
-      if (retryInMs !== undefined && !this.stealTimer) {
-        this.stealTimer = setTimeout(() => {
-          this.stealTimer = undefined;
-          this.schedule();
-        }, Math.ceil(retryInMs));
-        this.stealTimer.unref();
-      }
-      return 0;
+    let idle = false;
+    for (const w of this.workers) if (w.accepting && w.inflight.size === 0) idle = true;
+    if (!idle) return 0;
+    const taken = stealFor(this.workers);
+    for (const u of taken) {
+      this.sent--;
+      this.hinted -= u.memoryHint;
     }
-    const held = [...victim.inflight.values()];
-    const taken: Unit[] = [];
-    // Newest first: they are the furthest from starting.
-    for (let i = held.length - 1; i >= Math.max(1, held.length - Math.ceil((held.length - 1) / 2)); i--) {
-      const u = held[i]!;
-      if (!victim.board!.take(u)) break; // the worker got to it first: it and all before it have started
-      victim.inflight.delete(u.seq);
-      u.attempts--;
-      u.worker = undefined;
-      taken.push(u);
-    }
-    for (const u of taken) this.submit(u, true);
+    for (const u of taken) this.submit(u, true); // newest first, so the oldest ends up in front
     return taken.length;
   }
 
@@ -250,7 +236,6 @@ export class Dispatcher {
 
   private send(w: PoolWorker, batch: Unit[]): void {
     const frames: UnitFrame[] = new Array(batch.length);
-    if (w.inflight.size === 0) w.headSince = performance.now();
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       u.seq = ++this.seq;
@@ -284,6 +269,8 @@ export class Dispatcher {
     u.worker = w;
     u.attempts++;
     w.inflight.set(u.seq, u);
+    this.sent++;
+    this.hinted += u.memoryHint;
   }
 
   /** The first `concurrency` units a worker holds are running: their deadlines start now. */
@@ -342,6 +329,8 @@ export class Dispatcher {
     const u = w.inflight.get(seq);
     if (!u) return;
     w.inflight.delete(seq);
+    this.sent--;
+    this.hinted -= u.memoryHint;
     w.tasksDone++;
     w.busyMs += ms;
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;

@@ -12,9 +12,6 @@ import { BOARD_SLOTS } from '../runtime/protocol.js';
 import type { Unit } from './unit.js';
 import type { PoolWorker } from './worker.js';
 
-/** A unit ahead is "long" after this many times the mean unit time (and at least 1 ms). */
-const LONG_FACTOR = 4;
-
 export class ClaimBoard {
   private readonly words: Int32Array;
   private next = 0;
@@ -46,26 +43,28 @@ export class ClaimBoard {
 }
 
 /**
- * Units to take back for an idle worker: from the busy worker whose unit ahead has run longest
- * (past LONG_FACTOR x mean), the second half of what it holds, newest first. Returns how long to
- * wait before a worker would qualify, when none does yet.
+ * Takes back, for an idle worker, the newer half of what the busiest worker holds beyond the unit it
+ * runs. Stopping at the first unit the worker has claimed keeps it exact: a worker starts units in
+ * order, so everything before a claimed unit has started too. Cheap enough (one compare-and-swap per
+ * unit) to do whenever a worker is idle and the queue is empty, without waiting to see if the unit
+ * ahead is slow.
  */
-export function pickVictim(
-  workers: Iterable<PoolWorker>,
-  meanMs: number,
-  now: number,
-): { victim: PoolWorker | undefined; retryInMs: number | undefined } {
-  const longAfter = Math.max(1, LONG_FACTOR * meanMs);
+export function stealFor(workers: Iterable<PoolWorker>): Unit[] {
   let victim: PoolWorker | undefined;
-  let retryInMs: number | undefined;
   for (const w of workers) {
-    if (!w.board || w.inflight.size < 2) continue;
-    const ran = now - w.headSince;
-    if (ran < longAfter) {
-      retryInMs = Math.min(retryInMs ?? Infinity, longAfter - ran);
-      continue;
-    }
-    if (!victim || w.headSince < victim.headSince) victim = w;
+    if (w.board && w.inflight.size >= 2 && (!victim || w.inflight.size > victim.inflight.size)) victim = w;
   }
-  return { victim, retryInMs };
+  if (!victim) return [];
+  const held = [...victim.inflight.values()];
+  const taken: Unit[] = [];
+  const keep = held.length - Math.ceil((held.length - 1) / 2);
+  for (let i = held.length - 1; i >= keep; i--) {
+    const u = held[i]!;
+    if (!victim.board!.take(u)) break;
+    victim.inflight.delete(u.seq);
+    u.attempts--; // never started: this try does not count
+    u.worker = undefined;
+    taken.push(u);
+  }
+  return taken;
 }

@@ -42,8 +42,6 @@ export class PoolWorker {
   breaches = 0;
   /** Shared claim words for work stealing (thread workers only). */
   board: ClaimBoard | undefined = undefined;
-  /** When the unit now at the head of inflight started (concurrency 1): how long it has been running. */
-  headSince = 0;
   readonly history: WorkerState[] = ['starting'];
   rt!: RuntimeWorker;
 
