@@ -20,7 +20,9 @@ export type CorralErrorCode =
   | 'ERR_CPU_TIME_LIMIT'
   | 'ERR_SHM_NOT_FOUND'
   | 'ERR_SHM_EXISTS'
-  | 'ERR_SHM_CLOSED';
+  | 'ERR_SHM_CLOSED'
+  | 'ERR_QUEUE_CLOSED'
+  | 'ERR_QUEUE_EMPTY';
 
 export class CorralError extends Error {
   readonly code: CorralErrorCode;
@@ -49,15 +51,39 @@ export class PoolClosedError extends CorralError {
   }
 }
 
-/** `maxQueue` tasks are already waiting: back pressure, try again later. */
+/**
+ * Back pressure: `maxQueue` tasks already wait in a pool, or a channel `Queue` holds `maxsize` items
+ * (`put` with `{ wait: false }` or past its timeout). `maxQueue` is the bound either way.
+ */
 export class QueueFullError extends CorralError {
   readonly maxQueue: number;
-  constructor(maxQueue: number) {
+  constructor(maxQueue: number, message?: string) {
     super(
       'ERR_QUEUE_FULL',
-      `the task queue is full (maxQueue = ${maxQueue}); wait for running tasks to settle or raise maxQueue`,
+      message ??
+        `the task queue is full (maxQueue = ${maxQueue}); wait for running tasks to settle or raise maxQueue`,
     );
     this.maxQueue = maxQueue;
+  }
+}
+
+/** A channel (Queue, JoinableQueue, Pipe end) was closed: no more puts, and gets once it is drained. */
+export class QueueClosedError extends CorralError {
+  constructor(message = 'the queue is closed') {
+    super('ERR_QUEUE_CLOSED', message);
+  }
+}
+
+/** `get` with `{ wait: false }` or a timeout found no item. */
+export class QueueEmptyError extends CorralError {
+  /** How long it waited, in ms (0 for `{ wait: false }`). */
+  readonly waited: number;
+  constructor(waited: number) {
+    super(
+      'ERR_QUEUE_EMPTY',
+      waited > 0 ? `no item arrived within ${waited} ms` : 'the queue is empty (get with { wait: false })',
+    );
+    this.waited = waited;
   }
 }
 
@@ -160,15 +186,20 @@ export class UnknownTaskError extends CorralError {
   }
 }
 
-/** Arguments or a result could not be structured-cloned (functions, class instances with methods, sockets...). */
+/**
+ * Arguments, a result or a channel item (`direction: 'item'`, refused by `put`) could not be
+ * structured-cloned (functions, class instances with methods, sockets...).
+ */
 export class SerializationError extends CorralError {
   readonly task: string;
-  readonly direction: 'arguments' | 'result';
-  constructor(task: string, direction: 'arguments' | 'result', cause: unknown) {
+  readonly direction: 'arguments' | 'result' | 'item';
+  constructor(task: string, direction: 'arguments' | 'result' | 'item', cause: unknown) {
     const why = cause instanceof Error ? cause.message : String(cause);
     super(
       'ERR_SERIALIZATION',
-      `the ${direction} of task '${task}' cannot be sent between workers: ${why}. ` +
+      (direction === 'item'
+        ? `an item put on ${task} cannot be sent between workers: ${why}. `
+        : `the ${direction} of task '${task}' cannot be sent between workers: ${why}. `) +
         'Pass plain data (objects, arrays, strings, numbers, typed arrays, Map/Set); functions and sockets cannot travel.',
       { cause },
     );

@@ -1,4 +1,5 @@
 /** corral's public face: re-exports only. */
+export * from './channel/index.js';
 export * from './errors.js';
 export { type RlimitInfo, type SystemInfo, systemInfo } from './limits/info.js';
 export type { LimitsOptions, RecycleOptions } from './limits/limits.js';

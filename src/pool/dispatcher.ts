@@ -7,6 +7,8 @@
  * worker may hold beyond the ones it runs (prefetch) follows the measured unit time: tiny units are
  * sent 64 to a message, units of milliseconds one at a time.
  */
+
+import { channelFrame, channelLinkGone } from '../channel/hub.js';
 import {
   AbortError,
   CpuTimeLimitError,
@@ -298,10 +300,12 @@ export class Dispatcher {
   // ── outcomes ──────────────────────────────────────────────────────────────────────────────
 
   private onMessage(w: PoolWorker, m: FromWorker): void {
+    if (m.t === 'chan') {
+      channelFrame(w.rt, m); // Queue / Pipe traffic (channel/hub.ts)
+      return;
+    }
     if (m.t === 'done') {
       for (const frame of m.results) this.onResult(w, frame);
-      // The worker posts a result before it starts the next unit: the next one started about now.
-      w.headSince = performance.now();
       if (w.inflight.size === 0) this.onEmpty(w);
       else this.armRunning(w);
       this.schedule();
@@ -456,8 +460,13 @@ export class Dispatcher {
    * never started (they go back to the front of the queue, in order).
    */
   private onExit(w: PoolWorker, exit: RuntimeExit, planned: string | undefined, info: WorkerExit): void {
+    channelLinkGone(w.rt, info); // queue items it held go back (channel/broker.ts)
     const held = [...w.inflight.values()];
     w.inflight.clear();
+    for (const u of held) {
+      this.sent--;
+      this.hinted -= u.memoryHint;
+    }
     const requeue: Unit[] = [];
     held.forEach((u, i) => {
       if (u.state === 'settled') return;

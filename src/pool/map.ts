@@ -3,6 +3,8 @@
  * unit, and results come back in input order (imap) or as chunks complete (imapUnordered). Memory
  * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
  */
+
+import { encodeChannelsIn } from '../channel/handles.js';
 import { AbortError, TaskError } from '../errors.js';
 import { fromWireError, packNumbers, UNIT_SHM, UnitMode, type WireError } from '../runtime/protocol.js';
 import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
@@ -195,6 +197,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     );
     unit.memoryHint = call.memoryHint;
     if (shm) unit.flags |= UNIT_SHM;
+    encodeChannelsIn(unit);
     this.units.set(unit, this.nextIndex++);
     this.outstanding++;
     const refusal = this.dispatcher.jobRefusal();

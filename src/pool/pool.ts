@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { encodeChannelsIn } from '../channel/handles.js';
 import type { WorkerExit } from '../errors.js';
 import {
   AbortError,
@@ -133,6 +134,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
           unit.flags |= UNIT_SHM;
         }
       }
+      encodeChannelsIn(unit); // Queue / Pipe arguments travel as handles
       d.submit(unit);
     });
   }

@@ -9,6 +9,10 @@
  * (they fail) and which were never started (they are re-queued and run once, elsewhere).
  */
 
+import type { ChanDown, ChanUp } from '../channel/wire.js';
+
+/** Side-channel frames of Queue / Pipe (`t: 'chan'`, see channel/wire.ts) ride beside these. */
+
 /** How a unit's payload becomes calls: one call with spread args, or one call per chunk item. */
 export enum UnitMode {
   Apply = 0,
@@ -23,6 +27,8 @@ export enum UnitMode {
 export const UNIT_USAGE = 1;
 /** The payload holds SharedMemory handles to turn back into mappings. */
 export const UNIT_SHM = 2;
+/** The payload holds Queue / Pipe handles (channel/handles.ts). */
+export const UNIT_CHAN = 4;
 
 export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown, flags?: number];
 
@@ -100,12 +106,17 @@ export interface WorkerInit {
   boardSegment: string | undefined;
 }
 
-export type ToWorker = { t: 'init'; init: WorkerInit } | { t: 'run'; units: UnitFrame[] } | { t: 'stop' };
+export type ToWorker =
+  | { t: 'init'; init: WorkerInit }
+  | { t: 'run'; units: UnitFrame[] }
+  | { t: 'stop' }
+  | ChanDown;
 
 export type FromWorker =
   | { t: 'ready'; exports: string[] }
   | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
-  | { t: 'done'; results: ResultFrame[] };
+  | { t: 'done'; results: ResultFrame[] }
+  | ChanUp;
 
 /** Claim words per worker (see pool/steal.ts); more than a worker ever holds at once. */
 export const BOARD_SLOTS = 1024;

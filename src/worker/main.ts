@@ -4,12 +4,14 @@
  * (the exactly-once rule described in runtime/protocol.ts).
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { bindChannels, channelDown, decodeChannels, flushChannels } from '../channel/worker.js';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
 import {
   claim,
   packNumbers,
   ResultStatus,
   toWireError,
+  UNIT_CHAN,
   UNIT_SHM,
   UNIT_USAGE,
   UnitMode,
@@ -155,6 +157,7 @@ class Runner {
   }
 
   private flush(): void {
+    flushChannels(); // a task's queue puts arrive before its result
     if (this.outbox.length === 0) return;
     const results = this.outbox;
     this.outbox = [];
@@ -186,6 +189,7 @@ class Runner {
     if (((unit[4] ?? 0) & UNIT_SHM) !== 0) {
       payload = decodeShm(payload, DEFAULT_BUDGET + (Array.isArray(payload) ? payload.length * 8 : 0));
     }
+    if (((unit[4] ?? 0) & UNIT_CHAN) !== 0) payload = decodeChannels(payload);
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
     if (mode === UnitMode.Apply) {
@@ -297,9 +301,14 @@ async function main(): Promise<void> {
   const board =
     init.board ?? (segment ? internalSegment(() => SharedMemory.attach(segment).buffer) : undefined);
   const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits), board);
+  bindChannels((frame) => io.post(frame));
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
-    else if (msg.t === 'stop') process.exit(0);
+    else if (msg.t === 'chan') channelDown(msg);
+    else if (msg.t === 'stop') {
+      flushChannels();
+      process.exit(0);
+    }
   });
   io.post({ t: 'ready', exports: [...tasks.keys()] });
 }

@@ -1,0 +1,491 @@
+/**
+ * A queue as a worker sees it: a client of the broker in the thread that created the queue,
+ * reached over the worker's link to its pool or Process (see wire.ts).
+ *
+ * Producing: puts are checked, then gathered into a batch sent when it holds `batch.size` items,
+ * about `batch.bytes`, or `batch.delay` after its first item. Under `maxsize` a put spends a
+ * credit (room the broker granted ahead); out of credits it waits for more.
+ *
+ * Consuming: the worker asks for up to `batch.size` items ahead and hands them out one get at a
+ * time, counting each on its board before the caller sees it; it asks again at half. A recall
+ * from the broker gives back whatever is not handed out yet.
+ */
+import {
+  ConfigError,
+  QueueClosedError,
+  QueueEmptyError,
+  QueueFullError,
+  SerializationError,
+} from '../errors.js';
+import { internalSegment, SharedMemory } from '../shm/shared-memory.js';
+import { GetMode, RESOLVED } from './broker.js';
+import { itemBytes } from './check.js';
+import { Items } from './items.js';
+import { BOARD_SLOTS, BOARD_WORDS, type ChanDown, type ChanUp, type QueueHandle } from './wire.js';
+
+type Post = (frame: ChanUp) => void;
+
+let post: Post | undefined;
+const remotes = new Map<string, Remote>();
+/** Remotes with a batch or acknowledgement not yet sent. */
+const dirty = new Set<Remote>();
+let board: Int32Array | undefined;
+let boardSegment: SharedMemory | undefined;
+let nextSlot = 0;
+
+/** The worker entry tells us how to reach the pool or Process that started this worker. */
+export function bindChannels(fn: Post): void {
+  post = fn;
+}
+
+function up(frame: ChanUp): void {
+  if (!post) throw new Error('corral: a queue handle was used outside a corral worker');
+  post(frame);
+}
+
+/** A frame from the broker side. */
+export function channelDown(frame: ChanDown): void {
+  if (frame.op === 'board') {
+    if (frame.sab) board = new Int32Array(frame.sab);
+    else if (frame.segment) {
+      const name = frame.segment;
+      try {
+        boardSegment = internalSegment(() => SharedMemory.attach(name));
+        board = new Int32Array(boardSegment.buffer);
+      } catch {
+        board = undefined;
+      }
+    }
+    return;
+  }
+  remotes.get(frame.id)?.onFrame(frame);
+}
+
+/** Sends every pending batch and acknowledgement: before a task's result, so its puts arrive first. */
+export function flushChannels(): void {
+  if (dirty.size === 0) return;
+  for (const r of dirty) r.flush();
+}
+
+/** This worker's client for a queue, made on first use: the same object for the same queue. */
+export function remoteFor(handle: QueueHandle): Remote {
+  let r = remotes.get(handle.id);
+  if (!r) {
+    r = new Remote(handle);
+    remotes.set(handle.id, r);
+  }
+  if (handle.closed) r.closed = true;
+  return r;
+}
+
+interface GetWait {
+  mode: GetMode;
+  max: number;
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout | undefined;
+  tok: number | undefined;
+}
+
+interface PutWait {
+  item: unknown;
+  bytes: number;
+  resolve(): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+function endOf(w: GetWait): void {
+  if (w.timer) clearTimeout(w.timer);
+  if (w.mode === GetMode.Iter) w.resolve({ value: undefined, done: true });
+  else w.reject(new QueueClosedError('the queue is closed and drained'));
+}
+
+export class Remote {
+  readonly id: string;
+  closed = false;
+  private tok = 0;
+  // ── producing ──
+  private batch: unknown[] = [];
+  private bytes = 0;
+  private flushTimer: NodeJS.Timeout | undefined = undefined;
+  private readonly flushFn = (): void => this.flush();
+  private credits = 0;
+  private askTok = 0;
+  private putWaiters: PutWait[] = [];
+  private readonly nowaitPuts = new Map<number, PutWait>();
+  private puts = 0;
+  private idleTimer: NodeJS.Timeout | undefined = undefined;
+  private readonly creditChunk: number;
+  // ── consuming ──
+  private readonly buf = new Items<unknown>();
+  private taken = 0;
+  private done = 0;
+  private ackedTaken = 0;
+  private ackedDone = 0;
+  private ackPending = false;
+  private epoch = 0;
+  private requested = 0;
+  private ended = false;
+  private getWaiters: GetWait[] = [];
+  private slot: number | undefined = undefined;
+  private slotSent = false;
+  private readonly prefetch: number;
+  private readonly low: number;
+  private readonly ackStep: number;
+  private readonly joins = new Map<number, () => void>();
+
+  constructor(readonly handle: QueueHandle) {
+    this.id = handle.id;
+    const b = handle.batch;
+    const max = handle.maxsize;
+    // Up to 4 batches asked for ahead, another asked for as each is used up: the stream never waits
+    // a round trip. (A consumer holding items it does not take is recalled when another starves.)
+    // Unbatched (batch: false) keeps a window of 64 too, each item its own message: what it measures
+    // is the cost of a message per item, not a round trip per get.
+    this.prefetch = Math.max(1, Math.min(b ? 4 * b.size : 64, Math.ceil(max / 2)));
+    this.low = b && this.prefetch > b.size ? this.prefetch - b.size : this.prefetch >> 1;
+    // Under maxsize the broker learns of freed room only from acknowledgements: send them often enough.
+    this.ackStep = max === Infinity ? Infinity : Math.max(1, Math.min(this.low || 1, Math.ceil(max / 4)));
+    // Room asked for ahead: several batches, so a bounded queue streams without waiting on each grant.
+    this.creditChunk = Math.max(1, Math.min(b ? 8 * b.size : 256, Math.ceil(max / 4)));
+  }
+
+  get size(): number {
+    return this.buf.length;
+  }
+
+  // ── producing ─────────────────────────────────────────────────────────────────────────────
+
+  put(item: unknown, ms: number): Promise<void> {
+    if (this.closed) return Promise.reject(new QueueClosedError('the queue is closed; put refused'));
+    let bytes: number;
+    try {
+      bytes = itemBytes(item, 'a queue');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.handle.maxsize === Infinity) {
+      this.add(item, bytes);
+      return RESOLVED;
+    }
+    if (this.credits > 0 && this.putWaiters.length === 0) {
+      this.credits--;
+      this.add(item, bytes);
+      if (this.credits <= this.creditChunk >> 1) this.askCredits();
+      return RESOLVED;
+    }
+    if (ms === 0) {
+      if (this.putWaiters.length > 0) return Promise.reject(this.full(0));
+      return new Promise((resolve, reject) => {
+        const tok = ++this.tok;
+        this.nowaitPuts.set(tok, { item, bytes, resolve, reject, timer: undefined });
+        up({ t: 'chan', op: 'credit', id: this.id, n: this.creditChunk, tok, nowait: true });
+      });
+    }
+    return new Promise((resolve, reject) => {
+      const w: PutWait = { item, bytes, resolve, reject, timer: undefined };
+      if (ms > 0) {
+        w.timer = setTimeout(() => {
+          const i = this.putWaiters.indexOf(w);
+          if (i >= 0) this.putWaiters.splice(i, 1);
+          reject(this.full(ms));
+        }, ms);
+      }
+      this.putWaiters.push(w);
+      this.askCredits();
+    });
+  }
+
+  private full(ms: number): QueueFullError {
+    const max = this.handle.maxsize;
+    return new QueueFullError(
+      max,
+      ms > 0
+        ? `the queue stayed full (maxsize = ${max}) for ${ms} ms; put refused`
+        : `the queue is full (maxsize = ${max}); put refused`,
+    );
+  }
+
+  private askCredits(): void {
+    if (this.askTok !== 0 || this.closed) return;
+    this.askTok = ++this.tok;
+    const n = Math.max(1, this.creditChunk - this.credits);
+    up({ t: 'chan', op: 'credit', id: this.id, n, tok: this.askTok, nowait: false });
+  }
+
+  private add(item: unknown, bytes: number): void {
+    this.batch.push(item);
+    this.bytes += bytes;
+    this.puts++;
+    const b = this.handle.batch;
+    if (!b || this.batch.length >= b.size || this.bytes >= b.bytes) this.flush();
+    else if (this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(this.flushFn, b.delay);
+      dirty.add(this);
+    }
+  }
+
+  flush(): void {
+    dirty.delete(this);
+    if (this.flushTimer !== undefined) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    if (this.batch.length > 0) {
+      const items = this.batch;
+      this.batch = [];
+      this.bytes = 0;
+      try {
+        up({ t: 'chan', op: 'put', id: this.id, items });
+      } catch {
+        // Items are checked when put; one that slipped through must not take its batch-mates down.
+        for (const item of items) {
+          try {
+            up({ t: 'chan', op: 'put', id: this.id, items: [item] });
+          } catch (error) {
+            process.emitWarning(new SerializationError('a queue', 'item', error));
+          }
+        }
+      }
+      if (this.credits > 0) this.armIdle();
+    }
+    if (this.ackPending) this.want(0);
+  }
+
+  /** Room granted and not used for a while goes back, so an idle producer does not hold it. */
+  private armIdle(): void {
+    if (this.idleTimer !== undefined) return;
+    const mark = this.puts;
+    const delay = this.handle.batch ? this.handle.batch.delay : 0;
+    this.idleTimer = setTimeout(
+      () => {
+        this.idleTimer = undefined;
+        if (this.credits === 0) return;
+        if (this.puts !== mark || this.batch.length > 0 || this.putWaiters.length > 0) {
+          this.armIdle();
+          return;
+        }
+        up({ t: 'chan', op: 'uncredit', id: this.id, n: this.credits });
+        this.credits = 0;
+      },
+      Math.max(10, 4 * delay),
+    );
+    this.idleTimer.unref();
+  }
+
+  close(): void {
+    this.flush();
+    if (!this.closed) up({ t: 'chan', op: 'close', id: this.id });
+    this.onClosed();
+  }
+
+  private onClosed(): void {
+    this.closed = true;
+    const error = new QueueClosedError('the queue was closed while this put waited');
+    for (const w of this.putWaiters.splice(0)) {
+      if (w.timer) clearTimeout(w.timer);
+      w.reject(error);
+    }
+    for (const w of this.nowaitPuts.values()) w.reject(error);
+    this.nowaitPuts.clear();
+  }
+
+  // ── consuming ─────────────────────────────────────────────────────────────────────────────
+
+  get(mode: GetMode, max: number, ms: number): Promise<unknown> {
+    if (this.buf.length > 0) {
+      const value = this.take(mode, max);
+      this.refill();
+      return Promise.resolve(value);
+    }
+    if (this.ended) {
+      if (mode === GetMode.Iter) return Promise.resolve({ value: undefined, done: true });
+      return Promise.reject(new QueueClosedError('the queue is closed and drained'));
+    }
+    return new Promise((resolve, reject) => {
+      const w: GetWait = { mode, max, resolve, reject, timer: undefined, tok: undefined };
+      this.getWaiters.push(w);
+      if (ms === 0) {
+        w.tok = ++this.tok;
+        this.want(1, w.tok);
+        return;
+      }
+      if (ms > 0) {
+        w.timer = setTimeout(() => {
+          const i = this.getWaiters.indexOf(w);
+          if (i >= 0) this.getWaiters.splice(i, 1);
+          reject(new QueueEmptyError(ms));
+        }, ms);
+      }
+      if (this.requested === 0) this.want(this.prefetch);
+      else if (this.taken > this.ackedTaken || this.done > this.ackedDone) this.want(0);
+    });
+  }
+
+  private take(mode: GetMode, max: number): unknown {
+    if (mode === GetMode.Many) {
+      const items = this.buf.take(max);
+      this.taken += items.length;
+      this.count();
+      return items;
+    }
+    const item = this.buf.shift();
+    this.taken++;
+    this.count();
+    return mode === GetMode.Iter ? { value: item, done: false } : item;
+  }
+
+  /** Taken and done, on the board, before the caller sees the item. */
+  private count(): void {
+    if (board !== undefined && this.slot !== undefined) {
+      Atomics.store(board, this.slot * BOARD_WORDS, this.taken | 0);
+      Atomics.store(board, this.slot * BOARD_WORDS + 1, this.done | 0);
+    }
+  }
+
+  private refill(): void {
+    if (this.ended) return;
+    if (this.buf.length + this.requested <= this.low)
+      this.want(this.prefetch - this.buf.length - this.requested);
+    else if (this.taken - this.ackedTaken >= this.ackStep) this.want(0);
+  }
+
+  private want(n: number, tok?: number): void {
+    const frame: Extract<ChanUp, { op: 'want' }> = {
+      t: 'chan',
+      op: 'want',
+      id: this.id,
+      n,
+      taken: this.taken,
+      done: this.done,
+    };
+    if (!this.slotSent) {
+      this.slotSent = true;
+      if (nextSlot < BOARD_SLOTS) this.slot = nextSlot++;
+      if (this.slot !== undefined) frame.slot = this.slot;
+    }
+    if (tok !== undefined) frame.tok = tok;
+    this.requested += n;
+    this.ackedTaken = this.taken;
+    this.ackedDone = this.done;
+    this.ackPending = false;
+    up(frame);
+  }
+
+  onFrame(f: ChanDown): void {
+    switch (f.op) {
+      case 'items':
+        this.onItems(f);
+        break;
+      case 'credit':
+        this.onCredit(f);
+        break;
+      case 'recall':
+        this.giveBack();
+        break;
+      case 'closed':
+        this.onClosed();
+        break;
+      case 'joined': {
+        const resolve = this.joins.get(f.tok);
+        this.joins.delete(f.tok);
+        resolve?.();
+        break;
+      }
+    }
+  }
+
+  private onItems(f: Extract<ChanDown, { op: 'items' }>): void {
+    if (f.end) this.ended = true;
+    if (f.epoch === this.epoch) {
+      this.requested = Math.max(0, this.requested - f.items.length - (f.cancel ?? 0));
+      if (f.items.length > 0) this.buf.pushAll(f.items);
+    } else if (f.epoch === -1) this.requested = 0;
+    // Items of an older epoch were given back: the broker has them again.
+    let served = false;
+    while (this.getWaiters.length > 0 && this.buf.length > 0) {
+      const w = this.getWaiters.shift()!;
+      if (w.timer) clearTimeout(w.timer);
+      w.resolve(this.take(w.mode, w.max));
+      served = true;
+    }
+    if (f.tok !== undefined) {
+      const i = this.getWaiters.findIndex((w) => w.tok === f.tok);
+      if (i >= 0) {
+        const [w] = this.getWaiters.splice(i, 1);
+        if (this.ended) endOf(w!);
+        else w!.reject(new QueueEmptyError(0));
+      }
+    }
+    if (this.ended && this.buf.length === 0) for (const w of this.getWaiters.splice(0)) endOf(w);
+    if (served) this.refill();
+    else if (this.getWaiters.length > 0 && this.requested === 0 && !this.ended) this.want(this.prefetch);
+  }
+
+  private onCredit(f: Extract<ChanDown, { op: 'credit' }>): void {
+    if (f.tok === this.askTok) this.askTok = 0;
+    if (f.closed) {
+      this.onClosed();
+      return;
+    }
+    this.credits += f.n;
+    const nowait = this.nowaitPuts.get(f.tok);
+    if (nowait) {
+      this.nowaitPuts.delete(f.tok);
+      if (this.credits > 0) {
+        this.credits--;
+        this.add(nowait.item, nowait.bytes);
+        nowait.resolve();
+      } else nowait.reject(this.full(0));
+    }
+    while (this.putWaiters.length > 0 && this.credits > 0) {
+      const w = this.putWaiters.shift()!;
+      if (w.timer) clearTimeout(w.timer);
+      this.credits--;
+      this.add(w.item, w.bytes);
+      w.resolve();
+    }
+    if (this.putWaiters.length > 0 || this.credits <= this.creditChunk >> 1) this.askCredits();
+    if (this.credits > 0) this.armIdle();
+  }
+
+  /** Recall: everything received and not handed out goes back to the broker. */
+  private giveBack(): void {
+    this.epoch++;
+    up({ t: 'chan', op: 'return', id: this.id, taken: this.taken, done: this.done, epoch: this.epoch });
+    this.buf.clear();
+    this.requested = 0;
+    this.ackedTaken = this.taken;
+    this.ackedDone = this.done;
+    this.ackPending = false;
+    if (this.getWaiters.length > 0 && !this.ended) this.want(this.prefetch);
+  }
+
+  taskDone(n: number): void {
+    if (this.done + n > this.taken) {
+      throw new ConfigError(
+        'taskDone',
+        `called more times than items were got from this queue in this worker (${this.taken} got, ${this.done} done)`,
+      );
+    }
+    this.done += n;
+    this.count();
+    if (this.ackPending) return;
+    this.ackPending = true;
+    const b = this.handle.batch;
+    if (b && b.delay > 0) {
+      dirty.add(this);
+      if (this.flushTimer === undefined) this.flushTimer = setTimeout(this.flushFn, b.delay);
+    } else queueMicrotask(this.flushFn);
+  }
+
+  join(): Promise<void> {
+    this.flush();
+    return new Promise((resolve) => {
+      const tok = ++this.tok;
+      this.joins.set(tok, resolve);
+      up({ t: 'chan', op: 'join', id: this.id, tok });
+    });
+  }
+}
