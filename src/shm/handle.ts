@@ -13,7 +13,7 @@
 
 import { statSync } from 'node:fs';
 import { ConfigError, SharedMemoryNotFoundError } from '../errors.js';
-import { isPlainObject } from '../options.js';
+import { rewrite, type Walk } from '../runtime/walk.js';
 import { localLookup, localMissing } from './backend.js';
 import { SHM_DIR } from './names.js';
 import { adopt, attachPosix, open, SharedMemory } from './shared-memory.js';
@@ -152,11 +152,6 @@ export function shmCacheSize(): number {
   return cache.size;
 }
 
-interface Walk {
-  left: number;
-  found: boolean;
-}
-
 /**
  * Replaces each SharedMemory in `value` by its handle. Walks plain objects and arrays only
  * (not typed arrays, buffers, Maps or class instances), at most `budget` values deep in
@@ -171,58 +166,12 @@ export function encodeShm(
 ): { value: unknown; found: boolean } {
   if (value === null || typeof value !== 'object') return { value, found: false };
   const walk: Walk = { left: budget, found: false };
-  const out = map(value, walk, (v) => (v instanceof SharedMemory ? toHandle(v, options) : undefined));
+  const out = rewrite(value, walk, (v) => (v instanceof SharedMemory ? toHandle(v, options) : undefined));
   return { value: out, found: walk.found };
 }
 
 /** The reverse of encodeShm, on the receiving side: handles become SharedMemory instances (fromHandle). */
 export function decodeShm(value: unknown, budget = DEFAULT_BUDGET): unknown {
   if (value === null || typeof value !== 'object') return value;
-  return map(value, { left: budget, found: false }, (v) => (isHandle(v) ? fromHandle(v) : undefined));
-}
-
-/** Copy-on-write walk: `swap` returns a replacement for a value, or undefined to descend into it. */
-function map(value: unknown, walk: Walk, swap: (v: object) => unknown): unknown {
-  if (value === null || typeof value !== 'object') return value;
-  if (walk.left-- <= 0) return value;
-  const replaced = swap(value);
-  if (replaced !== undefined) {
-    walk.found = true;
-    return replaced;
-  }
-  if (Array.isArray(value)) {
-    let copy: unknown[] | undefined;
-    for (let i = 0; i < value.length && walk.left > 0; i++) {
-      const item: unknown = value[i];
-      if (item === null || typeof item !== 'object') {
-        walk.left--;
-        continue;
-      }
-      const next = map(item, walk, swap);
-      if (next !== item) {
-        copy ??= value.slice();
-        copy[i] = next;
-      }
-    }
-    return copy ?? value;
-  }
-  if (isPlainObject(value)) {
-    let copy: Record<string, unknown> | undefined;
-    for (const key in value) {
-      if (walk.left <= 0) break;
-      if (!Object.hasOwn(value, key)) continue;
-      const item = value[key];
-      if (item === null || typeof item !== 'object') {
-        walk.left--;
-        continue;
-      }
-      const next = map(item, walk, swap);
-      if (next !== item) {
-        copy ??= { ...value };
-        copy[key] = next;
-      }
-    }
-    return copy ?? value;
-  }
-  return value;
+  return rewrite(value, { left: budget, found: false }, (v) => (isHandle(v) ? fromHandle(v) : undefined));
 }
