@@ -1,9 +1,9 @@
 // SharedMemory through the pool: handles travel in task arguments and results under both runtimes,
 // the workers map the same bytes (no copy), and Atomics counters add up exactly.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { Pool, SharedMemory, shmStatus } from '../dist/src/index.js';
+import { leftoverSegments } from './shm-leftovers.mjs';
 
 const module = new URL('./fixtures/shm-tasks.mjs', import.meta.url);
 const crossProcess = shmStatus().crossProcess;
@@ -64,7 +64,7 @@ for (const runtime of ['thread', 'process']) {
 
 it('nothing of corral is left in /dev/shm', async () => {
   // A test file that ran just before may have ended a moment ago: its tracker unlinks within ms.
-  const left = () => readdirSync('/dev/shm').filter((n) => n.startsWith('corral'));
+  const left = leftoverSegments;
   for (let i = 0; i < 40 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(left(), []);
 });
