@@ -15,8 +15,12 @@ import { Unit, type UnitSink } from './unit.js';
 
 /** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
 const TARGET_CHUNK_MS = 4;
-/** Largest automatic chunk for input of unknown length, which bounds the items held in memory. */
-const MAX_AUTO_CHUNK = 65_536;
+/**
+ * Largest automatic chunk for input of unknown length. With the window of chunks read ahead, it
+ * bounds what a lazy input costs: at most ~64k items read ahead of the consumer (8 chunks with 2
+ * workers), while a chunk of tiny items is still a fraction of a millisecond of work per message.
+ */
+const MAX_AUTO_CHUNK = 8192;
 /** Chunks sent before any has been timed: small, so a slow task is found out early. */
 const PROBE_CHUNK = 8;
 /** Items a job may hold in flight when its chunks are small. */
