@@ -7,6 +7,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { checkKnownKeys, isPlainObject, parseCount, parseDuration, parseSize } from '../options.js';
+import type { RlimitSpec } from '../runtime/protocol.js';
 import { probeMemory } from './system.js';
 
 const MiB = 2 ** 20;
@@ -160,6 +161,18 @@ export function resolveLimits(value: unknown): ResolvedLimits {
     }
   }
   return limits;
+}
+
+/** The rlimits a worker sets on itself before its task module loads (soft = hard). */
+export function rlimitsFor(limits: ResolvedLimits): RlimitSpec[] {
+  const wanted = [
+    ['as', limits.addressSpace],
+    ['data', limits.data],
+    ['nofile', limits.openFiles],
+  ] as const;
+  return wanted.flatMap(([resource, limit]): RlimitSpec[] =>
+    limit === undefined ? [] : [[resource, limit]],
+  );
 }
 
 /**

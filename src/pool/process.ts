@@ -25,7 +25,7 @@ import {
   WorkerStartError,
 } from '../errors.js';
 import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
-import { heapMbFor, type LimitsOptions } from '../limits/limits.js';
+import { heapMbFor, type LimitsOptions, rlimitsFor } from '../limits/limits.js';
 import { readRss } from '../limits/memory.js';
 import { isPlainObject } from '../options.js';
 import { spawnProcess } from '../runtime/process.js';
@@ -34,7 +34,6 @@ import {
   fromWireError,
   type ResultFrame,
   ResultStatus,
-  type RlimitSpec,
   UNIT_CHAN,
   UNIT_SHM,
   type UnitFrame,
@@ -215,13 +214,7 @@ export class Process<
             initializer: undefined,
             initArgs: [],
             limits: {
-              rlimits: (
-                [
-                  ['as', limits.addressSpace],
-                  ['data', limits.data],
-                  ['nofile', limits.openFiles],
-                ] as const
-              ).flatMap(([r, limit]): RlimitSpec[] => (limit === undefined ? [] : [[r, limit]])),
+              rlimits: rlimitsFor(limits),
               cpuTime: limits.cpuTime,
               heapAbove: undefined,
               detectLeaks: false,

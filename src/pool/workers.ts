@@ -5,9 +5,9 @@
  */
 import { type WorkerExit, WorkerStartError } from '../errors.js';
 import { classifyDeath } from '../limits/classify.js';
-import { heapMbFor } from '../limits/limits.js';
+import { heapMbFor, rlimitsFor } from '../limits/limits.js';
 import { spawnProcess } from '../runtime/process.js';
-import { BOARD_SLOTS, type FromWorker, type RlimitSpec, type WorkerLimits } from '../runtime/protocol.js';
+import { BOARD_SLOTS, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
 import { spawnThread } from '../runtime/thread.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { SharedMemory, shmStatus } from '../shm/index.js';
@@ -54,13 +54,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
   ) {
     const { limits, recycle } = config;
     this.limits = {
-      rlimits: (
-        [
-          ['as', limits.addressSpace],
-          ['data', limits.data],
-          ['nofile', limits.openFiles],
-        ] as const
-      ).flatMap(([resource, limit]): RlimitSpec[] => (limit === undefined ? [] : [[resource, limit]])),
+      rlimits: rlimitsFor(limits),
       cpuTime: limits.cpuTime,
       heapAbove: recycle.whenHeapAbove,
       detectLeaks: config.detectLeaks,
