@@ -217,6 +217,20 @@ describe('recycling, leaks and accounting', () => {
       assert.equal(usage.fdsOpened, 0);
     });
   });
+
+  it('withUsage in a thread worker: the probe loads on demand and the units around it keep their order', async () => {
+    await withPool({ runtime: 'thread' }, async (pool) => {
+      const plain = (from) => Array.from({ length: 20 }, (_, i) => pool.apply('square', [from + i]));
+      const before = plain(0);
+      const measured = pool.apply('grow', [8, 0], { withUsage: true });
+      const after = plain(20);
+      assert.deepEqual(await Promise.all([...before, ...after]), Array.from({ length: 40 }, (_, i) => i * i));
+      const { result, usage } = await measured;
+      assert.equal(result, 8);
+      assert.ok(usage.wallMs > 0);
+      assert.ok(usage.cpuUserMs + usage.cpuSystemMs > 0);
+    });
+  });
 });
 
 describe('pool-wide memory budget', () => {

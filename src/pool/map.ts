@@ -8,7 +8,7 @@ import { encodeChannelsIn } from '../channel/handles.js';
 import { AbortError, TaskError } from '../errors.js';
 import { fromWireError, packNumbers, UNIT_SHM, UnitMode, type WireError } from '../runtime/protocol.js';
 import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/shared-memory.js';
+import { shmEverUsed } from '../shm/used.js';
 import type { ResolvedCall } from './config.js';
 import type { Dispatcher } from './dispatcher.js';
 import { Unit, type UnitSink } from './unit.js';

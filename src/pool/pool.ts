@@ -11,7 +11,7 @@ import {
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
 import { type TaskUsage, UNIT_SHM, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
 import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/shared-memory.js';
+import { shmEverUsed } from '../shm/used.js';
 import {
   type AnyModule,
   type CallOptions,

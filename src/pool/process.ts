@@ -43,7 +43,7 @@ import {
 import { spawnThread } from '../runtime/thread.js';
 import type { RuntimeExit, RuntimeWorker } from '../runtime/types.js';
 import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/shared-memory.js';
+import { shmEverUsed } from '../shm/used.js';
 import {
   type AnyModule,
   type PoolConfig,

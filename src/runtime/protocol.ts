@@ -93,6 +93,11 @@ export interface WorkerLimits {
   detectLeaks: boolean;
 }
 
+/** Limits the worker must look at around every unit, not only around units that ask for usage. */
+export function probeEveryUnit(limits: WorkerLimits): boolean {
+  return limits.cpuTime !== undefined || limits.heapAbove !== undefined || limits.detectLeaks;
+}
+
 export interface WorkerInit {
   module: string;
   workerId: number;

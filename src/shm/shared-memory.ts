@@ -37,6 +37,7 @@ import {
   type Segment,
 } from './backend.js';
 import { checkName, checkSize, randomName, showBytes } from './names.js';
+import { setShmUsed, shmEverUsed } from './used.js';
 
 export interface CreateOptions {
   /** Bytes: a positive integer, or a string like '64MiB'. Must fit in what /dev/shm has free. */
@@ -76,18 +77,13 @@ const INTERNAL = Symbol('corral.SharedMemory');
  * without the addon this is how a name is found at all.
  */
 const live = new Map<string, WeakRef<SharedMemory>>();
-/** Whether this thread ever held a SharedMemory: until then, messages need no walk for handles. */
-let made = false;
-export function shmEverUsed(): boolean {
-  return made;
-}
 /** Segments corral makes for itself (claim boards) never travel in messages: they must not turn the walk on. */
 export function internalSegment<T>(make: () => T): T {
-  const before = made;
+  const before = shmEverUsed();
   try {
     return make();
   } finally {
-    made = before;
+    setShmUsed(before);
   }
 }
 
@@ -127,7 +123,7 @@ export class SharedMemory implements Disposable {
         'SharedMemory has no public constructor: use SharedMemory.create(), .attach() or .from()',
       );
     }
-    made = true;
+    setShmUsed(true);
     this.__corralShm = segment.name;
     this.size = segment.size;
     this.id = segment.id;

@@ -40,10 +40,6 @@ export class UnitProbe {
 
   constructor(readonly limits: WorkerLimits) {}
 
-  static needed(limits: WorkerLimits): boolean {
-    return limits.cpuTime !== undefined || limits.heapAbove !== undefined || limits.detectLeaks;
-  }
-
   before(wantUsage: boolean): void {
     const { cpuTime, detectLeaks } = this.limits;
     if (cpuTime !== undefined) {

@@ -4,11 +4,19 @@
  * (the exactly-once rule described in runtime/protocol.ts).
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { bindChannels, channelDown, decodeChannels, flushChannels } from '../channel/worker.js';
-import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerInit } from '../runtime/protocol.js';
+import type { ChanDown } from '../channel/wire.js';
+import type {
+  FromWorker,
+  ResultFrame,
+  ToWorker,
+  UnitFrame,
+  WorkerInit,
+  WorkerLimits,
+} from '../runtime/protocol.js';
 import {
   claim,
   packNumbers,
+  probeEveryUnit,
   ResultStatus,
   toWireError,
   UNIT_CHAN,
@@ -16,10 +24,22 @@ import {
   UNIT_USAGE,
   UnitMode,
 } from '../runtime/protocol.js';
-import { DEFAULT_BUDGET, decodeShm, encodeShm } from '../shm/handle.js';
-import { internalSegment, SharedMemory, shmEverUsed } from '../shm/shared-memory.js';
-import { applyRlimits, UnitProbe } from './limits.js';
-import { guardAgainstOrphaning } from './orphan.js';
+import { shmEverUsed } from '../shm/used.js';
+import type { UnitProbe } from './limits.js';
+
+type Extras = typeof import('./extras.js');
+/** Unit flags whose handling lives in the lazily loaded extras. */
+const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE;
+
+let extrasLoading: Promise<Extras> | undefined;
+/** Loads the extras once; channels learn how to reach the pool as they arrive. */
+function loadExtras(io: Transport): Promise<Extras> {
+  extrasLoading ??= import('./extras.js').then((m) => {
+    m.bindChannels((frame) => io.post(frame));
+    return m;
+  });
+  return extrasLoading;
+}
 
 type Task = (...args: unknown[]) => unknown;
 
@@ -79,16 +99,47 @@ class Runner {
   /** Units taken off the queue so far: a unit's index on the claim board. */
   private dequeued = 0;
   private readonly board: Int32Array | undefined;
+  private extras: Extras | undefined;
+  private probe: UnitProbe | undefined;
+  /** While the extras load nothing starts and nothing is posted; channel frames wait here. */
+  private loading = false;
+  private chanBacklog: ChanDown[] = [];
 
   constructor(
     private readonly tasks: Map<string, Task>,
     private readonly concurrency: number,
     private readonly io: Transport,
-    private readonly probe: UnitProbe,
+    private readonly limits: WorkerLimits,
     board: SharedArrayBuffer | undefined,
+    extras: Extras | undefined,
   ) {
-    this.probeAlways = UnitProbe.needed(probe.limits);
+    this.probeAlways = probeEveryUnit(limits);
     this.board = board && new Int32Array(board);
+    if (extras) this.adopt(extras);
+  }
+
+  private adopt(extras: Extras): void {
+    this.extras = extras;
+    this.probe = new extras.UnitProbe(this.limits);
+  }
+
+  /** True when the extras are here; otherwise starts loading them and holds the pump until then. */
+  private need(): boolean {
+    if (this.extras) return true;
+    if (!this.loading) {
+      this.loading = true;
+      // A failure to load our own files is not the task's fault: let it crash the worker.
+      void loadExtras(this.io).then((extras) => {
+        this.adopt(extras);
+        this.loading = false;
+        for (const frame of this.chanBacklog) extras.channelDown(frame);
+        this.chanBacklog = [];
+        // Results held back because a task made SharedMemory before the codec was here.
+        for (const frame of this.outbox) this.encodeResult(frame);
+        this.pump();
+      });
+    }
+    return false;
   }
 
   accept(units: UnitFrame[]): void {
@@ -96,12 +147,25 @@ class Runner {
     this.pump();
   }
 
+  stop(): void {
+    this.extras?.flushChannels();
+    process.exit(0);
+  }
+
+  channel(frame: ChanDown): void {
+    if (this.need()) this.extras!.channelDown(frame);
+    else this.chanBacklog.push(frame);
+  }
+
   /** Runs what the concurrency allows; a unit that finishes synchronously is reported at once. */
   private pump(): void {
     this.pumpScheduled = false;
+    if (this.loading) return;
     this.flush();
     while (this.running < this.concurrency && this.head < this.queue.length) {
       const unit = this.queue[this.head]!;
+      const flags = unit[4] ?? 0;
+      if ((flags & NEEDS_EXTRAS) !== 0 && !this.need()) return;
       this.queue[this.head++] = undefined as unknown as UnitFrame;
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
         this.queue.splice(0, this.head);
@@ -110,15 +174,15 @@ class Runner {
       // The pool may have taken this unit back for an idle worker: then it is not ours to run.
       if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
       this.running++;
-      const want = ((unit[4] ?? 0) & UNIT_USAGE) !== 0;
-      const probed = this.probeAlways || want;
-      if (probed) this.probe.before(want);
+      const want = (flags & UNIT_USAGE) !== 0;
+      const probe = this.probeAlways || want ? this.probe : undefined;
+      probe?.before(want);
       const start = performance.now();
       const outcome = this.run(unit);
       if (isThenable(outcome)) {
         outcome.then((frame) => {
           frame[3] = performance.now() - start;
-          if (probed) this.report(frame, want);
+          if (probe) this.report(probe, frame, want);
           this.finish(frame);
           if (!this.pumpScheduled) {
             this.pumpScheduled = true;
@@ -127,8 +191,9 @@ class Runner {
         });
       } else {
         outcome[3] = performance.now() - start;
-        if (probed) this.report(outcome, want);
+        if (probe) this.report(probe, outcome, want);
         this.finish(outcome);
+        if (this.loading) return;
         this.flush();
       }
     }
@@ -138,26 +203,30 @@ class Runner {
     }
   }
 
-  private report(frame: ResultFrame, want: boolean): void {
-    const report = this.probe.after(want);
+  private report(probe: UnitProbe, frame: ResultFrame, want: boolean): void {
+    const report = probe.after(want);
     if (report) frame[4] = report;
   }
 
   private finish(frame: ResultFrame): void {
     this.running--;
     // A result may hand back SharedMemory too (a segment the task created): send its handle.
-    if (shmEverUsed() && (frame[1] === ResultStatus.Ok || frame[1] === ResultStatus.Partial)) {
-      const encoded = encodeShm(frame[2], DEFAULT_BUDGET, { runtime: isMainThread ? 'process' : 'thread' });
-      if (encoded.found) {
-        frame[2] = encoded.value;
-        frame[4] = { ...frame[4], shm: true };
-      }
-    }
+    if (shmEverUsed() && this.need()) this.encodeResult(frame);
     this.outbox.push(frame);
   }
 
+  private encodeResult(frame: ResultFrame): void {
+    if (frame[1] !== ResultStatus.Ok && frame[1] !== ResultStatus.Partial) return;
+    const { encodeShm, DEFAULT_BUDGET } = this.extras!;
+    const encoded = encodeShm(frame[2], DEFAULT_BUDGET, { runtime: isMainThread ? 'process' : 'thread' });
+    if (encoded.found) {
+      frame[2] = encoded.value;
+      frame[4] = { ...frame[4], shm: true };
+    }
+  }
+
   private flush(): void {
-    flushChannels(); // a task's queue puts arrive before its result
+    this.extras?.flushChannels(); // a task's queue puts arrive before its result
     if (this.outbox.length === 0) return;
     const results = this.outbox;
     this.outbox = [];
@@ -186,10 +255,13 @@ class Runner {
   private run(unit: UnitFrame): ResultFrame | Promise<ResultFrame> {
     const [seq, name, mode] = unit;
     let payload = unit[3];
-    if (((unit[4] ?? 0) & UNIT_SHM) !== 0) {
+    const flags = unit[4] ?? 0;
+    // pump() saw to it that the extras are loaded for a unit with these flags.
+    if ((flags & UNIT_SHM) !== 0) {
+      const { decodeShm, DEFAULT_BUDGET } = this.extras!;
       payload = decodeShm(payload, DEFAULT_BUDGET + (Array.isArray(payload) ? payload.length * 8 : 0));
     }
-    if (((unit[4] ?? 0) & UNIT_CHAN) !== 0) payload = decodeChannels(payload);
+    if ((flags & UNIT_CHAN) !== 0) payload = this.extras!.decodeChannels(payload);
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
     if (mode === UnitMode.Apply) {
@@ -264,10 +336,13 @@ async function main(): Promise<void> {
     };
     process.on('message', onFirst);
   });
-  if (isMainThread) {
-    guardAgainstOrphaning();
+  // A process needs the extras before the task module loads (orphan guard, rlimits, a claim board
+  // in a shared segment); a thread only when every unit is probed.
+  const extras = isMainThread || probeEveryUnit(init.limits) ? await loadExtras(io) : undefined;
+  if (isMainThread && extras) {
+    extras.guardAgainstOrphaning();
     try {
-      applyRlimits(init.limits);
+      extras.applyRlimits(init.limits);
     } catch (error) {
       io.post({ t: 'fatal', phase: 'limits', error: toWireError(error) });
       return;
@@ -299,16 +374,15 @@ async function main(): Promise<void> {
   // A process worker's claim board lives in a shared segment the pool created for it.
   const segment = init.boardSegment;
   const board =
-    init.board ?? (segment ? internalSegment(() => SharedMemory.attach(segment).buffer) : undefined);
-  const runner = new Runner(tasks, init.concurrency, io, new UnitProbe(init.limits), board);
-  bindChannels((frame) => io.post(frame));
+    init.board ??
+    (segment && extras
+      ? extras.internalSegment(() => extras.SharedMemory.attach(segment).buffer)
+      : undefined);
+  const runner = new Runner(tasks, init.concurrency, io, init.limits, board, extras);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
-    else if (msg.t === 'chan') channelDown(msg);
-    else if (msg.t === 'stop') {
-      flushChannels();
-      process.exit(0);
-    }
+    else if (msg.t === 'chan') runner.channel(msg);
+    else if (msg.t === 'stop') runner.stop();
   });
   io.post({ t: 'ready', exports: [...tasks.keys()] });
 }
