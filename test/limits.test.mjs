@@ -224,7 +224,10 @@ describe('recycling, leaks and accounting', () => {
       const before = plain(0);
       const measured = pool.apply('grow', [8, 0], { withUsage: true });
       const after = plain(20);
-      assert.deepEqual(await Promise.all([...before, ...after]), Array.from({ length: 40 }, (_, i) => i * i));
+      assert.deepEqual(
+        await Promise.all([...before, ...after]),
+        Array.from({ length: 40 }, (_, i) => i * i),
+      );
       const { result, usage } = await measured;
       assert.equal(result, 8);
       assert.ok(usage.wallMs > 0);
