@@ -5,6 +5,4 @@
  */
 export { bindChannels, channelDown, decodeChannels, flushChannels } from '../channel/worker.js';
 export { DEFAULT_BUDGET, decodeShm, encodeShm } from '../shm/handle.js';
-export { internalSegment, SharedMemory } from '../shm/shared-memory.js';
-export { applyRlimits, UnitProbe } from './limits.js';
-export { guardAgainstOrphaning } from './orphan.js';
+export { UnitProbe } from './limits.js';

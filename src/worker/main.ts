@@ -336,18 +336,19 @@ async function main(): Promise<void> {
     };
     process.on('message', onFirst);
   });
-  // A process needs the extras before the task module loads (orphan guard, rlimits, a claim board
-  // in a shared segment); a thread only when every unit is probed.
-  const extras = isMainThread || probeEveryUnit(init.limits) ? await loadExtras(io) : undefined;
-  if (isMainThread && extras) {
-    extras.guardAgainstOrphaning();
+  if (isMainThread) {
+    // Before the task module loads: a child must not outlive the pool, nor start a task unlimited.
+    (await import('./orphan.js')).guardAgainstOrphaning();
     try {
-      extras.applyRlimits(init.limits);
+      const { rlimits, cpuTime } = init.limits;
+      if (rlimits.length > 0 || cpuTime !== undefined)
+        (await import('./limits.js')).applyRlimits(init.limits);
     } catch (error) {
       io.post({ t: 'fatal', phase: 'limits', error: toWireError(error) });
       return;
     }
   }
+  const extras = probeEveryUnit(init.limits) ? await loadExtras(io) : undefined;
 
   let tasks: Map<string, Task>;
   try {
@@ -373,11 +374,11 @@ async function main(): Promise<void> {
 
   // A process worker's claim board lives in a shared segment the pool created for it.
   const segment = init.boardSegment;
-  const board =
-    init.board ??
-    (segment && extras
-      ? extras.internalSegment(() => extras.SharedMemory.attach(segment).buffer)
-      : undefined);
+  let board = init.board;
+  if (segment) {
+    const { internalSegment, SharedMemory } = await import('../shm/shared-memory.js');
+    board = internalSegment(() => SharedMemory.attach(segment).buffer);
+  }
   const runner = new Runner(tasks, init.concurrency, io, init.limits, board, extras);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
