@@ -49,6 +49,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private arrayPos = 0;
   private readonly cap: number;
   private perItemMs: number | undefined = undefined;
+  /** Decaying sums of chunk time and chunk items: the estimate weighs a chunk by its items. */
+  private timedMs = 0;
+  private timedItems = 0;
   private exhausted = false;
   private reading = false;
   private finished = false;
@@ -99,6 +102,11 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
    * still only a few thousand items held.
    */
   private window(): number {
+    // Until a chunk has been timed its size is a guess: send a few probes, not a window of them
+    // (128 chunks of 8 tiny items cost a process pool more than the work they carry).
+    if (this.spec.chunksize === 'auto' && this.perItemMs === undefined) {
+      return this.workers * Math.max(2, this.dispatcher.config.concurrency);
+    }
     const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
     const window = Math.max(4, this.workers * 4, Math.min(this.workers * 64, small));
     // A small maxQueue asks for tight memory: read ahead no further than it allows.
@@ -213,9 +221,13 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     const index = this.units.get(unit);
     if (index === undefined) return;
     this.units.delete(unit);
-    // Later chunks aim at TARGET_CHUNK_MS of work, from the time this one took in its worker.
-    const per = ms / unit.size;
-    this.perItemMs = this.perItemMs === undefined ? per : this.perItemMs * 0.7 + per * 0.3;
+    // Later chunks aim at TARGET_CHUNK_MS of work, from the time chunks took in their worker. Items
+    // weigh, not chunks: a probe of 8 tiny items mostly times the chunk's fixed cost, and must not
+    // hold back the estimate once chunks of thousands have been timed. Halving the sums at each
+    // result still follows a task whose cost drifts along the input.
+    this.timedMs = this.timedMs * 0.5 + ms;
+    this.timedItems = this.timedItems * 0.5 + unit.size;
+    this.perItemMs = this.timedMs / this.timedItems;
     this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
   }
 
