@@ -218,6 +218,23 @@ describe('recycling, leaks and accounting', () => {
     });
   });
 
+  for (const runtime of ['thread', 'process']) {
+    it(`stats() shows each ${runtime} worker's V8 heap in use and its peak`, async () => {
+      await withPool({ runtime }, async (pool) => {
+        await pool.apply('square', [1]); // the worker is up: it reported its heap when ready
+        const before = pool.stats().workers[0];
+        assert.ok(before.heapUsed > 0 && before.heapUsed < 64 * MiB, `heapUsed at start ${before.heapUsed}`);
+        await pool.apply('holdHeap', [96]);
+        // The heap travels with result batches, at most every 100 ms: one more result after that.
+        await new Promise((r) => setTimeout(r, 150));
+        await pool.apply('square', [2]);
+        const after = pool.stats().workers[0];
+        assert.ok(after.heapUsed > 64 * MiB, `heapUsed ${after.heapUsed}`);
+        assert.ok(after.peakHeapUsed >= after.heapUsed);
+      });
+    });
+  }
+
   it('withUsage in a thread worker: the probe loads on demand and the units around it keep their order', async () => {
     await withPool({ runtime: 'thread' }, async (pool) => {
       const plain = (from) => Array.from({ length: 20 }, (_, i) => pool.apply('square', [from + i]));

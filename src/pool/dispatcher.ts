@@ -305,11 +305,13 @@ export class Dispatcher {
       return;
     }
     if (m.t === 'done') {
+      w.noteHeap(m.heap);
       for (const frame of m.results) this.onResult(w, frame);
       if (w.inflight.size === 0) this.onEmpty(w);
       else this.armRunning(w);
       this.schedule();
     } else if (m.t === 'ready') {
+      w.noteHeap(m.heap);
       if (!this.workers.ready(w)) return; // stopped while it was starting
       this.onEmpty(w);
       this.schedule();

@@ -19,6 +19,12 @@ export interface WorkerStats {
   /** Last sampled and peak RSS in bytes (process workers, when memory is watched; else read now). */
   rss: number | undefined;
   peakRss: number | undefined;
+  /**
+   * V8 heap in use (bytes) as of its latest result batch (reported at most every 100 ms), and the
+   * highest such report: JS objects only, not Buffers or ArrayBuffers (see rss for those).
+   */
+  heapUsed: number;
+  peakHeapUsed: number;
   /** Descriptors its tasks left open (detectLeaks). */
   leakedFds: number;
   /** CPU time the worker process used, user + system (process workers; undefined for threads). */
@@ -75,6 +81,8 @@ export function snapshot(d: Dispatcher): PoolStats {
       uptimeMs: now - w.startedAt,
       rss: d.guard ? w.rss || undefined : w.rt.pid !== undefined ? readRss(w.rt.pid) : undefined,
       peakRss: w.peakRss || (w.rt.pid !== undefined ? readPeakRss(w.rt.pid) : undefined),
+      heapUsed: w.heapUsed,
+      peakHeapUsed: w.peakHeapUsed,
       leakedFds: w.leaks,
       cpuMs: w.rt.pid !== undefined ? readCpuMs(w.rt.pid) : undefined,
       breaches: w.breaches,

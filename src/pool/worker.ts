@@ -35,9 +35,18 @@ export class PoolWorker {
   /** Last sampled and highest RSS of a process worker (0 until sampled). */
   rss = 0;
   peakRss = 0;
+  /** V8 heap in use as the worker last reported it (with its results), and the highest report. */
+  heapUsed = 0;
+  peakHeapUsed = 0;
   /** Set when the pool stopped it for a memory breach it observed itself. */
   breach: { kind: 'rss' | 'budget'; limit: number; value: number } | undefined = undefined;
   leaks = 0;
+
+  noteHeap(bytes: number | undefined): void {
+    if (bytes === undefined) return;
+    this.heapUsed = bytes;
+    if (bytes > this.peakHeapUsed) this.peakHeapUsed = bytes;
+  }
   /** Its tasks failed by a memory or CPU-time limit. */
   breaches = 0;
   /** Shared claim words for work stealing (thread workers only). */

@@ -118,12 +118,15 @@ export type ToWorker =
   | ChanDown;
 
 export type FromWorker =
-  | { t: 'ready'; exports: string[] }
+  | { t: 'ready'; exports: string[]; heap: number }
   | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
-  | { t: 'done'; results: ResultFrame[] }
+  /** `heap`: the worker's V8 heap in use, sent with a result batch at most every HEAP_REPORT_MS. */
+  | { t: 'done'; results: ResultFrame[]; heap?: number }
   | ChanUp;
 
 /** Claim words per worker (see pool/steal.ts); more than a worker ever holds at once. */
+export const HEAP_REPORT_MS = 100;
+
 export const BOARD_SLOTS = 1024;
 
 /** Worker side of work stealing: may this unit start? False when the pool took it back first. */

@@ -15,6 +15,7 @@ import type {
 } from '../runtime/protocol.js';
 import {
   claim,
+  HEAP_REPORT_MS,
   packNumbers,
   probeEveryUnit,
   ResultStatus,
@@ -104,6 +105,7 @@ class Runner {
   /** While the extras load nothing starts and nothing is posted; channel frames wait here. */
   private loading = false;
   private chanBacklog: ChanDown[] = [];
+  private heapReportedAt = performance.now();
 
   constructor(
     private readonly tasks: Map<string, Task>,
@@ -235,8 +237,15 @@ class Runner {
       if (frame[1] === ResultStatus.OkNumbers)
         (transfer ??= []).push((frame[2] as Float64Array).buffer as ArrayBuffer);
     }
+    // The pool's stats() show each worker's heap; reading it costs microseconds, so not every batch.
+    let heap: number | undefined;
+    const now = performance.now();
+    if (now - this.heapReportedAt >= HEAP_REPORT_MS) {
+      this.heapReportedAt = now;
+      heap = process.memoryUsage().heapUsed;
+    }
     try {
-      this.io.post({ t: 'done', results }, transfer);
+      this.io.post(heap === undefined ? { t: 'done', results } : { t: 'done', results, heap }, transfer);
     } catch {
       // One uncloneable result must not take its batch-mates down: send them one by one.
       for (const frame of results) {
@@ -385,7 +394,7 @@ async function main(): Promise<void> {
     else if (msg.t === 'chan') runner.channel(msg);
     else if (msg.t === 'stop') runner.stop();
   });
-  io.post({ t: 'ready', exports: [...tasks.keys()] });
+  io.post({ t: 'ready', exports: [...tasks.keys()], heap: process.memoryUsage().heapUsed });
 }
 
 void main();
