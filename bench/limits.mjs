@@ -51,11 +51,13 @@ const workloads = {
   },
 };
 
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 console.log(
   `machine: ${cpus()[0]?.model}, ${cpus().length} cores, node ${process.version}; medians of ${runs} runs; ` +
-    `load average at start ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
+    `load average at start ${load()}`,
 );
 const names = Object.keys(CONFIGS);
 const on = names.slice(1);
@@ -79,5 +81,5 @@ for (const [name, run] of Object.entries(workloads)) {
   const ratios = medians.slice(1).map((m) => (m / medians[0]).toFixed(3));
   console.log(`| ${name} | ${medians.map(fmt).join(' | ')} | ${ratios.join(' | ')} |`);
 }
-console.log(`\nload average at end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+console.log(`\nload average at end ${load()}`);
 await Promise.all(pools.map((p) => p.close()));
