@@ -1,8 +1,11 @@
 // map / starmap / imap / imapUnordered: results equal the serial ones whatever the chunking, input is
 // read lazily, a slow item holds back nothing in imapUnordered, and failures name the item's error.
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe } from 'node:test';
-import { ConfigError, CorralError, TaskError } from '../dist/src/index.js';
+import { ConfigError, CorralError, shmStatus, TaskError } from '../dist/src/index.js';
 import { RUNTIMES, settles as settlesWithin, sleep, test, usePools } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/misbehave.mjs', import.meta.url);
@@ -298,3 +301,56 @@ for (const runtime of RUNTIMES) {
     });
   });
 }
+
+/** Shared segments this test process created that still exist (claim boards and arenas). */
+const ownSegments = () =>
+  readdirSync('/dev/shm').filter((n) => n.startsWith(`corral_${process.pid}_`)).length;
+
+describe("big number chunks travel through a process worker's arena", {
+  skip: shmStatus().crossProcess ? false : `no shared-memory addon: ${shmStatus().reason}`,
+}, () => {
+  const big = Array.from({ length: 200_000 }, (_, i) => i - 100_000);
+
+  test('results equal the serial ones, through the arena, the pipe fallbacks and item errors', async () => {
+    const pool = makePool({ runtime: 'process', workers: 2 });
+    assert.deepEqual(await settles(pool.map('square', [1, 2]), 'map'), [1, 4]);
+    const boards = ownSegments();
+    assert.deepEqual(await settles(pool.map('square', big, { chunksize: 5000 }), 'map'), big.map(square));
+    assert.equal(ownSegments(), boards + 2, 'each worker got an arena beside its claim board');
+    // Strings back for numbers in: the results take the pipe.
+    const labels = await settles(pool.map('label', big.slice(0, 20_000), { chunksize: 5000 }), 'map');
+    assert.equal(labels[19_999], `#${big[19_999]}`);
+    // Chunks bigger than the arena (4 MiB = 524,288 numbers) go through the pipe whole.
+    const huge = Array.from({ length: 1_200_000 }, (_, i) => i);
+    const out = await settles(pool.map('square', huge, { chunksize: 600_000 }), 'map', 30_000);
+    assert.equal(out.length, huge.length);
+    assert.equal(out[1_199_999], 1_199_999 ** 2);
+    // An item that throws: the chunk comes back as a partial result, the error names the item.
+    await assert.rejects(pool.map('failOn', big, { chunksize: 5000 }), (e) => e instanceof TaskError);
+    assert.deepEqual(await settles(pool.map('square', big, { chunksize: 4096 }), 'map'), big.map(square));
+    await pool.close();
+    assert.equal(ownSegments(), 0, 'close() removed the arenas and boards');
+  });
+
+  test('a worker that dies mid-map: its arena goes with it, every item is answered once', async () => {
+    const marker = join(tmpdir(), `corral-arena-${process.pid}-${Date.now()}`);
+    const pool = makePool({
+      runtime: 'process',
+      workers: 2,
+      retries: 1,
+      env: { ...process.env, CORRAL_TEST_MARKER: marker, CORRAL_TEST_DIE_AT: String(big[30_000]) },
+    });
+    try {
+      const xs = big.slice(0, 50_000);
+      const out = await settles(pool.map('squareOrDieAt', xs, { chunksize: 2500 }), 'map');
+      assert.deepEqual(out, xs.map(square));
+      assert.ok(existsSync(marker), 'a worker died on the way');
+      const numbers = await settles(pool.map('square', xs, { chunksize: 2500 }), 'map');
+      assert.deepEqual(numbers, xs.map(square));
+    } finally {
+      rmSync(marker, { force: true });
+      await pool.close();
+    }
+    assert.equal(ownSegments(), 0, 'no segment outlived the dead worker or the pool');
+  });
+});

@@ -29,12 +29,15 @@ import {
   fromWireError,
   type ResultFrame,
   ResultStatus,
+  UNIT_ARENA,
   type UnitFrame,
+  UnitMode,
   type UnitReport,
   type WireError,
 } from '../runtime/protocol.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { decodeShm } from '../shm/handle.js';
+import { ARENA_MIN_ITEMS, Arena } from './arena.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
@@ -242,7 +245,9 @@ export class Dispatcher {
       const u = batch[i]!;
       u.seq = ++this.seq;
       w.board?.offer(u);
-      frames[i] = u.flags ? [u.seq, u.name, u.mode, u.payload, u.flags] : [u.seq, u.name, u.mode, u.payload];
+      frames[i] =
+        this.arenaFrame(w, u) ??
+        (u.flags ? [u.seq, u.name, u.mode, u.payload, u.flags] : [u.seq, u.name, u.mode, u.payload]);
     }
     try {
       w.rt.send({ t: 'run', units: frames });
@@ -258,12 +263,28 @@ export class Dispatcher {
           this.track(w, u);
         } catch (error) {
           w.board?.withdraw(1);
+          w.arena?.free(u.seq);
           this.settleFail(u, new SerializationError(u.name, 'arguments', error));
         }
       }
     }
     if (w.state === 'idle' && w.inflight.size > 0) w.to('busy');
     this.armRunning(w);
+  }
+
+  /** A big chunk of numbers for a process worker goes through its arena, if there is room. */
+  private arenaFrame(w: PoolWorker, u: Unit): UnitFrame | undefined {
+    const items = u.payload;
+    if (u.mode !== UnitMode.MapNumbers || w.runtime !== 'process' || !(items instanceof Float64Array)) return;
+    if (items.length < ARENA_MIN_ITEMS) return;
+    if (!w.arenaTried) {
+      w.arenaTried = true;
+      w.arena = Arena.create();
+      if (w.arena) w.rt.send({ t: 'arena', segment: w.arena.name });
+    }
+    const at = w.arena?.put(u.seq, items);
+    if (at === undefined) return;
+    return [u.seq, u.name, u.mode, [at, items.length], u.flags | UNIT_ARENA];
   }
 
   private track(w: PoolWorker, u: Unit): void {
@@ -335,6 +356,8 @@ export class Dispatcher {
     const u = w.inflight.get(seq);
     if (!u) return;
     w.inflight.delete(seq);
+    if (status === ResultStatus.OkArena) value = w.arena?.take(seq);
+    else w.arena?.free(seq);
     this.sent--;
     this.hinted -= u.memoryHint;
     w.tasksDone++;
@@ -353,6 +376,10 @@ export class Dispatcher {
         break;
       case ResultStatus.OkNumbers:
         this.settleOk(u, value, undefined, ms);
+        break;
+      case ResultStatus.OkArena:
+        if (value) this.settleOk(u, value, undefined, ms);
+        else this.settleFail(u, new Error(`corral internal error: no arena place for unit ${seq}`));
         break;
       case ResultStatus.Partial: {
         const [results, errors] = value as [unknown[], [number, WireError][]];

@@ -62,6 +62,7 @@ export function stealFor(workers: Iterable<PoolWorker>): Unit[] {
     const u = held[i]!;
     if (!victim.board!.take(u)) break;
     victim.inflight.delete(u.seq);
+    victim.arena?.free(u.seq);
     u.attempts--; // never started: this try does not count
     u.worker = undefined;
     taken.push(u);

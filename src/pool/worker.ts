@@ -1,4 +1,5 @@
 import type { RuntimeExit, RuntimeKind, RuntimeWorker } from '../runtime/types.js';
+import type { Arena } from './arena.js';
 import type { ClaimBoard } from './steal.js';
 import type { Unit } from './unit.js';
 
@@ -51,6 +52,9 @@ export class PoolWorker {
   breaches = 0;
   /** Shared claim words for work stealing (thread workers only). */
   board: ClaimBoard | undefined = undefined;
+  /** Process workers: the shared segment big number chunks travel through, made on first need. */
+  arena: Arena | undefined = undefined;
+  arenaTried = false;
   readonly history: WorkerState[] = ['starting'];
   rt!: RuntimeWorker;
 

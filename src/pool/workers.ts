@@ -209,6 +209,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     this.all.delete(w);
     if (w.idleTimer) clearTimeout(w.idleTimer);
     w.board?.segment?.close();
+    w.arena?.close();
     const info: WorkerExit = {
       workerId: w.id,
       pid: w.rt.pid,

@@ -29,6 +29,11 @@ export const UNIT_USAGE = 1;
 export const UNIT_SHM = 2;
 /** The payload holds Queue / Pipe handles (channel/handles.ts). */
 export const UNIT_CHAN = 4;
+/**
+ * A MapNumbers chunk in the worker's transfer arena (pool/arena.ts): the payload is [offset,
+ * length] in float64 items, and results that are all numbers are written back over the chunk.
+ */
+export const UNIT_ARENA = 8;
 
 export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown, flags?: number];
 
@@ -41,6 +46,8 @@ export enum ResultStatus {
   Partial = 4,
   /** All results are numbers: value is a Float64Array, transferred rather than cloned. */
   OkNumbers = 5,
+  /** All results are numbers and were written over the unit's chunk in the arena: value is 0. */
+  OkArena = 6,
 }
 
 /** Packs an array of numbers into a Float64Array, or returns undefined if any item is not a number. */
@@ -114,6 +121,8 @@ export interface WorkerInit {
 export type ToWorker =
   | { t: 'init'; init: WorkerInit }
   | { t: 'run'; units: UnitFrame[] }
+  /** The worker's transfer arena, sent once before the first unit that uses it. */
+  | { t: 'arena'; segment: string }
   | { t: 'stop' }
   | ChanDown;
 

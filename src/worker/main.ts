@@ -20,6 +20,7 @@ import {
   probeEveryUnit,
   ResultStatus,
   toWireError,
+  UNIT_ARENA,
   UNIT_CHAN,
   UNIT_SHM,
   UNIT_USAGE,
@@ -30,7 +31,7 @@ import type { UnitProbe } from './limits.js';
 
 type Extras = typeof import('./extras.js');
 /** Unit flags whose handling lives in the lazily loaded extras. */
-const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE;
+const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE | UNIT_ARENA;
 
 let extrasLoading: Promise<Extras> | undefined;
 /** Loads the extras once; channels learn how to reach the pool as they arrive. */
@@ -106,6 +107,9 @@ class Runner {
   private loading = false;
   private chanBacklog: ChanDown[] = [];
   private heapReportedAt = performance.now();
+  /** The transfer arena's name as the pool sent it, and its float64 view once mapped. */
+  private arenaName: string | undefined;
+  private arenaView: Float64Array | undefined;
 
   constructor(
     private readonly tasks: Map<string, Task>,
@@ -147,6 +151,20 @@ class Runner {
   accept(units: UnitFrame[]): void {
     for (const unit of units) this.queue.push(unit);
     this.pump();
+  }
+
+  arena(segment: string): void {
+    this.arenaName = segment;
+  }
+
+  private arenaChunk(at: number, length: number): Float64Array {
+    if (!this.arenaView) {
+      const { internalSegment, SharedMemory } = this.extras!;
+      const name = this.arenaName;
+      if (name === undefined) throw new Error('corral: an arena unit arrived before its arena');
+      this.arenaView = new Float64Array(internalSegment(() => SharedMemory.attach(name).buffer));
+    }
+    return this.arenaView.subarray(at, at + length);
   }
 
   stop(): void {
@@ -271,6 +289,11 @@ class Runner {
       payload = decodeShm(payload, DEFAULT_BUDGET + (Array.isArray(payload) ? payload.length * 8 : 0));
     }
     if ((flags & UNIT_CHAN) !== 0) payload = this.extras!.decodeChannels(payload);
+    let inArena: Float64Array | undefined;
+    if ((flags & UNIT_ARENA) !== 0) {
+      const [at, length] = payload as [number, number];
+      payload = inArena = this.arenaChunk(at, length);
+    }
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
     if (mode === UnitMode.Apply) {
@@ -287,7 +310,7 @@ class Runner {
         return [seq, ResultStatus.Threw, toWireError(error), 0];
       }
     }
-    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>);
+    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>, inArena);
   }
 
   /** A chunk runs its items in order; per-item failures are reported beside the other results. */
@@ -296,11 +319,17 @@ class Runner {
     fn: Task,
     spread: boolean,
     items: ArrayLike<unknown>,
+    inArena: Float64Array | undefined,
   ): ResultFrame | Promise<ResultFrame> {
     const results = new Array<unknown>(items.length);
     const errors: [number, ReturnType<typeof toWireError>][] = [];
     const frame = (): ResultFrame => {
       if (errors.length) return [seq, ResultStatus.Partial, [results, errors], 0];
+      // Every item has been read: numbers go back over the chunk, anything else through the pipe.
+      if (inArena && results.every((r) => typeof r === 'number')) {
+        inArena.set(results as number[]);
+        return [seq, ResultStatus.OkArena, 0, 0];
+      }
       const numbers = packNumbers(results);
       return numbers ? [seq, ResultStatus.OkNumbers, numbers, 0] : [seq, ResultStatus.Ok, results, 0];
     };
@@ -391,6 +420,7 @@ async function main(): Promise<void> {
   const runner = new Runner(tasks, init.concurrency, io, init.limits, board, extras);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
+    else if (msg.t === 'arena') runner.arena(msg.segment);
     else if (msg.t === 'chan') runner.channel(msg);
     else if (msg.t === 'stop') runner.stop();
   });
