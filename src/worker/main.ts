@@ -30,6 +30,7 @@ import { shmEverUsed } from '../shm/used.js';
 import type { UnitProbe } from './limits.js';
 
 type Extras = typeof import('./extras.js');
+type ShmModule = typeof import('../shm/shared-memory.js');
 /** Unit flags whose handling lives in the lazily loaded extras. */
 const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE | UNIT_ARENA;
 
@@ -106,6 +107,7 @@ class Runner {
   /** While the extras load nothing starts and nothing is posted; channel frames wait here. */
   private loading = false;
   private chanBacklog: ChanDown[] = [];
+  private readonly needsExtras: number;
   private heapReportedAt = performance.now();
   /** The transfer arena's name as the pool sent it, and its float64 view once mapped. */
   private arenaName: string | undefined;
@@ -118,8 +120,11 @@ class Runner {
     private readonly limits: WorkerLimits,
     board: SharedArrayBuffer | undefined,
     extras: Extras | undefined,
+    /** Loaded already for a process worker's claim board: then the arena needs no extras. */
+    private readonly shm: ShmModule | undefined,
   ) {
     this.probeAlways = probeEveryUnit(limits);
+    this.needsExtras = shm ? NEEDS_EXTRAS & ~UNIT_ARENA : NEEDS_EXTRAS;
     this.board = board && new Int32Array(board);
     if (extras) this.adopt(extras);
   }
@@ -159,7 +164,7 @@ class Runner {
 
   private arenaChunk(at: number, length: number): Float64Array {
     if (!this.arenaView) {
-      const { internalSegment, SharedMemory } = this.extras!;
+      const { internalSegment, SharedMemory } = this.shm ?? this.extras!;
       const name = this.arenaName;
       if (name === undefined) throw new Error('corral: an arena unit arrived before its arena');
       this.arenaView = new Float64Array(internalSegment(() => SharedMemory.attach(name).buffer));
@@ -185,7 +190,7 @@ class Runner {
     while (this.running < this.concurrency && this.head < this.queue.length) {
       const unit = this.queue[this.head]!;
       const flags = unit[4] ?? 0;
-      if ((flags & NEEDS_EXTRAS) !== 0 && !this.need()) return;
+      if ((flags & this.needsExtras) !== 0 && !this.need()) return;
       this.queue[this.head++] = undefined as unknown as UnitFrame;
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
         this.queue.splice(0, this.head);
@@ -413,11 +418,13 @@ async function main(): Promise<void> {
   // A process worker's claim board lives in a shared segment the pool created for it.
   const segment = init.boardSegment;
   let board = init.board;
+  let shm: ShmModule | undefined;
   if (segment) {
-    const { internalSegment, SharedMemory } = await import('../shm/shared-memory.js');
+    shm = await import('../shm/shared-memory.js');
+    const { internalSegment, SharedMemory } = shm;
     board = internalSegment(() => SharedMemory.attach(segment).buffer);
   }
-  const runner = new Runner(tasks, init.concurrency, io, init.limits, board, extras);
+  const runner = new Runner(tasks, init.concurrency, io, init.limits, board, extras, shm);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
     else if (msg.t === 'arena') runner.arena(msg.segment);
