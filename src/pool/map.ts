@@ -23,6 +23,8 @@ const TARGET_CHUNK_MS = 4;
 const MAX_AUTO_CHUNK = 8192;
 /** Chunks sent before any has been timed: small, so a slow task is found out early. */
 const PROBE_CHUNK = 8;
+/** How much larger than the largest timed chunk the next may be (8, 64, 512, 4096, ...). */
+const GROWTH = 8;
 /** Items a job may hold in flight when its chunks are small. */
 const WINDOW_ITEMS = 4096;
 
@@ -51,6 +53,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private perItemMs: number | undefined = undefined;
   /** Decaying sums of chunk time and chunk items: the estimate weighs a chunk by its items. */
   private timedMs = 0;
+  /** The largest chunk whose time is known: the next may be at most GROWTH times larger. */
+  private largestTimed = PROBE_CHUNK / GROWTH;
   private timedItems = 0;
   private exhausted = false;
   private reading = false;
@@ -102,9 +106,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
    * still only a few thousand items held.
    */
   private window(): number {
-    // Until a chunk has been timed its size is a guess: send a few probes, not a window of them
-    // (128 chunks of 8 tiny items cost a process pool more than the work they carry).
-    if (this.spec.chunksize === 'auto' && this.perItemMs === undefined) {
+    // While chunks are still growing their size is a guess: a few in flight, not a window of them
+    // (dozens of chunks of a few hundred tiny items cost a process pool more than their work).
+    if (this.spec.chunksize === 'auto' && this.growing()) {
       return this.workers * Math.max(2, this.dispatcher.config.concurrency);
     }
     const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
@@ -117,8 +121,21 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private chunkSize(): number {
     const { chunksize } = this.spec;
     if (chunksize !== 'auto') return chunksize;
+    return Math.min(this.timedSize(), this.largestTimed * GROWTH);
+  }
+
+  /** The automatic size the timings ask for: TARGET_CHUNK_MS of work, at most the cap. */
+  private timedSize(): number {
     if (this.perItemMs === undefined) return Math.min(PROBE_CHUNK, this.cap);
     return Math.max(1, Math.min(this.cap, Math.round(TARGET_CHUNK_MS / Math.max(this.perItemMs, 1e-6))));
+  }
+
+  /**
+   * Chunks grow at most GROWTH times past the largest one timed so far: a small chunk's time is
+   * mostly the message's fixed cost, so its per-item estimate is too high (and could be too low).
+   */
+  private growing(): boolean {
+    return this.perItemMs === undefined || this.largestTimed * GROWTH < this.timedSize();
   }
 
   /** Reads input and submits chunks while the window and the pool's queue have room. */
@@ -225,6 +242,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     // weigh, not chunks: a probe of 8 tiny items mostly times the chunk's fixed cost, and must not
     // hold back the estimate once chunks of thousands have been timed. Halving the sums at each
     // result still follows a task whose cost drifts along the input.
+    if (unit.size > this.largestTimed) this.largestTimed = unit.size;
     this.timedMs = this.timedMs * 0.5 + ms;
     this.timedItems = this.timedItems * 0.5 + unit.size;
     this.perItemMs = this.timedMs / this.timedItems;
