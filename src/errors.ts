@@ -217,7 +217,11 @@ export class NativeUnavailableError extends CorralError {
   }
 }
 
-export type MemoryLimitKind = 'heap' | 'rss' | 'address-space' | 'data' | 'budget';
+/**
+ * Which limit: a worker's V8 `heap`, its sampled `rss`, its `address-space` or `data` rlimit, the
+ * pool's memory `budget`, or the memory `cgroup` it runs in (the kernel's OOM killer took it).
+ */
+export type MemoryLimitKind = 'heap' | 'rss' | 'address-space' | 'data' | 'budget' | 'cgroup';
 
 /**
  * The task's worker went over a memory limit. Most breaches are deaths (V8 aborts, the kernel kills),

@@ -3,7 +3,10 @@
 // finish 100 more tasks and leave no process behind.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { describe, it } from 'node:test';
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import {
   ConfigError,
   CorralError,
@@ -306,5 +309,58 @@ describe('pool-wide memory budget', () => {
         assert.ok(peak < budget + 100 * MiB, `peak ${peak} vs budget ${budget}`);
       },
     );
+  });
+});
+
+/**
+ * A memory cgroup of our own under the one this process is in, with a small limit, or why not
+ * (not root, no memory controller, a read-only /sys). v1 and v2 name their files differently.
+ */
+function makeMemoryCgroup(bytes) {
+  const text = readFileSync('/proc/self/cgroup', 'utf8');
+  const v1 = /^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m.exec(text);
+  const v2 = /^0::(.*)$/m.exec(text);
+  const base = v1 ? `/sys/fs/cgroup/memory${v1[1]}` : v2 ? `/sys/fs/cgroup${v2[1]}` : undefined;
+  if (!base) return { why: 'no memory cgroup in /proc/self/cgroup' };
+  const dir = join(base, `corral-oom-${process.pid}`);
+  try {
+    mkdirSync(dir);
+    writeFileSync(join(dir, v1 ? 'memory.limit_in_bytes' : 'memory.max'), String(bytes));
+    return { dir };
+  } catch (error) {
+    try {
+      rmdirSync(dir);
+    } catch {}
+    return { why: `cannot make a memory cgroup under ${base}: ${error.code ?? error.message}` };
+  }
+}
+
+describe('a cgroup OOM kill', () => {
+  const cgroup = makeMemoryCgroup(256 * MiB);
+  after(() => cgroup.dir && rmdirSync(cgroup.dir));
+
+  it('a worker the kernel OOM-kills in a 256 MiB cgroup: MemoryLimitError kind cgroup, the pool goes on', {
+    skip: cgroup.why ?? false,
+  }, () => {
+    // The pool's own process starts inside the cgroup, so its workers are born there.
+    const fixture = fileURLToPath(new URL('./fixtures/cgroup-oom.mjs', import.meta.url));
+    const procs = join(cgroup.dir, 'cgroup.procs');
+    const stdout = execFileSync(
+      'sh',
+      ['-c', `echo $$ > '${procs}' && exec '${process.execPath}' '${fixture}'`],
+      {
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
+    const out = JSON.parse(stdout.trim().split('\n').at(-1));
+    assert.equal(out.settled, 'rejected');
+    assert.equal(out.error.name, 'MemoryLimitError');
+    assert.equal(out.error.code, 'ERR_MEMORY_LIMIT');
+    assert.equal(out.error.kind, 'cgroup');
+    assert.equal(out.error.limit, 256 * MiB);
+    assert.equal(out.more, 100, 'the pool completed 100 more tasks');
+    assert.ok(out.pids.length >= 2, 'the killed worker was replaced');
+    for (const pid of out.pids) assert.equal(alive(pid), false, `worker process ${pid} outlived the pool`);
   });
 });

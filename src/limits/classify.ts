@@ -18,8 +18,8 @@ export interface DeathFacts {
   code: string | undefined;
   /** stderr tail (process) or the thread's error message. */
   detail: string | undefined;
-  /** Set when the pool itself killed the worker for a breach it observed (rss, budget). */
-  observed: { kind: MemoryLimitKind; limit: number; value: number } | undefined;
+  /** Set when the pool itself killed the worker for a breach it observed (rss, budget), or saw the OOM killer take it. */
+  observed: { kind: MemoryLimitKind; limit: number; value: number | undefined } | undefined;
 }
 
 const HEAP_OOM =

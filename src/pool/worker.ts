@@ -39,8 +39,11 @@ export class PoolWorker {
   /** V8 heap in use as the worker last reported it (with its results), and the highest report. */
   heapUsed = 0;
   peakHeapUsed = 0;
-  /** Set when the pool stopped it for a memory breach it observed itself. */
-  breach: { kind: 'rss' | 'budget'; limit: number; value: number } | undefined = undefined;
+  /** Set when the pool stopped it for a memory breach it observed itself, or the OOM killer took it. */
+  breach: { kind: 'rss' | 'budget' | 'cgroup'; limit: number; value: number | undefined } | undefined =
+    undefined;
+  /** The memory cgroup's OOM-kill count when it started (process workers in a memory cgroup). */
+  oomKillsAtStart: number | undefined = undefined;
   leaks = 0;
 
   noteHeap(bytes: number | undefined): void {

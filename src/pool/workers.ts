@@ -6,6 +6,7 @@
 import { type WorkerExit, WorkerStartError } from '../errors.js';
 import { classifyDeath } from '../limits/classify.js';
 import { heapMbFor, rlimitsFor } from '../limits/limits.js';
+import { OomWatch } from '../limits/oom.js';
 import { spawnProcess } from '../runtime/process.js';
 import { BOARD_SLOTS, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
 import { spawnThread } from '../runtime/thread.js';
@@ -47,6 +48,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
   private readonly exitWaiters: (() => void)[] = [];
   private readonly limits: WorkerLimits;
   private readonly heapMb: number | undefined;
+  private readonly oom: OomWatch | undefined;
 
   constructor(
     private readonly config: PoolConfig,
@@ -60,6 +62,8 @@ export class WorkerSet implements Iterable<PoolWorker> {
       detectLeaks: config.detectLeaks,
     };
     this.heapMb = heapMbFor(limits);
+    // A thread taken by the OOM killer takes the whole program with it: only processes need this.
+    this.oom = config.runtime === 'process' ? OomWatch.forThisProcess() : undefined;
   }
 
   [Symbol.iterator](): Iterator<PoolWorker> {
@@ -79,6 +83,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     const { config } = this;
     const w = new PoolWorker(this.nextId++, config.runtime);
     w.board = this.newBoard();
+    w.oomKillsAtStart = this.oom?.kills();
     const spawnFn = config.runtime === 'thread' ? spawnThread : spawnProcess;
     this.all.add(w);
     try {
@@ -210,6 +215,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (w.idleTimer) clearTimeout(w.idleTimer);
     w.board?.segment?.close();
     w.arena?.close();
+    if (!planned && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w);
     const info: WorkerExit = {
       workerId: w.id,
       pid: w.rt.pid,
@@ -228,6 +234,15 @@ export class WorkerSet implements Iterable<PoolWorker> {
     }
     this.host.changed();
     if (this.all.size === 0) for (const resolve of this.exitWaiters.splice(0)) resolve();
+  }
+
+  /** A SIGKILL nobody here sent, while the cgroup counted an OOM kill: the cgroup limit was hit. */
+  private checkOomKill(w: PoolWorker): void {
+    const before = w.oomKillsAtStart;
+    const now = this.oom?.kills();
+    if (before !== undefined && now !== undefined && now > before) {
+      w.breach = { kind: 'cgroup', limit: this.oom!.limit(), value: undefined };
+    }
   }
 
   /** Why an unplanned exit happened, as far as the limits in force tell. */
