@@ -552,8 +552,9 @@ function childProcesses() {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(rest[1]) === process.pid)
-        found.push(`${pid} ${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))}`);
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      // The shared-memory tracker belongs to this process's lifetime, not to a pool: it exits with us.
+      if (Number(rest[1]) === process.pid && name !== 'corral-shm-trk') found.push(`${pid} ${name}`);
     } catch {
       // the process exited while we looked
     }
