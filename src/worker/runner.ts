@@ -1,0 +1,329 @@
+/**
+ * The worker's run loop: runs the units the pool sends, in order, `concurrency` at a time, posting
+ * each result before starting the next unit (the exactly-once rule described in
+ * runtime/protocol.ts). What few pools need (shared-memory and channel handles, usage probes) is
+ * loaded on the first unit that needs it, holding the loop meanwhile.
+ */
+import { isMainThread } from 'node:worker_threads';
+import type { ChanDown } from '../channel/wire.js';
+import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
+import {
+  claim,
+  HEAP_REPORT_MS,
+  packNumbers,
+  probeEveryUnit,
+  ResultStatus,
+  toWireError,
+  UNIT_ARENA,
+  UNIT_CHAN,
+  UNIT_SHM,
+  UNIT_USAGE,
+  UnitMode,
+} from '../runtime/protocol.js';
+import { shmEverUsed } from '../shm/used.js';
+import type { UnitProbe } from './limits.js';
+
+export type Task = (...args: unknown[]) => unknown;
+
+export interface Transport {
+  post(message: FromWorker, transfer?: ArrayBuffer[]): void;
+  listen(handler: (message: ToWorker) => void): void;
+}
+
+export type Extras = typeof import('./extras.js');
+export type ShmModule = typeof import('../shm/shared-memory.js');
+/** Unit flags whose handling lives in the lazily loaded extras. */
+const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE | UNIT_ARENA;
+
+let extrasLoading: Promise<Extras> | undefined;
+/** Loads the extras once; channels learn how to reach the pool as they arrive. */
+export function loadExtras(io: Transport): Promise<Extras> {
+  extrasLoading ??= import('./extras.js').then((m) => {
+    m.bindChannels((frame) => io.post(frame));
+    return m;
+  });
+  return extrasLoading;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+export class Runner {
+  private readonly queue: UnitFrame[] = [];
+  private head = 0;
+  private running = 0;
+  private outbox: ResultFrame[] = [];
+  private pumpScheduled = false;
+
+  private readonly probeAlways: boolean;
+  /** Units taken off the queue so far: a unit's index on the claim board. */
+  private dequeued = 0;
+  private readonly board: Int32Array | undefined;
+  private extras: Extras | undefined;
+  private probe: UnitProbe | undefined;
+  /** While the extras load nothing starts and nothing is posted; channel frames wait here. */
+  private loading = false;
+  private chanBacklog: ChanDown[] = [];
+  private readonly needsExtras: number;
+  private heapReportedAt = performance.now();
+  /** The transfer arena's name as the pool sent it, and its float64 view once mapped. */
+  private arenaName: string | undefined;
+  private arenaView: Float64Array | undefined;
+
+  constructor(
+    private readonly tasks: Map<string, Task>,
+    private readonly concurrency: number,
+    private readonly io: Transport,
+    private readonly limits: WorkerLimits,
+    board: SharedArrayBuffer | undefined,
+    extras: Extras | undefined,
+    /** Loaded already for a process worker's claim board: then the arena needs no extras. */
+    private readonly shm: ShmModule | undefined,
+  ) {
+    this.probeAlways = probeEveryUnit(limits);
+    this.needsExtras = shm ? NEEDS_EXTRAS & ~UNIT_ARENA : NEEDS_EXTRAS;
+    this.board = board && new Int32Array(board);
+    if (extras) this.adopt(extras);
+  }
+
+  private adopt(extras: Extras): void {
+    this.extras = extras;
+    this.probe = new extras.UnitProbe(this.limits);
+  }
+
+  /** True when the extras are here; otherwise starts loading them and holds the pump until then. */
+  private need(): boolean {
+    if (this.extras) return true;
+    if (!this.loading) {
+      this.loading = true;
+      // A failure to load our own files is not the task's fault: let it crash the worker.
+      void loadExtras(this.io).then((extras) => {
+        this.adopt(extras);
+        this.loading = false;
+        for (const frame of this.chanBacklog) extras.channelDown(frame);
+        this.chanBacklog = [];
+        // Results held back because a task made SharedMemory before the codec was here.
+        for (const frame of this.outbox) this.encodeResult(frame);
+        this.pump();
+      });
+    }
+    return false;
+  }
+
+  accept(units: UnitFrame[]): void {
+    for (const unit of units) this.queue.push(unit);
+    this.pump();
+  }
+
+  arena(segment: string): void {
+    this.arenaName = segment;
+  }
+
+  private arenaChunk(at: number, length: number): Float64Array {
+    if (!this.arenaView) {
+      const { internalSegment, SharedMemory } = this.shm ?? this.extras!;
+      const name = this.arenaName;
+      if (name === undefined) throw new Error('corral: an arena unit arrived before its arena');
+      this.arenaView = new Float64Array(internalSegment(() => SharedMemory.attach(name).buffer));
+    }
+    return this.arenaView.subarray(at, at + length);
+  }
+
+  stop(): void {
+    this.extras?.flushChannels();
+    process.exit(0);
+  }
+
+  channel(frame: ChanDown): void {
+    if (this.need()) this.extras!.channelDown(frame);
+    else this.chanBacklog.push(frame);
+  }
+
+  /** Runs what the concurrency allows; a unit that finishes synchronously is reported at once. */
+  private pump(): void {
+    this.pumpScheduled = false;
+    if (this.loading) return;
+    this.flush();
+    while (this.running < this.concurrency && this.head < this.queue.length) {
+      const unit = this.queue[this.head]!;
+      const flags = unit[4] ?? 0;
+      if ((flags & this.needsExtras) !== 0 && !this.need()) return;
+      this.queue[this.head++] = undefined as unknown as UnitFrame;
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head);
+        this.head = 0;
+      }
+      // The pool may have taken this unit back for an idle worker: then it is not ours to run.
+      if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
+      this.running++;
+      const want = (flags & UNIT_USAGE) !== 0;
+      const probe = this.probeAlways || want ? this.probe : undefined;
+      probe?.before(want);
+      const start = performance.now();
+      const outcome = this.run(unit);
+      if (isThenable(outcome)) {
+        outcome.then((frame) => {
+          frame[3] = performance.now() - start;
+          if (probe) this.report(probe, frame, want);
+          this.finish(frame);
+          if (!this.pumpScheduled) {
+            this.pumpScheduled = true;
+            queueMicrotask(() => this.pump());
+          }
+        });
+      } else {
+        outcome[3] = performance.now() - start;
+        if (probe) this.report(probe, outcome, want);
+        this.finish(outcome);
+        if (this.loading) return;
+        this.flush();
+      }
+    }
+    if (this.head === this.queue.length && this.head > 0) {
+      this.queue.length = 0;
+      this.head = 0;
+    }
+  }
+
+  private report(probe: UnitProbe, frame: ResultFrame, want: boolean): void {
+    const report = probe.after(want);
+    if (report) frame[4] = report;
+  }
+
+  private finish(frame: ResultFrame): void {
+    this.running--;
+    // A result may hand back SharedMemory too (a segment the task created): send its handle.
+    if (shmEverUsed() && this.need()) this.encodeResult(frame);
+    this.outbox.push(frame);
+  }
+
+  private encodeResult(frame: ResultFrame): void {
+    if (frame[1] !== ResultStatus.Ok && frame[1] !== ResultStatus.Partial) return;
+    const { encodeShm, DEFAULT_BUDGET } = this.extras!;
+    const encoded = encodeShm(frame[2], DEFAULT_BUDGET, { runtime: isMainThread ? 'process' : 'thread' });
+    if (encoded.found) {
+      frame[2] = encoded.value;
+      frame[4] = { ...frame[4], shm: true };
+    }
+  }
+
+  private flush(): void {
+    this.extras?.flushChannels(); // a task's queue puts arrive before its result
+    if (this.outbox.length === 0) return;
+    const results = this.outbox;
+    this.outbox = [];
+    let transfer: ArrayBuffer[] | undefined;
+    for (const frame of results) {
+      if (frame[1] === ResultStatus.OkNumbers)
+        (transfer ??= []).push((frame[2] as Float64Array).buffer as ArrayBuffer);
+    }
+    // The pool's stats() show each worker's heap; reading it costs microseconds, so not every batch.
+    let heap: number | undefined;
+    const now = performance.now();
+    if (now - this.heapReportedAt >= HEAP_REPORT_MS) {
+      this.heapReportedAt = now;
+      heap = process.memoryUsage().heapUsed;
+    }
+    try {
+      this.io.post(heap === undefined ? { t: 'done', results } : { t: 'done', results, heap }, transfer);
+    } catch {
+      // One uncloneable result must not take its batch-mates down: send them one by one.
+      for (const frame of results) {
+        try {
+          this.io.post({ t: 'done', results: [frame] });
+        } catch (error) {
+          this.io.post({
+            t: 'done',
+            results: [[frame[0], ResultStatus.Uncloneable, toWireError(error), frame[3]]],
+          });
+        }
+      }
+    }
+  }
+
+  private run(unit: UnitFrame): ResultFrame | Promise<ResultFrame> {
+    const [seq, name, mode] = unit;
+    let payload = unit[3];
+    const flags = unit[4] ?? 0;
+    // pump() saw to it that the extras are loaded for a unit with these flags.
+    if ((flags & UNIT_SHM) !== 0) {
+      const { decodeShm, DEFAULT_BUDGET } = this.extras!;
+      payload = decodeShm(payload, DEFAULT_BUDGET + (Array.isArray(payload) ? payload.length * 8 : 0));
+    }
+    if ((flags & UNIT_CHAN) !== 0) payload = this.extras!.decodeChannels(payload);
+    let inArena: Float64Array | undefined;
+    if ((flags & UNIT_ARENA) !== 0) {
+      const [at, length] = payload as [number, number];
+      payload = inArena = this.arenaChunk(at, length);
+    }
+    const fn = this.tasks.get(name);
+    if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
+    if (mode === UnitMode.Apply) {
+      try {
+        const value = fn(...(payload as unknown[]));
+        if (isThenable(value)) {
+          return Promise.resolve(value).then(
+            (v): ResultFrame => [seq, ResultStatus.Ok, v, 0],
+            (e): ResultFrame => [seq, ResultStatus.Threw, toWireError(e), 0],
+          );
+        }
+        return [seq, ResultStatus.Ok, value, 0];
+      } catch (error) {
+        return [seq, ResultStatus.Threw, toWireError(error), 0];
+      }
+    }
+    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>, inArena);
+  }
+
+  /** A chunk runs its items in order; per-item failures are reported beside the other results. */
+  private runChunk(
+    seq: number,
+    fn: Task,
+    spread: boolean,
+    items: ArrayLike<unknown>,
+    inArena: Float64Array | undefined,
+  ): ResultFrame | Promise<ResultFrame> {
+    const results = new Array<unknown>(items.length);
+    const errors: [number, ReturnType<typeof toWireError>][] = [];
+    const frame = (): ResultFrame => {
+      if (errors.length) return [seq, ResultStatus.Partial, [results, errors], 0];
+      // Every item has been read: numbers go back over the chunk, anything else through the pipe.
+      if (inArena && results.every((r) => typeof r === 'number')) {
+        inArena.set(results as number[]);
+        return [seq, ResultStatus.OkArena, 0, 0];
+      }
+      const numbers = packNumbers(results);
+      return numbers ? [seq, ResultStatus.OkNumbers, numbers, 0] : [seq, ResultStatus.Ok, results, 0];
+    };
+    const step = (i: number): Promise<ResultFrame> | undefined => {
+      for (; i < items.length; i++) {
+        try {
+          const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
+          if (isThenable(value)) {
+            const at = i;
+            return Promise.resolve(value).then(
+              (v) => {
+                results[at] = v;
+                return step(at + 1) ?? frame();
+              },
+              (e) => {
+                errors.push([at, toWireError(e)]);
+                return step(at + 1) ?? frame();
+              },
+            );
+          }
+          results[i] = value;
+        } catch (error) {
+          errors.push([i, toWireError(error)]);
+        }
+      }
+      return undefined;
+    };
+    return step(0) ?? frame();
+  }
+}
