@@ -2,7 +2,7 @@
  * The end of a run: failures (kept in a file, and the first few for the screen), limit breaches, and the
  * summary, as text for people and as JSON (`--report`) for machines. Both come from one object.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream, writeFileSync } from 'node:fs';
 import type { EngineState, FailureRecord } from './engine.js';
 import { toJsonLine } from './engine.js';
 import { formatBytes, formatCount, formatDuration, formatRate, table } from './format.js';
@@ -220,6 +220,11 @@ function exitText(w: RunReport['workers'][number]): string {
       ? ` (exit code ${w.exit.exitCode})`
       : '';
   return `${w.exit.reason}${how}`;
+}
+
+/** --report: the report as indented JSON. */
+export function writeReportFile(path: string, report: RunReport): void {
+  writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
 }
 
 export function formatSummary(r: RunReport, title: string): string {

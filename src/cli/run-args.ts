@@ -1,0 +1,365 @@
+/**
+ * The command line of `corral run`: its flags (one table for parsing and --help) and the config they make.
+ */
+import { cpuCount, type PoolOptions } from '../index.js';
+import {
+  durationValue,
+  type FlagSpec,
+  formatHelp,
+  parseChoiceFlag,
+  parseFlags,
+  parseIntFlag,
+  sizeValue,
+  UsageError,
+} from './args.js';
+import { workersValue } from './pool-setup.js';
+
+function runFlags(): FlagSpec[] {
+  const cpus = cpuCount();
+  return [
+    {
+      name: 'input',
+      short: 'i',
+      type: 'string',
+      value: 'FILE',
+      default: 'stdin',
+      help: "JSON Lines to read; '-' is stdin",
+      group: 'Input and output',
+    },
+    {
+      name: 'output',
+      short: 'o',
+      type: 'string',
+      value: 'FILE',
+      default: 'stdout',
+      help: 'where results go, one JSON line per item',
+      group: 'Input and output',
+    },
+    {
+      name: 'errors',
+      short: 'e',
+      type: 'string',
+      value: 'FILE',
+      default: 'first few in the summary',
+      help: 'failed items as JSON lines { index, input, error: { code, message } }',
+      group: 'Input and output',
+    },
+    {
+      name: 'report',
+      type: 'string',
+      value: 'FILE.json',
+      default: 'none',
+      help: 'write the summary as JSON',
+      group: 'Input and output',
+    },
+    {
+      name: 'lines',
+      type: 'boolean',
+      default: 'off',
+      help: 'each input line is passed as a string, not parsed as JSON',
+      group: 'Input and output',
+    },
+    {
+      name: 'unordered',
+      type: 'boolean',
+      default: 'off',
+      help: 'write results as they finish instead of in input order',
+      group: 'Input and output',
+    },
+    {
+      name: 'with-index',
+      type: 'boolean',
+      default: 'off',
+      help: 'write { "index": i, "result": r } (i = 0-based input line) instead of r',
+      group: 'Input and output',
+    },
+    {
+      name: 'fail-fast',
+      type: 'boolean',
+      default: 'off',
+      help: 'stop reading at the first failed item (what runs still finishes)',
+      group: 'Input and output',
+    },
+    {
+      name: 'quiet',
+      short: 'q',
+      type: 'boolean',
+      default: 'off',
+      help: 'no progress and no summary on stderr',
+      group: 'Input and output',
+    },
+    {
+      name: 'workers',
+      short: 'w',
+      type: 'string',
+      value: 'N|auto',
+      default: `auto = ${cpus} here (2x for --kind io)`,
+      help: 'number of workers',
+      group: 'Pool',
+    },
+    {
+      name: 'runtime',
+      type: 'string',
+      value: 'thread|process|auto',
+      default: 'auto',
+      help: 'worker threads or child processes (process-only limits make auto pick processes)',
+      group: 'Pool',
+    },
+    {
+      name: 'kind',
+      type: 'string',
+      value: 'cpu|io',
+      default: 'cpu',
+      help: 'cpu: one task at a time per worker; io: several (--concurrency)',
+      group: 'Pool',
+    },
+    {
+      name: 'concurrency',
+      type: 'string',
+      value: 'N',
+      default: '1 for cpu, 8 for io',
+      help: 'tasks a worker runs at once',
+      group: 'Pool',
+    },
+    {
+      name: 'timeout',
+      short: 't',
+      type: 'string',
+      value: 'DUR',
+      default: 'none',
+      help: "longest an item may run ('500ms', '30s', '2m'; a bare number is ms); its worker is replaced",
+      group: 'Pool',
+    },
+    {
+      name: 'retries',
+      type: 'string',
+      value: 'N',
+      default: '0',
+      help: 'times a failed item is run again (crash, timeout or throw)',
+      group: 'Pool',
+    },
+    {
+      name: 'max-tasks-per-worker',
+      type: 'string',
+      value: 'N',
+      default: 'unlimited',
+      help: 'replace a worker after this many tasks',
+      group: 'Pool',
+    },
+    {
+      name: 'chunksize',
+      type: 'string',
+      value: 'N|auto',
+      default: 'auto',
+      help: 'auto: every item is its own task (a failure costs only that item). N: chunks of N through pool.imap, fastest for tiny tasks, but the first failure ends the run',
+      group: 'Pool',
+    },
+    {
+      name: 'window',
+      type: 'string',
+      value: 'N',
+      default: 'workers x concurrency x 64, at least 256',
+      help: 'most items between read and written (bounds memory; fewer while tasks are slow)',
+      group: 'Pool',
+    },
+    {
+      name: 'heap',
+      type: 'string',
+      value: 'SIZE',
+      default: 'none',
+      help: "V8 heap limit of each worker ('256MiB', '1GiB', bytes)",
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'rss',
+      type: 'string',
+      value: 'SIZE',
+      default: 'none',
+      help: 'resident memory of each worker process, watched and enforced',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'address-space',
+      type: 'string',
+      value: 'SIZE',
+      default: 'none',
+      help: 'RLIMIT_AS of each worker process',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'data',
+      type: 'string',
+      value: 'SIZE',
+      default: 'none',
+      help: 'RLIMIT_DATA of each worker process',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'open-files',
+      type: 'string',
+      value: 'N',
+      default: 'none',
+      help: 'RLIMIT_NOFILE of each worker process',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'cpu-time',
+      type: 'string',
+      value: 'S',
+      default: 'none',
+      help: 'RLIMIT_CPU of each worker process, in seconds',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'memory-budget',
+      type: 'string',
+      value: 'SIZE|auto',
+      default: 'none',
+      help: 'keep the pool (all workers and this process) under this much memory',
+      group: 'Limits (per worker)',
+    },
+    { name: 'help', short: 'h', type: 'boolean', help: 'show this help' },
+  ];
+}
+
+const ABOUT = `Maps an exported function over JSON Lines: each input line is one JSON value, passed as the single
+argument; each result is written as one JSON line, in input order unless --unordered. A failed item goes to
+--errors (its output line is left out; use --with-index to line results up with inputs) and the run goes on.
+Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON.
+Whatever tasks print to stdout goes to stderr, so the output holds results only.`;
+
+const FOOTER = `<module>#<export>: a .js/.mjs/.cjs file and the name of a function it exports ('default' if omitted).
+
+Exit status: 0 every item succeeded; 1 some items failed; 2 usage or setup error (bad flag, module not found,
+unknown export, an option the pool refuses); 130 interrupted (Ctrl-C).
+Ctrl-C once: stop reading input, finish what is running, write its results in order, print the summary.
+Ctrl-C twice: stop the workers now (items not finished are reported as cancelled).
+
+examples:
+  corral run tasks.mjs#resize --input images.jsonl --output out.jsonl --errors failed.jsonl
+  seq 1000 | corral run tasks.mjs#square --runtime process --heap 256MiB --timeout 30s > squares.jsonl`;
+
+export function runHelp(): string {
+  return formatHelp(
+    'corral run <module>#<export> [options] [--input FILE] [--output FILE]',
+    ABOUT,
+    runFlags(),
+    FOOTER,
+  );
+}
+
+export interface RunConfig {
+  modulePath: string;
+  task: string;
+  poolOptions: PoolOptions & Record<string, unknown>;
+  window: number;
+  slots: number;
+  chunksize: number | 'auto';
+  ordered: boolean;
+  withIndex: boolean;
+  failFast: boolean;
+  lines: boolean;
+  quiet: boolean;
+  input: string | undefined;
+  output: string | undefined;
+  errors: string | undefined;
+  report: string | undefined;
+}
+
+export function parseRunArgs(argv: string[]): RunConfig | 'help' {
+  const { values: v, positionals } = parseFlags('run', argv, runFlags());
+  if (v.help) return 'help';
+  if (positionals.length === 0) {
+    throw new UsageError('missing <module>#<export>, e.g. corral run ./tasks.mjs#score --input items.jsonl');
+  }
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `expected one <module>#<export>, got ${positionals.length} arguments: ${positionals.join(' ')} (input goes to --input FILE or stdin)`,
+    );
+  }
+  const target = positionals[0]!;
+  const hash = target.lastIndexOf('#');
+  const modulePath = hash >= 0 ? target.slice(0, hash) : target;
+  const task = hash >= 0 ? target.slice(hash + 1) : 'default';
+  if (!modulePath) throw new UsageError(`'${target}' names no module; expected <module>#<export>`);
+  if (!task) throw new UsageError(`'${target}' names no export after '#'; expected <module>#<export>`);
+
+  const str = (k: string) => v[k] as string | undefined;
+  const kind =
+    str('kind') === undefined ? 'cpu' : parseChoiceFlag('kind', str('kind')!, ['cpu', 'io'] as const);
+  const runtime =
+    str('runtime') === undefined
+      ? undefined
+      : parseChoiceFlag('runtime', str('runtime')!, ['thread', 'process', 'auto'] as const);
+  const workers = workersValue(str('workers'));
+  const concurrency =
+    str('concurrency') === undefined
+      ? undefined
+      : (parseIntFlag('concurrency', str('concurrency')!, 1) as number);
+  const retries =
+    str('retries') === undefined ? undefined : (parseIntFlag('retries', str('retries')!, 0) as number);
+  const maxTasks =
+    str('max-tasks-per-worker') === undefined
+      ? undefined
+      : (parseIntFlag('max-tasks-per-worker', str('max-tasks-per-worker')!, 1) as number);
+  const chunksize =
+    str('chunksize') === undefined ? 'auto' : parseIntFlag('chunksize', str('chunksize')!, 1, true);
+
+  const limits: Record<string, unknown> = {};
+  if (str('heap') !== undefined) limits.heap = sizeValue(str('heap')!);
+  if (str('rss') !== undefined) limits.rss = sizeValue(str('rss')!);
+  if (str('address-space') !== undefined) limits.addressSpace = sizeValue(str('address-space')!);
+  if (str('data') !== undefined) limits.data = sizeValue(str('data')!);
+  if (str('open-files') !== undefined) limits.openFiles = parseIntFlag('open-files', str('open-files')!, 1);
+  if (str('cpu-time') !== undefined) {
+    const raw = str('cpu-time')!;
+    const s = Number(raw);
+    if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !(s > 0)) {
+      throw new UsageError(`--cpu-time expects a number of seconds > 0, got '${raw}'`);
+    }
+    limits.cpuTime = s;
+  }
+
+  const poolOptions: RunConfig['poolOptions'] = { module: modulePath, workers, kind };
+  if (runtime) poolOptions.runtime = runtime;
+  if (concurrency !== undefined) poolOptions.concurrency = concurrency;
+  if (str('timeout') !== undefined) poolOptions.taskTimeout = durationValue(str('timeout')!);
+  if (retries !== undefined) poolOptions.retries = retries;
+  if (maxTasks !== undefined) poolOptions.maxTasksPerWorker = maxTasks;
+  if (Object.keys(limits).length > 0) poolOptions.limits = limits;
+  if (str('memory-budget') !== undefined) {
+    const raw = str('memory-budget')!;
+    poolOptions.memoryBudget = raw === 'auto' ? 'auto' : sizeValue(raw);
+  }
+
+  const nWorkers = workers === 'auto' ? (kind === 'io' ? Math.max(2, 2 * cpuCount()) : cpuCount()) : workers;
+  const perWorker = concurrency ?? (kind === 'io' ? 8 : 1);
+  const window =
+    str('window') === undefined
+      ? Math.min(65_536, Math.max(256, nWorkers * perWorker * 64))
+      : (parseIntFlag('window', str('window')!, 1) as number);
+
+  const ordered = !v.unordered;
+  if (v['with-index'] && !ordered && chunksize !== 'auto') {
+    throw new UsageError(
+      '--with-index with --unordered needs --chunksize auto: pool.imapUnordered does not say which input a result belongs to',
+    );
+  }
+  return {
+    modulePath,
+    task,
+    poolOptions,
+    window,
+    slots: nWorkers * perWorker,
+    chunksize,
+    ordered,
+    withIndex: Boolean(v['with-index']),
+    failFast: Boolean(v['fail-fast']),
+    lines: Boolean(v.lines),
+    quiet: Boolean(v.quiet),
+    input: str('input'),
+    output: str('output'),
+    errors: str('errors'),
+    report: str('report'),
+  };
+}

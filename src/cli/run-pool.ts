@@ -1,0 +1,196 @@
+/**
+ * The pool of `corral run`, from start to close: it starts the workers, checks the export before any input
+ * is read, then drives the engine over the input with progress and Ctrl-C handling.
+ */
+import { type CliPool, Engine, type EngineState } from './engine.js';
+import { type LineSource, LineWriter } from './io.js';
+import { closePool, createPool, handleSignals, SetupError, workerEnv } from './pool-setup.js';
+import { Progress, type ProgressMode, paint, useColor } from './progress.js';
+import { FailureLog } from './report.js';
+import type { RunConfig } from './run-args.js';
+import { type DivertedStdout, divertStdout, itemsFromLines, type RunOutput } from './run-io.js';
+import { WorkerTracker } from './workers.js';
+
+const PROBE_TASK = '#corral:probe-exports';
+
+/**
+ * Loads the module in a worker and checks the export before any input is read: a typo in the export
+ * name is a setup error (exit 2) with the list of what the module does export, not N failed items.
+ */
+export async function checkExport(pool: CliPool, modulePath: string, task: string): Promise<void> {
+  try {
+    await pool.apply(PROBE_TASK, [undefined]);
+  } catch (error) {
+    const e = error as { code?: string; available?: string[]; message?: string };
+    if (e.code === 'ERR_UNKNOWN_TASK' && Array.isArray(e.available)) {
+      if (e.available.includes(task)) return;
+      throw new SetupError(
+        `${modulePath} has no function export named '${task}'; it exports: ${
+          e.available.length ? e.available.join(', ') : '(no functions)'
+        }`,
+      );
+    }
+    throw new SetupError(e.message ?? String(error));
+  }
+  throw new SetupError(`${modulePath} exports a task named '${PROBE_TASK}'?`);
+}
+
+export function isFatal(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'ERR_MODULE_LOAD' || code === 'ERR_UNKNOWN_TASK' || code === 'ERR_WORKER_START';
+}
+
+function describeFlags(flag: string, config: RunConfig): string {
+  const o = config.poolOptions;
+  const limits = (o.limits ?? {}) as Record<string, unknown>;
+  if (flag === 'the limit flags') {
+    const given = Object.entries(limits).map(
+      ([k, val]) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${val}`,
+    );
+    return given.join(' ');
+  }
+  return flag;
+}
+
+export interface StartedPool {
+  pool: CliPool;
+  tracker: WorkerTracker;
+  mode: ProgressMode;
+  diverted: DivertedStdout;
+}
+
+/** Creates the pool and checks the export; on failure, what it opened is closed again (and the source). */
+export async function startPool(config: RunConfig, source: LineSource): Promise<StartedPool> {
+  const options = { ...config.poolOptions, env: workerEnv() };
+  // From here on, what worker threads print (even while their module loads) goes to stderr.
+  const diverted = divertStdout();
+  let pool: CliPool;
+  try {
+    pool = createPool(options, (flag) => describeFlags(flag, config));
+  } catch (error) {
+    diverted.restore();
+    source.close();
+    throw error;
+  }
+  const tracker = new WorkerTracker(pool);
+  tracker.start();
+  const mode: ProgressMode = config.quiet ? 'off' : process.stderr.isTTY ? 'bar' : 'plain';
+  paint.on = useColor(process.stderr);
+  if (mode === 'bar') {
+    if (config.input === undefined && process.stdin.isTTY) {
+      process.stderr.write('corral: reading JSON Lines from the terminal; Ctrl-D ends the input\n');
+    }
+    process.stderr.write(`\r\x1b[Kcorral: loading ${config.modulePath} in the workers...`);
+  }
+  try {
+    await checkExport(pool, config.modulePath, config.task);
+  } catch (error) {
+    if (mode === 'bar') process.stderr.write('\r\x1b[K');
+    source.close();
+    tracker.stop();
+    await pool.terminate();
+    diverted.restore();
+    throw error;
+  }
+  return { pool, tracker, mode, diverted };
+}
+
+export interface EngineRun {
+  state: EngineState;
+  writer: LineWriter;
+  failures: FailureLog;
+}
+
+/** Maps the task over the input until it ends or Ctrl-C; the pool is closed and the output flushed. */
+export async function runEngine(
+  config: RunConfig,
+  source: LineSource,
+  started: StartedPool,
+  output: RunOutput,
+): Promise<EngineRun> {
+  const { pool, tracker, mode, diverted } = started;
+  const outStream = output.stream;
+  const failures = new FailureLog(config.errors);
+  let engine: Engine | undefined;
+  const writer = new LineWriter(
+    outStream,
+    output.owned ? (chunk, cb) => outStream.write(chunk, cb) : diverted.write,
+    output.owned,
+    (error) => {
+      const code = (error as { code?: string }).code;
+      if (code !== 'EPIPE') progress.log(`corral: cannot write the output: ${error.message}`);
+      engine?.stop('output-closed');
+    },
+  );
+  engine = new Engine({
+    pool,
+    task: config.task,
+    source: itemsFromLines(source, config.lines),
+    out: writer,
+    ordered: config.ordered,
+    withIndex: config.withIndex,
+    failFast: config.failFast,
+    window: config.window,
+    slots: config.slots,
+    chunksize: config.chunksize,
+    call: {},
+    onFailure: (record) => failures.add(record),
+    onSettle: () => tracker.maybeSample(),
+    isFatal,
+  });
+  const eng = engine;
+
+  let note: string | undefined;
+  const progress = new Progress(mode, () => ({
+    done: eng.state.done,
+    failed: eng.state.failed,
+    read: eng.state.read,
+    inputDone: eng.state.inputDone,
+    bytesRead: source.bytesRead,
+    bytesTotal: source.size,
+    linesSeen: source.linesSeen,
+    memory: tracker.memoryNow,
+    workers: tracker.workers.size,
+    ...(note
+      ? { note: eng.state.stopReason === 'terminated' ? note : `${note}: ${eng.state.inflight} in flight` }
+      : {}),
+  }));
+  const unhook = handleSignals({
+    onStop: () => {
+      note = 'stopping (Ctrl-C again to abandon running items)';
+      if (mode === 'off' || mode === 'plain')
+        process.stderr.write(
+          `corral: stopping: no more input is read; finishing ${eng.state.inflight} running items (Ctrl-C again to abandon them)\n`,
+        );
+      eng.stop('interrupted');
+      source.close();
+    },
+    onTerminate: () => {
+      note = 'terminating';
+      void eng.terminate();
+    },
+  });
+  progress.start();
+
+  let state: EngineState;
+  try {
+    state = await eng.run();
+  } catch (error) {
+    progress.stop();
+    diverted.restore();
+    await pool.terminate();
+    throw error;
+  } finally {
+    source.close();
+    tracker.sample();
+    tracker.stop();
+  }
+  await closePool(pool, state);
+  tracker.sample();
+  await writer.end();
+  progress.stop();
+  unhook();
+  diverted.restore();
+  await failures.close();
+  return { state, writer, failures };
+}
