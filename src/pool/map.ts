@@ -121,7 +121,15 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private chunkSize(): number {
     const { chunksize } = this.spec;
     if (chunksize !== 'auto') return chunksize;
-    return Math.min(this.timedSize(), this.largestTimed * GROWTH);
+    const size = Math.min(this.timedSize(), this.largestTimed * GROWTH);
+    if (!this.array) return size;
+    // Towards the end of an array the chunks shrink (guided scheduling), so the workers finish
+    // close together rather than a whole chunk apart; not below ~1 ms of work, though, or tiny
+    // items would end in dozens of messages of a few items each.
+    const left = this.array.length - this.arrayPos;
+    const floor =
+      this.perItemMs === undefined ? 1 : Math.round(TARGET_CHUNK_MS / 4 / Math.max(this.perItemMs, 1e-6));
+    return Math.min(size, Math.max(1, floor, Math.ceil(left / (2 * this.workers))));
   }
 
   /** The automatic size the timings ask for: TARGET_CHUNK_MS of work, at most the cap. */
