@@ -53,9 +53,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private perItemMs: number | undefined = undefined;
   /** Decaying sums of chunk time and chunk items: the estimate weighs a chunk by its items. */
   private timedMs = 0;
+  private timedItems = 0;
   /** The largest chunk whose time is known: the next may be at most GROWTH times larger. */
   private largestTimed = PROBE_CHUNK / GROWTH;
-  private timedItems = 0;
   private exhausted = false;
   private reading = false;
   private finished = false;
