@@ -195,6 +195,30 @@ for (const runtime of RUNTIMES) {
       assert.equal(events.exits[0].exitCode, 7);
     });
 
+    test('retries: 1 after a timeout: the late task runs again once; the one queued behind it is not charged a try', async () => {
+      const log = newFile();
+      const { pool } = makePool({ runtime, workers: 1, retries: 1, taskTimeout: 300 });
+      // a times out on the first worker while b waits behind it; b's own first run times out on
+      // the second worker while a waits behind it. Each then succeeds on its one retry.
+      const settled = await settles(
+        Promise.allSettled([
+          pool.apply('slowOnce', [log, 'a', 2000]),
+          pool.apply('slowOnce', [log, 'b', 2000]),
+        ]),
+        'both tasks',
+        15_000,
+      );
+      assert.deepEqual(
+        settled.map((r) => (r.status === 'fulfilled' ? r.value : r.reason)),
+        ['a', 'b'],
+      );
+      assert.deepEqual(
+        lines(log).sort(),
+        ['a', 'a', 'b', 'b'],
+        'each ran twice: the timed-out run and its retry',
+      );
+    });
+
     test('retries: 0 (the default) rejects the crashed task', async () => {
       const marker = newFile();
       const { pool } = makePool({ runtime, workers: 1 });

@@ -360,6 +360,8 @@ export class Dispatcher {
     else w.arena?.free(seq);
     this.sent--;
     this.hinted -= u.memoryHint;
+    // A late result of a unit that timed out here and went back to the queue: that run decides.
+    if (u.worker !== w) return;
     w.tasksDone++;
     w.busyMs += ms;
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
@@ -460,6 +462,8 @@ export class Dispatcher {
     u.timer = undefined;
     const w = u.worker;
     if (u.state !== 'sent' || !w) return;
+    // Retried or failed here; it stays in the worker's list until the exit, where it still counts as
+    // running (so the units behind it are known not to have started) but is not settled again.
     if (!this.retry(u)) this.settleFail(u, new TaskTimeoutError(u.name, u.timeout));
     this.workers.stop(w, `task '${u.name}' timed out`, true);
   }
@@ -498,7 +502,8 @@ export class Dispatcher {
     }
     const requeue: Unit[] = [];
     held.forEach((u, i) => {
-      if (u.state === 'settled') return;
+      // Settled, or already given to the queue again (a timeout's retry): decided elsewhere.
+      if (u.state === 'settled' || u.worker !== w) return;
       if (u.timer) clearTimeout(u.timer);
       u.timer = undefined;
       if (i < this.config.concurrency) {
