@@ -238,6 +238,18 @@ describe('recycling, leaks and accounting', () => {
     });
   }
 
+  it('a worker out of descriptors still measures its tasks: withUsage and detectLeaks do not crash it', async () => {
+    await withPool({ runtime: 'process', limits: { openFiles: 64 }, detectLeaks: true }, async (pool) => {
+      const [held, code] = await pool.apply('hogFds', []);
+      assert.equal(code, 'EMFILE');
+      assert.ok(held > 10);
+      const { result, usage } = await pool.apply('square', [3], { withUsage: true });
+      assert.equal(result, 9);
+      assert.equal(usage.fdsOpened, undefined, 'not countable without a free descriptor');
+      assert.ok(usage.peakRss > 0);
+    });
+  });
+
   it('withUsage in a thread worker: the probe loads on demand and the units around it keep their order', async () => {
     await withPool({ runtime: 'thread' }, async (pool) => {
       const plain = (from) => Array.from({ length: 20 }, (_, i) => pool.apply('square', [from + i]));

@@ -75,8 +75,11 @@ export interface TaskUsage {
   cpuSystemMs: number;
   /** Peak resident memory of the worker process so far (VmHWM); the whole process for threads. */
   peakRss: number;
-  /** Descriptors open after the task minus before it (process workers; 0 for threads). */
-  fdsOpened: number;
+  /**
+   * Descriptors open after the task minus before it (process workers; 0 for threads); undefined
+   * when they could not be counted because the worker was out of descriptors.
+   */
+  fdsOpened: number | undefined;
 }
 
 /** Extra facts a worker attaches to a result when the pool asked for them. */

@@ -2,7 +2,7 @@
  * Limits as seen from inside a worker: rlimits applied before the task module loads, the CPU
  * budget moved before each task, and the measurements a task's result may carry.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import { native } from '../native/index.js';
@@ -19,19 +19,27 @@ export function applyRlimits(limits: WorkerLimits): void {
   for (const [resource, limit] of limits.rlimits) binding.setrlimit(resource, limit, limit);
 }
 
-function openFds(): number {
-  return isMainThread ? readdirSync('/proc/self/fd').length : 0;
+/**
+ * Descriptors open now, or undefined when they cannot be counted: listing /proc/self/fd takes a
+ * descriptor itself, which a task at its openFiles limit has used up. That must not crash the worker.
+ */
+function openFds(): number | undefined {
+  if (!isMainThread) return 0;
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return undefined;
+  }
 }
 
+/** getrusage's peak: no descriptor needed, unlike reading /proc (a task may have used them all). */
 function peakRss(): number {
-  if (!isMainThread) return process.memoryUsage.rss();
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) * 1024 : process.memoryUsage.rss();
+  return isMainThread ? process.resourceUsage().maxRSS * 1024 : process.memoryUsage.rss();
 }
 
 /** Per-task bookkeeping, present only when a limit or measurement needs it, so the plain path stays bare. */
 export class UnitProbe {
-  private fdsBefore = 0;
+  private fdsBefore: number | undefined = 0;
   private cpuBefore: NodeJS.CpuUsage | undefined;
   private wallBefore = 0;
   private cpuArmedAt = 0;
@@ -70,7 +78,8 @@ export class UnitProbe {
     let report: UnitReport | undefined;
     const { detectLeaks, heapAbove } = this.limits;
     const fds = detectLeaks || wantUsage ? openFds() : 0;
-    if (detectLeaks && fds > this.fdsBefore) (report ??= {}).leakedFds = fds - this.fdsBefore;
+    const opened = fds === undefined || this.fdsBefore === undefined ? undefined : fds - this.fdsBefore;
+    if (detectLeaks && opened !== undefined && opened > 0) (report ??= {}).leakedFds = opened;
     // Reading heap statistics costs microseconds: tiny tasks look at most every few milliseconds.
     if (heapAbove !== undefined && performance.now() - this.heapCheckedAt > HEAP_CHECK_MS) {
       this.heapCheckedAt = performance.now();
@@ -84,7 +93,7 @@ export class UnitProbe {
         cpuUserMs: cpu.user / 1000,
         cpuSystemMs: cpu.system / 1000,
         peakRss: peakRss(),
-        fdsOpened: fds - this.fdsBefore,
+        fdsOpened: opened,
       };
       (report ??= {}).usage = usage;
     }

@@ -52,19 +52,22 @@ async function main(): Promise<void> {
     };
     process.on('message', onFirst);
   });
-  if (isMainThread) {
-    // Before the task module loads: a child must not outlive the pool, nor start a task unlimited.
-    (await import('./orphan.js')).guardAgainstOrphaning();
+  // A child must not outlive the pool, even one that dies while this worker starts.
+  if (isMainThread) (await import('./orphan.js')).guardAgainstOrphaning();
+  const { rlimits, cpuTime } = init.limits;
+  const limited = isMainThread && (rlimits.length > 0 || cpuTime !== undefined);
+  // Loaded before the rlimits when there are any: under a descriptor or memory limit the task may
+  // use up, a later import could fail (EMFILE) where the task cannot see it.
+  const extras = probeEveryUnit(init.limits) || limited ? await loadExtras(io) : undefined;
+  if (limited) {
+    // Before the task module loads: no task starts unlimited.
     try {
-      const { rlimits, cpuTime } = init.limits;
-      if (rlimits.length > 0 || cpuTime !== undefined)
-        (await import('./limits.js')).applyRlimits(init.limits);
+      (await import('./limits.js')).applyRlimits(init.limits);
     } catch (error) {
       io.post({ t: 'fatal', phase: 'limits', error: toWireError(error) });
       return;
     }
   }
-  const extras = probeEveryUnit(init.limits) ? await loadExtras(io) : undefined;
 
   let tasks: Map<string, Task>;
   try {

@@ -101,16 +101,25 @@ export class Runner {
     if (this.extras) return true;
     if (!this.loading) {
       this.loading = true;
-      // A failure to load our own files is not the task's fault: let it crash the worker.
-      void loadExtras(this.io).then((extras) => {
-        this.adopt(extras);
-        this.loading = false;
-        for (const frame of this.chanBacklog) extras.channelDown(frame);
-        this.chanBacklog = [];
-        // Results held back because a task made SharedMemory before the codec was here.
-        for (const frame of this.outbox) this.encodeResult(frame);
-        this.pump();
-      });
+      loadExtras(this.io).then(
+        (extras) => {
+          this.adopt(extras);
+          this.loading = false;
+          for (const frame of this.chanBacklog) extras.channelDown(frame);
+          this.chanBacklog = [];
+          // Results held back because a task made SharedMemory before the codec was here.
+          for (const frame of this.outbox) this.encodeResult(frame);
+          this.pump();
+        },
+        (error: unknown) => {
+          // Nothing can run without them, and a task's own unhandledRejection handler must not
+          // leave the worker holding its units forever: end it, its units fail or are re-queued.
+          process.stderr.write(
+            `corral worker: could not load its shared-memory/channel support: ${String(error)}\n`,
+          );
+          process.exit(70);
+        },
+      );
     }
     return false;
   }
