@@ -351,28 +351,36 @@ describe('a cgroup OOM kill', () => {
   const cgroup = makeMemoryCgroup(256 * MiB);
   after(() => cgroup.dir && rmdirSync(cgroup.dir));
 
+  /** Runs the fixture in `mode` with its process inside the cgroup, so its workers are born there. */
+  function inCgroup(mode) {
+    const fixture = fileURLToPath(new URL('./fixtures/cgroup-oom.mjs', import.meta.url));
+    const procs = join(cgroup.dir, 'cgroup.procs');
+    const command = `echo $$ > '${procs}' && exec '${process.execPath}' '${fixture}' ${mode}`;
+    const stdout = execFileSync('sh', ['-c', command], { encoding: 'utf8', timeout: 60_000 });
+    const out = JSON.parse(stdout.trim().split('\n').at(-1));
+    assert.equal(out.more, 100, 'the pool completed 100 more tasks');
+    assert.ok(out.pids.length >= 2, 'the dead worker was replaced');
+    for (const pid of out.pids) assert.equal(alive(pid), false, `worker process ${pid} outlived the pool`);
+    return out;
+  }
+
   it('a worker the kernel OOM-kills in a 256 MiB cgroup: MemoryLimitError kind cgroup, the pool goes on', {
     skip: cgroup.why ?? false,
   }, () => {
-    // The pool's own process starts inside the cgroup, so its workers are born there.
-    const fixture = fileURLToPath(new URL('./fixtures/cgroup-oom.mjs', import.meta.url));
-    const procs = join(cgroup.dir, 'cgroup.procs');
-    const stdout = execFileSync(
-      'sh',
-      ['-c', `echo $$ > '${procs}' && exec '${process.execPath}' '${fixture}'`],
-      {
-        encoding: 'utf8',
-        timeout: 60_000,
-      },
-    );
-    const out = JSON.parse(stdout.trim().split('\n').at(-1));
+    const out = inCgroup('worker');
     assert.equal(out.settled, 'rejected');
     assert.equal(out.error.name, 'MemoryLimitError');
     assert.equal(out.error.code, 'ERR_MEMORY_LIMIT');
     assert.equal(out.error.kind, 'cgroup');
     assert.equal(out.error.limit, 256 * MiB);
-    assert.equal(out.more, 100, 'the pool completed 100 more tasks');
-    assert.ok(out.pids.length >= 2, 'the killed worker was replaced');
-    for (const pid of out.pids) assert.equal(alive(pid), false, `worker process ${pid} outlived the pool`);
+  });
+
+  it('another process OOM-killed first, then the worker SIGKILLed from outside: a crash, not a cgroup breach', {
+    skip: cgroup.why ?? false,
+  }, () => {
+    const out = inCgroup('unrelated');
+    assert.equal(out.hog, 'SIGKILL', 'the other process was OOM-killed');
+    assert.equal(out.settled, 'rejected');
+    assert.equal(out.error.name, 'WorkerCrashedError');
   });
 });

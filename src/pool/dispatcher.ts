@@ -249,6 +249,7 @@ export class Dispatcher {
         this.arenaFrame(w, u) ??
         (u.flags ? [u.seq, u.name, u.mode, u.payload, u.flags] : [u.seq, u.name, u.mode, u.payload]);
     }
+    this.workers.noteAlive(w);
     try {
       w.rt.send({ t: 'run', units: frames });
       for (const u of batch) this.track(w, u);

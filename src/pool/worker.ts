@@ -42,8 +42,9 @@ export class PoolWorker {
   /** Set when the pool stopped it for a memory breach it observed itself, or the OOM killer took it. */
   breach: { kind: 'rss' | 'budget' | 'cgroup'; limit: number; value: number | undefined } | undefined =
     undefined;
-  /** The memory cgroup's OOM-kill count when it started (process workers in a memory cgroup). */
-  oomKillsAtStart: number | undefined = undefined;
+  /** The memory cgroup's OOM-kill count when it started or last reported (process workers in a memory cgroup). */
+  oomKillsSeen: number | undefined = undefined;
+  oomReadAt = -Infinity;
   leaks = 0;
 
   noteHeap(bytes: number | undefined): void {

@@ -22,6 +22,7 @@ const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
 const MAX_START_FAILURES = 5;
 const MAX_BACKOFF_MS = 5000;
 export const START_TIMEOUT = 'start timeout';
+const OOM_READ_MS = 100;
 
 export interface WorkerSetHost {
   message(w: PoolWorker, m: FromWorker): void;
@@ -83,7 +84,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     const { config } = this;
     const w = new PoolWorker(this.nextId++, config.runtime);
     w.board = this.newBoard();
-    w.oomKillsAtStart = this.oom?.kills();
+    w.oomKillsSeen = this.oom?.kills();
     const spawnFn = config.runtime === 'thread' ? spawnThread : spawnProcess;
     this.all.add(w);
     try {
@@ -215,7 +216,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (w.idleTimer) clearTimeout(w.idleTimer);
     w.board?.segment?.close();
     w.arena?.close();
-    if (!planned && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w);
+    if (!planned && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w, exit);
     const info: WorkerExit = {
       workerId: w.id,
       pid: w.rt.pid,
@@ -236,9 +237,23 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (this.all.size === 0) for (const resolve of this.exitWaiters.splice(0)) resolve();
   }
 
+  /**
+   * The cgroup's OOM-kill count as of now (read at most every 100 ms per worker): what a later
+   * death is compared with, so only kills while it ran its latest work can be taken for its own.
+   */
+  noteAlive(w: PoolWorker): void {
+    if (!this.oom) return;
+    const now = performance.now();
+    if (now - w.oomReadAt < OOM_READ_MS) return;
+    w.oomReadAt = now;
+    w.oomKillsSeen = this.oom.kills();
+  }
+
   /** A SIGKILL nobody here sent, while the cgroup counted an OOM kill: the cgroup limit was hit. */
-  private checkOomKill(w: PoolWorker): void {
-    const before = w.oomKillsAtStart;
+  private checkOomKill(w: PoolWorker, exit: RuntimeExit): void {
+    // The hard RLIMIT_CPU also ends a process with SIGKILL: that reading wins.
+    if (classifyDeath({ ...exit, observed: undefined }, this.config.limits)?.type === 'cpu') return;
+    const before = w.oomKillsSeen;
     const now = this.oom?.kills();
     if (before !== undefined && now !== undefined && now > before) {
       w.breach = { kind: 'cgroup', limit: this.oom!.limit(), value: undefined };
