@@ -106,13 +106,13 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
    * still only a few thousand items held.
    */
   private window(): number {
+    const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
     // While chunks are still growing their size is a guess: a few in flight, not a window of them
     // (dozens of chunks of a few hundred tiny items cost a process pool more than their work).
-    if (this.spec.chunksize === 'auto' && this.growing()) {
-      return this.workers * Math.max(2, this.dispatcher.config.concurrency);
-    }
-    const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
-    const window = Math.max(4, this.workers * 4, Math.min(this.workers * 64, small));
+    const window =
+      this.spec.chunksize === 'auto' && this.growing()
+        ? this.workers * Math.max(2, this.dispatcher.config.concurrency)
+        : Math.max(4, this.workers * 4, Math.min(this.workers * 64, small));
     // A small maxQueue asks for tight memory: read ahead no further than it allows.
     const { maxQueue } = this.dispatcher.config;
     return Number.isFinite(maxQueue) ? Math.min(window, Math.max(this.workers * 4, maxQueue)) : window;

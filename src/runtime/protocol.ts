@@ -136,9 +136,10 @@ export type FromWorker =
   | { t: 'done'; results: ResultFrame[]; heap?: number }
   | ChanUp;
 
-/** Claim words per worker (see pool/steal.ts); more than a worker ever holds at once. */
+/** How often at most a worker reports its V8 heap (with a result batch). */
 export const HEAP_REPORT_MS = 100;
 
+/** Claim words per worker (see pool/steal.ts); more than a worker ever holds at once. */
 export const BOARD_SLOTS = 1024;
 
 /** Worker side of work stealing: may this unit start? False when the pool took it back first. */
