@@ -73,8 +73,16 @@ for (const runtime of RUNTIMES) {
 
     test('worker → worker, several producers and consumers: exactly once; one consumer sees FIFO per producer', async () => {
       const q = new Queue({ maxsize: 200, batch: { size: 32, delay: '2ms' } });
+      // Both consumers wait on the queue before any item exists: a consumer that starts late
+      // (processes take ~0.2 s) would otherwise find the others' 6000 items already taken.
+      const hello = new Queue();
+      const consumers = [
+        run(runtime, 'drainAfterHello', [q, hello]),
+        run(runtime, 'drainAfterHello', [q, hello]),
+      ];
+      await hello.get();
+      await hello.get();
       const producers = [0, 1, 2].map((p) => run(runtime, 'produce', [q, 2000, p]));
-      const consumers = [run(runtime, 'drain', [q]), run(runtime, 'drain', [q])];
       await Promise.all(producers.map((p) => p.join()));
       q.close();
       const [a, b] = await Promise.all(consumers.map((c) => c.join()));
