@@ -14,16 +14,11 @@
  * seen twice. A consumer that holds items without taking them while another starves is asked to
  * give them back (recall), so a sentinel prefetched by one consumer cannot strand another.
  */
-import {
-  ConfigError,
-  QueueClosedError,
-  QueueEmptyError,
-  QueueFullError,
-  SerializationError,
-} from '../errors.js';
+import { ConfigError, QueueClosedError, QueueEmptyError, SerializationError } from '../errors.js';
 import type { SharedMemory } from '../shm/shared-memory.js';
 import { itemBytes, type QueueConfig } from './check.js';
 import { Items } from './items.js';
+import { armDeadline, queueFullError } from './waits.js';
 import { BOARD_WORDS, type ChanDown, type ChanUp, counterDiff } from './wire.js';
 
 export const RESOLVED: Promise<void> = Promise.resolve();
@@ -193,28 +188,12 @@ export class Broker<T> {
       this.accept(item);
       return RESOLVED;
     }
-    if (ms === 0) return Promise.reject(this.fullError());
+    if (ms === 0) return Promise.reject(queueFullError(this.config.maxsize));
     return new Promise<void>((resolve, reject) => {
       const w: LocalPut = { item, resolve, reject, timer: undefined };
-      if (ms > 0) {
-        w.timer = setTimeout(() => {
-          const i = this.producers.indexOf(w);
-          if (i >= 0) this.producers.splice(i, 1);
-          reject(this.fullError(ms));
-        }, ms);
-      }
+      armDeadline(this.producers, w, ms, () => queueFullError(this.config.maxsize, ms));
       this.producers.push(w);
     });
-  }
-
-  private fullError(ms = 0): QueueFullError {
-    const max = this.config.maxsize;
-    return new QueueFullError(
-      max,
-      ms > 0
-        ? `the queue stayed full (maxsize = ${max}) for ${ms} ms; put refused`
-        : `the queue is full (maxsize = ${max}); put refused`,
-    );
   }
 
   private accept(item: T): void {
@@ -236,13 +215,7 @@ export class Broker<T> {
     if (ms === 0) return Promise.reject(new QueueEmptyError(0));
     return new Promise((resolve, reject) => {
       const w: LocalGet = { mode, max, resolve, reject, timer: undefined };
-      if (ms > 0) {
-        w.timer = setTimeout(() => {
-          const i = this.demand.indexOf(w);
-          if (i >= 0) this.demand.splice(i, 1);
-          reject(new QueueEmptyError(ms));
-        }, ms);
-      }
+      armDeadline(this.demand, w, ms, () => new QueueEmptyError(ms));
       this.demand.push(w);
       this.schedule();
     });

@@ -10,17 +10,12 @@
  * time, counting each on its board before the caller sees it; it asks again at half. A recall
  * from the broker gives back whatever is not handed out yet.
  */
-import {
-  ConfigError,
-  QueueClosedError,
-  QueueEmptyError,
-  QueueFullError,
-  SerializationError,
-} from '../errors.js';
+import { ConfigError, QueueClosedError, QueueEmptyError, SerializationError } from '../errors.js';
 import { internalSegment, SharedMemory } from '../shm/shared-memory.js';
 import { GetMode, RESOLVED } from './broker.js';
 import { itemBytes } from './check.js';
 import { Items } from './items.js';
+import { armDeadline, queueFullError } from './waits.js';
 import { BOARD_SLOTS, BOARD_WORDS, type ChanDown, type ChanUp, type QueueHandle } from './wire.js';
 
 type Post = (frame: ChanUp) => void;
@@ -176,7 +171,7 @@ export class Remote {
       return RESOLVED;
     }
     if (ms === 0) {
-      if (this.putWaiters.length > 0) return Promise.reject(this.full(0));
+      if (this.putWaiters.length > 0) return Promise.reject(queueFullError(this.handle.maxsize));
       return new Promise((resolve, reject) => {
         const tok = ++this.tok;
         this.nowaitPuts.set(tok, { item, bytes, resolve, reject, timer: undefined });
@@ -185,26 +180,10 @@ export class Remote {
     }
     return new Promise((resolve, reject) => {
       const w: PutWait = { item, bytes, resolve, reject, timer: undefined };
-      if (ms > 0) {
-        w.timer = setTimeout(() => {
-          const i = this.putWaiters.indexOf(w);
-          if (i >= 0) this.putWaiters.splice(i, 1);
-          reject(this.full(ms));
-        }, ms);
-      }
+      armDeadline(this.putWaiters, w, ms, () => queueFullError(this.handle.maxsize, ms));
       this.putWaiters.push(w);
       this.askCredits();
     });
-  }
-
-  private full(ms: number): QueueFullError {
-    const max = this.handle.maxsize;
-    return new QueueFullError(
-      max,
-      ms > 0
-        ? `the queue stayed full (maxsize = ${max}) for ${ms} ms; put refused`
-        : `the queue is full (maxsize = ${max}); put refused`,
-    );
   }
 
   private askCredits(): void {
@@ -311,13 +290,7 @@ export class Remote {
         this.want(1, w.tok);
         return;
       }
-      if (ms > 0) {
-        w.timer = setTimeout(() => {
-          const i = this.getWaiters.indexOf(w);
-          if (i >= 0) this.getWaiters.splice(i, 1);
-          reject(new QueueEmptyError(ms));
-        }, ms);
-      }
+      armDeadline(this.getWaiters, w, ms, () => new QueueEmptyError(ms));
       if (this.requested === 0) this.want(this.prefetch);
       else if (this.taken > this.ackedTaken || this.done > this.ackedDone) this.want(0);
     });
@@ -437,7 +410,7 @@ export class Remote {
         this.credits--;
         this.add(nowait.item, nowait.bytes);
         nowait.resolve();
-      } else nowait.reject(this.full(0));
+      } else nowait.reject(queueFullError(this.handle.maxsize));
     }
     while (this.putWaiters.length > 0 && this.credits > 0) {
       const w = this.putWaiters.shift()!;
