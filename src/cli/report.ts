@@ -89,13 +89,8 @@ export interface RunReport {
   /** Of wallMs, the time until the workers had loaded the module (before the first item). */
   startupMs: number | null;
   options: Record<string, unknown>;
-  items: {
-    read: number;
-    done: number;
-    succeeded: number;
-    failed: number;
-    cancelled: number;
-    discarded: number;
+  /** The engine's own counts, and how many results reached the output. */
+  items: Pick<EngineState, 'read' | 'done' | 'succeeded' | 'failed' | 'cancelled' | 'discarded'> & {
     written: number;
   };
   throughput: number;
