@@ -28,7 +28,6 @@ import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.j
 import { heapMbFor, type LimitsOptions, rlimitsFor } from '../limits/limits.js';
 import { readRss } from '../limits/memory.js';
 import { isPlainObject } from '../options.js';
-import { spawnProcess } from '../runtime/process.js';
 import {
   type FromWorker,
   fromWireError,
@@ -40,7 +39,7 @@ import {
   UnitMode,
   type WireError,
 } from '../runtime/protocol.js';
-import { spawnThread } from '../runtime/thread.js';
+import { startWorker } from '../runtime/spawn.js';
 import type { RuntimeExit, RuntimeWorker } from '../runtime/types.js';
 import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
 import { shmEverUsed } from '../shm/used.js';
@@ -53,7 +52,6 @@ import {
   type TaskResult,
 } from './config.js';
 
-const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
 const KNOWN = ['module', 'fn', 'args', 'runtime', 'limits', 'execArgv', 'env', 'name'];
 
 export interface ProcessOptions<M = AnyModule, K extends TaskNames<M> = TaskNames<M>> {
@@ -201,30 +199,24 @@ export class Process<
       : [1, this.fn, UnitMode.Apply, payload];
     const { config } = this;
     const limits = config.limits;
-    const spawn = config.runtime === 'thread' ? spawnThread : spawnProcess;
     this.state = 'starting';
     try {
-      this.rt = spawn(
+      this.rt = startWorker(
+        { runtime: config.runtime, execArgv: config.execArgv, env: config.env, heapMb: heapMbFor(limits) },
         {
-          entry: WORKER_ENTRY,
-          init: {
-            module: config.module,
-            workerId: this.id,
-            concurrency: 1,
-            initializer: undefined,
-            initArgs: [],
-            limits: {
-              rlimits: rlimitsFor(limits),
-              cpuTime: limits.cpuTime,
-              heapAbove: undefined,
-              detectLeaks: false,
-            },
-            board: undefined,
-            boardSegment: undefined,
+          module: config.module,
+          workerId: this.id,
+          concurrency: 1,
+          initializer: undefined,
+          initArgs: [],
+          limits: {
+            rlimits: rlimitsFor(limits),
+            cpuTime: limits.cpuTime,
+            heapAbove: undefined,
+            detectLeaks: false,
           },
-          execArgv: config.execArgv,
-          env: config.env,
-          heapMb: heapMbFor(limits),
+          board: undefined,
+          boardSegment: undefined,
         },
         { message: (m) => this.onMessage(m, unit), exit: (e) => this.onExit(e) },
       );

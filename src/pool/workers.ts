@@ -7,9 +7,8 @@ import { type WorkerExit, WorkerStartError } from '../errors.js';
 import { classifyDeath } from '../limits/classify.js';
 import { heapMbFor, rlimitsFor } from '../limits/limits.js';
 import { OomWatch } from '../limits/oom.js';
-import { spawnProcess } from '../runtime/process.js';
 import { BOARD_SLOTS, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
-import { spawnThread } from '../runtime/thread.js';
+import { startWorker } from '../runtime/spawn.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { SharedMemory, shmStatus } from '../shm/index.js';
 import { internalSegment } from '../shm/shared-memory.js';
@@ -17,7 +16,6 @@ import type { PoolConfig } from './config.js';
 import { ClaimBoard } from './steal.js';
 import { PoolWorker } from './worker.js';
 
-const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
 /** Consecutive start failures after which waiting work is failed instead of waiting forever. */
 const MAX_START_FAILURES = 5;
 const MAX_BACKOFF_MS = 5000;
@@ -85,25 +83,19 @@ export class WorkerSet implements Iterable<PoolWorker> {
     const w = new PoolWorker(this.nextId++, config.runtime);
     w.board = this.newBoard();
     w.oomKillsSeen = this.oom?.kills();
-    const spawnFn = config.runtime === 'thread' ? spawnThread : spawnProcess;
     this.all.add(w);
     try {
-      w.rt = spawnFn(
+      w.rt = startWorker(
+        { runtime: config.runtime, execArgv: config.execArgv, env: config.env, heapMb: this.heapMb },
         {
-          entry: WORKER_ENTRY,
-          init: {
-            module: config.module,
-            workerId: w.id,
-            concurrency: config.concurrency,
-            initializer: config.initializer,
-            initArgs: config.initArgs,
-            limits: this.limits,
-            board: config.runtime === 'thread' ? w.board?.buffer : undefined,
-            boardSegment: w.board?.segment?.name,
-          },
-          execArgv: config.execArgv,
-          env: config.env,
-          heapMb: this.heapMb,
+          module: config.module,
+          workerId: w.id,
+          concurrency: config.concurrency,
+          initializer: config.initializer,
+          initArgs: config.initArgs,
+          limits: this.limits,
+          board: config.runtime === 'thread' ? w.board?.buffer : undefined,
+          boardSegment: w.board?.segment?.name,
         },
         { message: (m) => this.host.message(w, m), exit: (e) => this.onExit(w, e) },
       );
