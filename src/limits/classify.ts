@@ -30,6 +30,13 @@ const NATIVE_OOM =
 
 /** The breach a death was, or undefined when it was an ordinary crash. */
 export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach | undefined {
+  if (limits.cpuTime !== undefined && (facts.signal === 'SIGXCPU' || facts.signal === 'SIGKILL')) {
+    // SIGKILL alone could be anyone's; SIGXCPU is only ever the CPU rlimit. Checked first: the
+    // cgroup's OOM count may have risen for another process meanwhile.
+    if (facts.signal === 'SIGXCPU' || /CPU time limit/.test(facts.detail ?? '')) {
+      return { type: 'cpu', limit: limits.cpuTime };
+    }
+  }
   if (facts.observed) {
     return {
       type: 'memory',
@@ -37,12 +44,6 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
       limit: facts.observed.limit,
       observed: facts.observed.value,
     };
-  }
-  if (limits.cpuTime !== undefined && (facts.signal === 'SIGXCPU' || facts.signal === 'SIGKILL')) {
-    // SIGKILL alone could be anyone's; SIGXCPU is only ever the CPU rlimit.
-    if (facts.signal === 'SIGXCPU' || /CPU time limit/.test(facts.detail ?? '')) {
-      return { type: 'cpu', limit: limits.cpuTime };
-    }
   }
   const detail = facts.detail ?? '';
   const aborted =

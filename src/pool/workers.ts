@@ -208,7 +208,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (w.idleTimer) clearTimeout(w.idleTimer);
     w.board?.segment?.close();
     w.arena?.close();
-    if (!planned && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w, exit);
+    if (!planned && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w);
     const info: WorkerExit = {
       workerId: w.id,
       pid: w.rt.pid,
@@ -242,9 +242,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
   }
 
   /** A SIGKILL nobody here sent, while the cgroup counted an OOM kill: the cgroup limit was hit. */
-  private checkOomKill(w: PoolWorker, exit: RuntimeExit): void {
-    // The hard RLIMIT_CPU also ends a process with SIGKILL: that reading wins.
-    if (classifyDeath({ ...exit, observed: undefined }, this.config.limits)?.type === 'cpu') return;
+  private checkOomKill(w: PoolWorker): void {
     const before = w.oomKillsSeen;
     const now = this.oom?.kills();
     if (before !== undefined && now !== undefined && now > before) {
