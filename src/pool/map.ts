@@ -50,12 +50,16 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private readonly array: readonly unknown[] | undefined;
   private arrayPos = 0;
   private readonly cap: number;
-  private perItemMs: number | undefined = undefined;
   /** Decaying sums of chunk time and chunk items: the estimate weighs a chunk by its items. */
   private timedMs = 0;
   private timedItems = 0;
   /** The largest chunk whose time is known: the next may be at most GROWTH times larger. */
   private largestTimed = PROBE_CHUNK / GROWTH;
+
+  /** Measured work per item, once a chunk has been timed. */
+  private get perItemMs(): number | undefined {
+    return this.timedItems > 0 ? this.timedMs / this.timedItems : undefined;
+  }
   private exhausted = false;
   private reading = false;
   private finished = false;
@@ -253,7 +257,6 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     if (unit.size > this.largestTimed) this.largestTimed = unit.size;
     this.timedMs = this.timedMs * 0.5 + ms;
     this.timedItems = this.timedItems * 0.5 + unit.size;
-    this.perItemMs = this.timedMs / this.timedItems;
     this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
   }
 
