@@ -186,19 +186,26 @@ export class Engine {
     }
   }
 
-  private async readItems(): Promise<void> {
+  /** The input's batches of lines until it ends (inputDone) or the run stops, whichever is first. */
+  private async *batches(): AsyncGenerator<SourceItem[]> {
     const it = this.spec.source[Symbol.asyncIterator]();
-    outer: for (;;) {
-      if (this.state.stopReason) break;
+    for (;;) {
+      if (this.state.stopReason) return;
       const next = it.next();
       next.catch(() => {});
       const r = await Promise.race([next, this.stopped.then(() => undefined)]);
-      if (r === undefined || this.state.stopReason) break;
+      if (r === undefined || this.state.stopReason) return;
       if (r.done) {
         this.state.inputDone = true;
-        break;
+        return;
       }
-      for (const item of r.value) {
+      yield r.value;
+    }
+  }
+
+  private async readItems(): Promise<void> {
+    outer: for await (const batch of this.batches()) {
+      for (const item of batch) {
         if (this.state.stopReason) break outer;
         this.take(item);
         const window = this.window();
@@ -335,18 +342,8 @@ export class Engine {
     let inputError: { index: number; raw: string; error: { code: string; message: string } } | undefined;
     const self = this;
     async function* values(): AsyncGenerator<unknown> {
-      const it = self.spec.source[Symbol.asyncIterator]();
-      for (;;) {
-        if (self.state.stopReason) return;
-        const next = it.next();
-        next.catch(() => {});
-        const r = await Promise.race([next, self.stopped.then(() => undefined)]);
-        if (r === undefined || self.state.stopReason) return;
-        if (r.done) {
-          self.state.inputDone = true;
-          return;
-        }
-        for (const item of r.value) {
+      for await (const batch of self.batches()) {
+        for (const item of batch) {
           if (self.state.stopReason) return;
           if ('error' in item) {
             // Like a failed item in map(): the run ends here, after what was read before it.
