@@ -10,13 +10,16 @@
  * Places are handed out first-fit over the few chunks in flight; a chunk that does not fit goes
  * through the pipe as before. The segment lives and dies with its worker.
  */
+import { UNIT_ARENA, type UnitFrame, UnitMode } from '../runtime/protocol.js';
 import { shmStatus } from '../shm/index.js';
 import { internalSegment, SharedMemory } from '../shm/shared-memory.js';
+import type { Unit } from './unit.js';
+import type { PoolWorker } from './worker.js';
 
 /** 4 MiB: several full-size chunks in flight (Python's n/4w chunks of a million numbers are 1 MB). */
 const ARENA_BYTES = 4 * 2 ** 20;
 /** Below this the pipe is as cheap, and a worker that never sees bigger chunks never gets an arena. */
-export const ARENA_MIN_ITEMS = 1024;
+const ARENA_MIN_ITEMS = 1024;
 
 export class Arena {
   private readonly f64: Float64Array;
@@ -80,4 +83,23 @@ export class Arena {
   close(): void {
     this.segment.close();
   }
+}
+
+/**
+ * The frame of a unit sent through its worker's arena, or undefined to send it through the pipe:
+ * only a big chunk of numbers for a process worker, and only when there is room. The first such
+ * chunk makes the worker's arena and tells the worker its name, ahead of the unit.
+ */
+export function arenaFrame(w: PoolWorker, u: Unit): UnitFrame | undefined {
+  const items = u.payload;
+  if (u.mode !== UnitMode.MapNumbers || w.runtime !== 'process' || !(items instanceof Float64Array)) return;
+  if (items.length < ARENA_MIN_ITEMS) return;
+  if (!w.arenaTried) {
+    w.arenaTried = true;
+    w.arena = Arena.create();
+    if (w.arena) w.rt.send({ t: 'arena', segment: w.arena.name });
+  }
+  const at = w.arena?.put(u.seq, items);
+  if (at === undefined) return;
+  return [u.seq, u.name, u.mode, [at, items.length], u.flags | UNIT_ARENA];
 }

@@ -29,15 +29,13 @@ import {
   fromWireError,
   type ResultFrame,
   ResultStatus,
-  UNIT_ARENA,
   type UnitFrame,
-  UnitMode,
   type UnitReport,
   type WireError,
 } from '../runtime/protocol.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { decodeShm } from '../shm/handle.js';
-import { ARENA_MIN_ITEMS, Arena } from './arena.js';
+import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
 import { MemoryGuard } from './memory.js';
@@ -246,7 +244,7 @@ export class Dispatcher {
       u.seq = ++this.seq;
       w.board?.offer(u);
       frames[i] =
-        this.arenaFrame(w, u) ??
+        arenaFrame(w, u) ??
         (u.flags ? [u.seq, u.name, u.mode, u.payload, u.flags] : [u.seq, u.name, u.mode, u.payload]);
     }
     this.workers.noteAlive(w);
@@ -271,21 +269,6 @@ export class Dispatcher {
     }
     if (w.state === 'idle' && w.inflight.size > 0) w.to('busy');
     this.armRunning(w);
-  }
-
-  /** A big chunk of numbers for a process worker goes through its arena, if there is room. */
-  private arenaFrame(w: PoolWorker, u: Unit): UnitFrame | undefined {
-    const items = u.payload;
-    if (u.mode !== UnitMode.MapNumbers || w.runtime !== 'process' || !(items instanceof Float64Array)) return;
-    if (items.length < ARENA_MIN_ITEMS) return;
-    if (!w.arenaTried) {
-      w.arenaTried = true;
-      w.arena = Arena.create();
-      if (w.arena) w.rt.send({ t: 'arena', segment: w.arena.name });
-    }
-    const at = w.arena?.put(u.seq, items);
-    if (at === undefined) return;
-    return [u.seq, u.name, u.mode, [at, items.length], u.flags | UNIT_ARENA];
   }
 
   private track(w: PoolWorker, u: Unit): void {
