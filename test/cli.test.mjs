@@ -403,6 +403,61 @@ describe('corral run: Ctrl-C and streaming', () => {
   });
 });
 
+describe('corral run: long input lines', () => {
+  test('a 64 MiB line is read in linear time', { timeout: 120_000 }, async () => {
+    const n = 64 * 2 ** 20;
+    const t0 = performance.now();
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#length`, '--lines', '--workers', '1', '--quiet'],
+      { input: `${'a'.repeat(n)}\nbb\n` },
+    );
+    const ms = performance.now() - t0;
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(lines(stdout).map(Number), [n, 2]);
+    // Re-scanning the partial line for each 256 KiB read made this ~30 s (32 MiB took 7.9 s); linear is < 2 s.
+    assert.ok(ms < 10_000, `a 64 MiB line took ${Math.round(ms)} ms`);
+  });
+
+  test("a line past V8's string limit is a failed item (ERR_INPUT_TOO_LONG), not a crash", {
+    timeout: 300_000,
+  }, async () => {
+    const { constants } = await import('node:buffer');
+    const errors = file('errors.jsonl');
+    const report = file('report.json');
+    // Streamed from a reused buffer: neither side needs the line whole, and corral must not either.
+    const block = Buffer.alloc(2 ** 20, 'a');
+    const total = constants.MAX_STRING_LENGTH + 2 ** 20;
+    const feed = async (stdin) => {
+      const write = (chunk) => (stdin.write(chunk) ? undefined : new Promise((r) => stdin.once('drain', r)));
+      await write('"');
+      for (let sent = 0; sent < total; sent += block.length) await write(block);
+      await write('"\n"abc"\n\n[1,2]\n');
+      stdin.end();
+    };
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#length`, '--workers', '1', '--errors', errors, '--report', report, '--quiet'],
+      {
+        stdin: 'pipe',
+        onSpawn: (child) => {
+          child.stdin.on('error', () => {});
+          feed(child.stdin).catch(() => {});
+        },
+      },
+    );
+    assert.equal(code, 1, stderr);
+    assert.doesNotMatch(stderr, /internal error|Invalid string length/);
+    assert.deepEqual(lines(stdout).map(Number), [3, 5]);
+    const [failed, ...more] = lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l));
+    assert.deepEqual(more, []);
+    assert.equal(failed.index, 0);
+    assert.equal(failed.error.code, 'ERR_INPUT_TOO_LONG');
+    assert.match(failed.error.message, /input line 1 is longer than the 536,?870,?888 characters/);
+    assert.ok(failed.input.startsWith('"aaaa') && failed.input.length < 200, 'the input is shown cut short');
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.deepEqual([r.items.read, r.items.succeeded, r.items.failed], [3, 2, 1]);
+  });
+});
+
 describe('corral run: --report', () => {
   test('holds the summary as JSON', async () => {
     const report = file('report.json');

@@ -225,7 +225,8 @@ function runFlags(): FlagSpec[] {
 const ABOUT = `Maps an exported function over JSON Lines: each input line is one JSON value, passed as the single
 argument; each result is written as one JSON line, in input order unless --unordered. A failed item goes to
 --errors (its output line is left out; use --with-index to line results up with inputs) and the run goes on.
-Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON.
+Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON, one
+longer than a JavaScript string can hold (512 Mi characters) with code ERR_INPUT_TOO_LONG.
 Whatever tasks print to stdout goes to stderr, so the output holds results only.`;
 
 const FOOTER = `<module>#<export>: a .js/.mjs/.cjs file and the name of a function it exports ('default' if omitted).

@@ -6,7 +6,7 @@ import { createWriteStream, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { UsageError } from './args.js';
 import type { SourceItem } from './engine.js';
-import type { LineSource } from './io.js';
+import { type LineSource, LineTooLong } from './io.js';
 import type { RunConfig } from './run-args.js';
 
 /** Lines to items: JSON parsing (or raw strings with --lines); blank lines are skipped in JSON mode. */
@@ -16,6 +16,17 @@ export async function* itemsFromLines(source: LineSource, raw: boolean): AsyncGe
     const items: SourceItem[] = [];
     for (const line of lines) {
       const i = index++;
+      if (line instanceof LineTooLong) {
+        items.push({
+          index: i,
+          raw: `${line.head}...`,
+          error: {
+            code: 'ERR_INPUT_TOO_LONG',
+            message: `input line ${i + 1} is longer than the ${line.limit.toLocaleString('en-US')} characters a JavaScript string can hold (${line.length.toLocaleString('en-US')} characters); split the item, or pass a file path and read the file in the task`,
+          },
+        });
+        continue;
+      }
       if (raw) {
         items.push({ index: i, value: line });
         continue;
