@@ -2,7 +2,7 @@
 // at what a user sees: stdout, stderr, files and the exit status.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -202,6 +202,47 @@ describe('corral run: failures', () => {
     );
     assert.match(stderr, /failures {2}ERR_TASK_FAILED 85, ERR_INPUT_JSON 1, ERR_WORKER_CRASHED 1/);
     assert.match(stderr, /1 crashed/);
+  });
+
+  test('--errors and --output are each open once while the run goes on, and the errors are all kept', async () => {
+    const out = file('out.jsonl');
+    const errors = file('errors.jsonl');
+    const openOn = (pid, path) => {
+      let n = 0;
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === path) n++;
+        } catch {}
+      }
+      return n;
+    };
+    let seen;
+    const { code, stderr } = await corral(['run', `${TASKS}#picky`, '--output', out, '--errors', errors], {
+      stdin: 'pipe',
+      onSpawn: (child) => {
+        child.stdin.on('error', () => {});
+        child.stdin.write('7\n1\n');
+        // Input stays open: the run is in full swing once the first result is out.
+        const poll = setInterval(() => {
+          let text = '';
+          try {
+            text = readFileSync(out, 'utf8');
+          } catch {}
+          if (!text.includes('2')) return;
+          clearInterval(poll);
+          seen = { errors: openOn(child.pid, errors), output: openOn(child.pid, out) };
+          child.stdin.end('14\n3\n');
+        }, 20);
+        child.on('close', () => clearInterval(poll));
+      },
+    });
+    assert.equal(code, 1, stderr);
+    assert.deepEqual(seen, { errors: 1, output: 1 }, 'descriptors of the run open on each file');
+    assert.deepEqual(
+      lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l).input),
+      [7, 14],
+    );
+    assert.deepEqual(lines(readFileSync(out, 'utf8')).map(Number), [2, 4]);
   });
 
   test('without --errors the first failures are listed on stderr', async () => {
