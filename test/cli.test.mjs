@@ -444,6 +444,66 @@ describe('corral run: Ctrl-C and streaming', () => {
   });
 });
 
+describe('corral run: --timeout', () => {
+  const items = jsonl([
+    { ms: 60, x: 1 },
+    { ms: 10, x: 2 },
+  ]);
+  const run = async (timeout) => {
+    const report = file('report.json');
+    const r = await corral(['run', `${TASKS}#slow`, '--timeout', timeout, '--report', report, '-q'], {
+      input: items,
+    });
+    return { ...r, report: r.code === 2 ? undefined : JSON.parse(readFileSync(report, 'utf8')) };
+  };
+
+  for (const none of ['none', 'Infinity']) {
+    test(`--timeout ${none} means no limit`, async () => {
+      const { code, stdout, stderr, report } = await run(none);
+      assert.equal(code, 0, stderr);
+      assert.deepEqual(
+        lines(stdout).map((l) => JSON.parse(l).x),
+        [1, 2],
+      );
+      assert.equal(report.timeouts, 0);
+      assert.equal('taskTimeout' in report.options, false);
+    });
+  }
+
+  test('--timeout 30ms still stops the item that runs longer', async () => {
+    const { code, stdout, report } = await run('30ms');
+    assert.equal(code, 1);
+    assert.deepEqual(
+      lines(stdout).map((l) => JSON.parse(l).x),
+      [2],
+    );
+    assert.deepEqual(report.failures.byCode, { ERR_TASK_TIMEOUT: 1 });
+  });
+
+  // Past 2^31-1 ms a bare setTimeout fires after 1 ms: the pool has to clamp its timers. Until the
+  // library here does, the command can only pass the value on, so this waits for that.
+  test('--timeout 1000h (past 2^31-1 ms) is a deadline far away, not a usage error', async (t) => {
+    const { Pool } = await import('../dist/src/index.js');
+    const pool = new Pool({ module: TASKS, workers: 1, taskTimeout: 2 ** 31 });
+    const clamps = await pool.apply('slow', [{ ms: 20 }]).then(
+      () => true,
+      () => false,
+    );
+    await pool.terminate();
+    if (!clamps) {
+      t.skip('the pool here does not clamp timers past 2^31-1 ms yet');
+      return;
+    }
+    const { code, stdout, stderr, report } = await run('1000h');
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      lines(stdout).map((l) => JSON.parse(l).x),
+      [1, 2],
+    );
+    assert.equal(report.timeouts, 0);
+  });
+});
+
 describe('corral run: long input lines', () => {
   test('a 64 MiB line is read in linear time', { timeout: 120_000 }, async () => {
     const n = 64 * 2 ** 20;

@@ -127,7 +127,7 @@ function runFlags(): FlagSpec[] {
       type: 'string',
       value: 'DUR',
       default: 'none',
-      help: "longest an item may run ('500ms', '30s', '2m'; a bare number is ms); its worker is replaced",
+      help: "longest an item may run ('500ms', '30s', '2m', '1000h'; a bare number is ms; 'none': no limit); its worker is replaced",
       group: 'Pool',
     },
     {
@@ -324,7 +324,8 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   const poolOptions: RunConfig['poolOptions'] = { module: modulePath, workers, kind };
   if (runtime) poolOptions.runtime = runtime;
   if (concurrency !== undefined) poolOptions.concurrency = concurrency;
-  if (str('timeout') !== undefined) poolOptions.taskTimeout = durationValue(str('timeout')!);
+  const timeout = str('timeout') === undefined ? undefined : durationValue(str('timeout')!);
+  if (timeout !== undefined) poolOptions.taskTimeout = timeout;
   if (retries !== undefined) poolOptions.retries = retries;
   if (maxTasks !== undefined) poolOptions.maxTasksPerWorker = maxTasks;
   if (Object.keys(limits).length > 0) poolOptions.limits = limits;
