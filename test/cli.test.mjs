@@ -591,8 +591,8 @@ describe('corral run: --report', () => {
     }
     assert.equal(
       r.workers.reduce((n, w) => n + w.tasks, 0),
-      101,
-      'tasks per worker add up (100 items and the start-up check of the export)',
+      100,
+      'tasks per worker add up to the items (the start-up check of the export is not one)',
     );
   });
 });

@@ -92,6 +92,7 @@ export async function startPool(config: RunConfig, source: LineSource): Promise<
     diverted.restore();
     throw error;
   }
+  tracker.countFromNow();
   return { pool, tracker, mode, diverted };
 }
 
