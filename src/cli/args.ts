@@ -133,7 +133,11 @@ export function sizeValue(raw: string): string | number {
   return /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
 }
 
-/** Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise. */
-export function durationValue(raw: string): string | number {
+/**
+ * Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise, any length (the
+ * pool validates them). 'none' or 'Infinity': no limit, which is the pool's default (undefined).
+ */
+export function durationValue(raw: string): string | number | undefined {
+  if (/^\s*(none|infinity)\s*$/i.test(raw)) return undefined;
   return /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : raw;
 }

@@ -127,7 +127,7 @@ function runFlags(): FlagSpec[] {
       type: 'string',
       value: 'DUR',
       default: 'none',
-      help: "longest an item may run ('500ms', '30s', '2m'; a bare number is ms); its worker is replaced",
+      help: "longest an item may run ('500ms', '30s', '2m', '1000h'; a bare number is ms; 'none': no limit); its worker is replaced",
       group: 'Pool',
     },
     {
@@ -225,7 +225,8 @@ function runFlags(): FlagSpec[] {
 const ABOUT = `Maps an exported function over JSON Lines: each input line is one JSON value, passed as the single
 argument; each result is written as one JSON line, in input order unless --unordered. A failed item goes to
 --errors (its output line is left out; use --with-index to line results up with inputs) and the run goes on.
-Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON.
+Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON, one
+longer than a JavaScript string can hold (512 Mi characters) with code ERR_INPUT_TOO_LONG.
 Whatever tasks print to stdout goes to stderr, so the output holds results only.`;
 
 const FOOTER = `<module>#<export>: a .js/.mjs/.cjs file and the name of a function it exports ('default' if omitted).
@@ -323,7 +324,8 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   const poolOptions: RunConfig['poolOptions'] = { module: modulePath, workers, kind };
   if (runtime) poolOptions.runtime = runtime;
   if (concurrency !== undefined) poolOptions.concurrency = concurrency;
-  if (str('timeout') !== undefined) poolOptions.taskTimeout = durationValue(str('timeout')!);
+  const timeout = str('timeout') === undefined ? undefined : durationValue(str('timeout')!);
+  if (timeout !== undefined) poolOptions.taskTimeout = timeout;
   if (retries !== undefined) poolOptions.retries = retries;
   if (maxTasks !== undefined) poolOptions.maxTasksPerWorker = maxTasks;
   if (Object.keys(limits).length > 0) poolOptions.limits = limits;
