@@ -20,7 +20,7 @@ const CASES = Number(process.env.CORRAL_KILL_CASES ?? 2000);
 const SEED = Number(process.env.CORRAL_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const ONE = process.env.CORRAL_CASE === undefined ? undefined : Number(process.env.CORRAL_CASE);
 /** Cases run at once: most of a case is waiting for workers to start and stop. */
-const PARALLEL = 4;
+const PARALLEL = 6;
 const BATCH = 100;
 const dir = mkdtempSync(join(tmpdir(), 'corral-kill-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,16 +45,17 @@ function makeCase(seed) {
   const r = rng(seed);
   const int = (n) => Math.floor(r() * n);
   const pick = (xs) => xs[int(xs.length)];
-  const runtime = r() < 0.6 ? 'thread' : 'process';
+  const runtime = r() < 0.7 ? 'thread' : 'process';
   const io = r() < 0.2;
-  const timeout = r() < 0.25 ? 2000 : undefined;
+  const timeout = r() < 0.25 ? 1000 : undefined;
   const heap = r() < 0.08 ? '64MiB' : undefined;
   const pool = {
     runtime,
     workers: 1 + int(3),
     retries: r() < 0.5 ? 0 : 1 + int(2),
     ...(io ? { kind: 'io', concurrency: 2 + int(3) } : {}),
-    ...(r() < 0.3 ? { maxTasksPerWorker: 1 + int(4) } : {}),
+    // A process start costs ~150 ms: recycling processes after every task would make a case seconds long.
+    ...(r() < 0.3 ? { maxTasksPerWorker: runtime === 'thread' ? 1 + int(4) : 3 + int(4) } : {}),
     ...(timeout ? { taskTimeout: timeout, cancelGrace: 100 } : {}),
     ...(heap ? { limits: { heap } } : {}),
   };
@@ -69,13 +70,13 @@ function makeCase(seed) {
     return [nextId++, how, how === 'ok' ? int(4) : how === 'sleep' ? int(20) : 0];
   };
   const ops = [];
-  for (let n = 1 + int(3); n > 0; n--) {
+  for (let n = 1 + int(2); n > 0; n--) {
     const kind = pick(['apply', 'map', 'imap', 'imapUnordered', 'joinable']);
     if (kind === 'joinable') {
       const consumers = Array.from({ length: 1 + int(3) }, () => (r() < 0.5 ? 1 + int(5) : -1));
       ops.push({ kind, items: 5 + int(40), consumers });
     } else {
-      const items = Array.from({ length: kind === 'apply' ? 1 + int(20) : 1 + int(150) }, item);
+      const items = Array.from({ length: kind === 'apply' ? 1 + int(12) : 1 + int(80) }, item);
       const chunksize = pick([1, 4, 'auto']);
       const consume = kind === 'apply' || kind === 'map' ? 'all' : pick(['all', 'all', 'partial', 'none']);
       ops.push({ kind, items, chunksize, consume });
@@ -124,8 +125,9 @@ function alive(pid) {
 }
 
 /** Runs one case; returns a list of broken promises (empty when it held). */
+let caseRuns = 0;
 async function runCase(c) {
-  const log = join(dir, `case-${c.seed}.log`);
+  const log = join(dir, `case-${c.seed}-${++caseRuns}.log`);
   const problems = [];
   const pool = new Pool({ module, ...c.pool });
   const pids = new Set();
@@ -166,7 +168,7 @@ async function runCase(c) {
   try {
     await within(ended, 30_000, `${c.ending}()`);
   } catch (error) {
-    problems.push(error.message);
+    problems.push(`${error.message}; ${inside(pool)}`);
     await pool.terminate();
   }
   const results = [];
@@ -193,6 +195,16 @@ async function runCase(c) {
   return problems;
 }
 
+/** What the pool is waiting for, to make a hang's report useful (white-box). */
+function inside(pool) {
+  const d = pool.dispatcher;
+  const workers = [...d.workers].map(
+    (w) =>
+      `${w.id}:${w.state}${w.cause ? `(${w.cause.kind})` : ''} inflight ${w.inflight.size} zombies ${w.zombies.size}`,
+  );
+  return `state ${pool.state}, queued ${d.queued}, jobs ${d.jobs.size}, busy ${d.busy}, scheduled ${d.dispatchScheduled}, backingOff ${d.workers.backingOff}, workers [${workers.join(', ')}]`;
+}
+
 /** Reads an imap as the case says: all of it, a few results then break, or nothing at all. */
 async function readImap(it, consume) {
   if (consume === 'none') return 'unread';
@@ -216,15 +228,20 @@ async function joinable(pool, op) {
   );
   await q.putMany(Array.from({ length: op.items }, (_, i) => i));
   await Promise.all(consumers);
-  for (;;) {
+  // The main thread consumes what is left until join() resolves: items a dead consumer held, or that a
+  // consumer had prefetched when it returned, come back to the queue (recalled) a little later.
+  let joined = false;
+  const join = q.join().then(() => {
+    joined = true;
+  });
+  const deadline = Date.now() + 10_000;
+  while (!joined && Date.now() < deadline) {
     try {
-      await q.get({ wait: false });
+      await q.get({ timeout: 50 });
       q.taskDone();
-    } catch {
-      break;
-    }
+    } catch {}
   }
-  await within(q.join(), 10_000, 'JoinableQueue.join()');
+  await within(join, 1000, 'JoinableQueue.join()');
   return 'joined';
 }
 
@@ -305,8 +322,12 @@ function shmLeftovers() {
   return readdirSync('/dev/shm').filter((n) => n.startsWith(mine));
 }
 
-describe(`kill points (seed ${SEED}, ${ONE === undefined ? CASES : 1} cases)`, () => {
-  const seeds = ONE === undefined ? Array.from({ length: CASES }, (_, i) => caseSeed(i)) : [ONE];
+describe(`kill points (seed ${SEED}, ${CASES} cases)`, () => {
+  // CORRAL_CASE with CORRAL_KILL_CASES=n runs that one case n times (races show up under load).
+  const seeds = Array.from(
+    { length: ONE === undefined ? CASES : Number(process.env.CORRAL_KILL_CASES ?? 1) },
+    (_, i) => (ONE === undefined ? caseSeed(i) : ONE),
+  );
   for (let b = 0; b < seeds.length; b += BATCH) {
     const batch = seeds.slice(b, b + BATCH);
     test(`cases ${b + 1}-${b + batch.length}`, { timeout: 600_000 }, async () => {
@@ -316,7 +337,14 @@ describe(`kill points (seed ${SEED}, ${ONE === undefined ? CASES : 1} cases)`, (
         while (next < batch.length) {
           const seed = batch[next++];
           const c = makeCase(seed);
+          const started = performance.now();
           const problems = await runCase(c);
+          if (process.env.CORRAL_KILL_STATS) {
+            const hows = new Set(c.ops.flatMap((o) => o.items?.map?.((i) => i[1]) ?? ['joinable']));
+            process.stderr.write(
+              `STAT ${Math.round(performance.now() - started)} ${seed} ${c.pool.runtime} ${c.ending} ${[...hows].join(',')}\n`,
+            );
+          }
           if (problems.length) {
             failures.push(
               `case ${seed} (replay: CORRAL_CASE=${seed}; run: CORRAL_SEED=${SEED}) ${JSON.stringify({

@@ -108,7 +108,8 @@ export class Dispatcher {
   private hinted = 0;
   private dispatchScheduled = false;
   private meanMs: number | undefined = undefined;
-  private readonly idleWaiters: (() => void)[] = [];
+  /** close() calls waiting for the pool to reach 'closed' (or 'terminated'). */
+  private readonly closeWaiters: (() => void)[] = [];
   private readonly signals = new SignalWatch((u) => this.abort(u));
   /** Map jobs with work left (input to read or chunks unsettled): close() waits for them. */
   private readonly jobs = new Set<Job>();
@@ -162,7 +163,7 @@ export class Dispatcher {
   }
 
   jobDone(job: Job): void {
-    if (this.jobs.delete(job)) this.checkIdle();
+    if (this.jobs.delete(job)) this.schedule();
   }
 
   get hasRoom(): boolean {
@@ -193,7 +194,7 @@ export class Dispatcher {
     if (this.config.concurrency === 1 && this.queued === 0 && this.steal() > 0) this.fill();
     if (!this.guard?.held && !this.workers.backingOff) this.workers.spawnFor(this.queued);
     this.progress();
-    this.checkIdle();
+    if (this.life.state === 'closing') this.finishClosing();
   }
 
   /**
@@ -501,12 +502,14 @@ export class Dispatcher {
     this.signals.unwatch(u);
     this.failed++;
     u.sink.fail(u, error);
-    this.checkIdle(); // the last queued unit of a closing pool may just have been aborted
+    // The last queued unit of a closing pool may just have been aborted. Checked in a dispatch, never
+    // here: in the middle of an exit, units may be between the worker's list and the queue.
+    if (this.life.state === 'closing') this.schedule();
   }
 
   /** Runs the unit again if it has tries left and the pool still runs work (closing included). */
   private retry(u: Unit): boolean {
-    if (u.attempts > u.retries || !this.life.running) return false;
+    if (u.attempts > u.retries || !this.life.running || !u.sink.wants(u)) return false;
     deadlines.cancel(u.deadline);
     u.deadline = undefined;
     u.worker = undefined;
@@ -667,15 +670,19 @@ export class Dispatcher {
     return false;
   }
 
-  private checkIdle(): void {
-    if (this.idleWaiters.length === 0 || this.busy) return;
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
-  }
-
-  /** Resolves when nothing is queued or owed. */
-  whenIdle(): Promise<void> {
-    if (!this.busy) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  /**
+   * The closing pool's step, taken in every dispatch (so only between transitions, never in the middle
+   * of one): once nothing is owed, the workers are stopped; once they are gone, the pool is closed. Work
+   * that comes back meanwhile (a retry after a crash) gets a worker again through `progress()`, and that
+   * worker is stopped in its turn when it is done.
+   */
+  private finishClosing(): void {
+    if (this.busy) return;
+    this.guard?.stop();
+    for (const w of this.workers) if (w.state !== 'stopping') this.workers.stop(w, { kind: 'closed' });
+    if (this.workers.size > 0 || this.workers.backingOff) return;
+    this.life.to('closed');
+    for (const resolve of this.closeWaiters.splice(0)) resolve();
   }
 
   /**
@@ -688,13 +695,8 @@ export class Dispatcher {
       this.life.to('closing');
       for (const job of this.jobs) job.drain();
     }
-    if (this.life.state === 'closing') {
-      await this.whenIdle();
-      this.guard?.stop();
-      this.workers.stopAll({ kind: 'closed' }, false);
-    }
+    if (this.life.state === 'closing') await new Promise<void>((resolve) => this.closeWaiters.push(resolve));
     await this.workers.whenExited();
-    if (this.life.state === 'closing') this.life.to('closed');
   }
 
   async terminate(): Promise<void> {
@@ -705,6 +707,6 @@ export class Dispatcher {
       this.workers.stopAll({ kind: 'terminated' }, true);
     }
     await this.workers.whenExited();
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
+    for (const resolve of this.closeWaiters.splice(0)) resolve();
   }
 }

@@ -371,6 +371,10 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     this.queue(again);
   }
 
+  wants(unit: Unit): boolean {
+    return this.units.has(unit);
+  }
+
   fail(unit: Unit, error: Error): void {
     const index = this.units.get(unit);
     if (index === undefined) return;

@@ -6,6 +6,8 @@ import type { PoolWorker } from './worker.js';
 export interface UnitSink {
   ok(unit: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void;
   fail(unit: Unit, error: Error): void;
+  /** Whether anyone still waits for the unit (a map that already failed does not): retries only then. */
+  wants(unit: Unit): boolean;
 }
 
 /**
@@ -53,5 +55,8 @@ export class PromiseSink implements UnitSink {
   }
   fail(_unit: Unit, error: Error): void {
     this.reject(error);
+  }
+  wants(): boolean {
+    return true;
   }
 }
