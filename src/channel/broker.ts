@@ -14,6 +14,7 @@
  * seen twice. A consumer that holds items without taking them while another starves is asked to
  * give them back (recall), so a sentinel prefetched by one consumer cannot strand another.
  */
+import { type Deadline, deadlines } from '../deadline.js';
 import { ConfigError, QueueClosedError, QueueEmptyError, SerializationError } from '../errors.js';
 import type { SharedMemory } from '../shm/shared-memory.js';
 import { itemBytes, type QueueConfig } from './check.js';
@@ -78,14 +79,14 @@ interface LocalGet {
   max: number;
   resolve(value: unknown): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout | undefined;
+  timer: Deadline | undefined;
 }
 
 interface LocalPut {
   item: unknown;
   resolve(): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout | undefined;
+  timer: Deadline | undefined;
 }
 
 interface RemoteAsk {
@@ -139,7 +140,7 @@ class Client {
 }
 
 function ended(w: LocalGet): void {
-  if (w.timer) clearTimeout(w.timer);
+  deadlines.cancel(w.timer);
   if (w.mode === GetMode.Iter) w.resolve({ value: undefined, done: true });
   else w.reject(new QueueClosedError('the queue is closed and drained'));
 }
@@ -261,7 +262,7 @@ export class Broker<T> {
       if ('client' in p)
         this.send(p.client, { t: 'chan', op: 'credit', id: this.id, n: 0, tok: p.tok, closed: true });
       else {
-        if (p.timer) clearTimeout(p.timer);
+        deadlines.cancel(p.timer);
         p.reject(error);
       }
     }
@@ -451,7 +452,7 @@ export class Broker<T> {
         const p = this.producers.shift()!;
         if ('client' in p) this.grant(p.client, p.n, p.tok);
         else {
-          if (p.timer) clearTimeout(p.timer);
+          deadlines.cancel(p.timer);
           this.accept(p.item as T);
           p.resolve();
         }
@@ -470,7 +471,7 @@ export class Broker<T> {
           }
         } else {
           this.demand.shift();
-          if (d.timer) clearTimeout(d.timer);
+          deadlines.cancel(d.timer);
           d.resolve(this.takeLocal(d.mode, d.max));
           progress = this.producers.length > 0;
         }

@@ -12,6 +12,7 @@
 
 import { types } from 'node:util';
 import { serialize } from 'node:v8';
+import { MAX_TIMER_MS } from '../deadline.js';
 import { ConfigError, SerializationError } from '../errors.js';
 import { parseDuration, parseSize } from '../options.js';
 import { type BatchConfig, CHANNEL_BRAND } from './wire.js';
@@ -169,10 +170,22 @@ export function resolveQueueOptions(options: unknown): QueueConfig {
     batch = {
       size,
       bytes: o.batch.bytes === undefined ? DEFAULT_BATCH.bytes : parseSize('batch.bytes', o.batch.bytes),
-      delay: o.batch.delay === undefined ? DEFAULT_BATCH.delay : parseDuration('batch.delay', o.batch.delay),
+      delay: o.batch.delay === undefined ? DEFAULT_BATCH.delay : batchDelay(o.batch.delay),
     };
   }
   return { maxsize, batch };
+}
+
+/** A batch waits at most this long for company: finite, or a lone put would never be sent. */
+function batchDelay(value: unknown): number {
+  const ms = parseDuration('batch.delay', value);
+  if (!Number.isFinite(ms) || ms > MAX_TIMER_MS) {
+    throw new ConfigError(
+      'batch.delay',
+      `must be finite (a few ms: a lone put waits that long); got ${String(value)}`,
+    );
+  }
+  return ms;
 }
 
 /** `{ wait, timeout }` of put and get: -1 = wait forever, 0 = do not wait, else ms. */

@@ -10,7 +10,9 @@
  * time, counting each on its board before the caller sees it; it asks again at half. A recall
  * from the broker gives back whatever is not handed out yet.
  */
+
 import { isMainThread } from 'node:worker_threads';
+import { type Deadline, deadlines } from '../deadline.js';
 import { ConfigError, QueueClosedError, QueueEmptyError, SerializationError } from '../errors.js';
 import { internalSegment, SharedMemory } from '../shm/shared-memory.js';
 import { GetMode, RESOLVED } from './broker.js';
@@ -130,7 +132,7 @@ interface GetWait {
   max: number;
   resolve(value: unknown): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout | undefined;
+  timer: Deadline | undefined;
   tok: number | undefined;
 }
 
@@ -139,11 +141,11 @@ interface PutWait {
   bytes: number;
   resolve(): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout | undefined;
+  timer: Deadline | undefined;
 }
 
 function endOf(w: GetWait): void {
-  if (w.timer) clearTimeout(w.timer);
+  deadlines.cancel(w.timer);
   if (w.mode === GetMode.Iter) w.resolve({ value: undefined, done: true });
   else w.reject(new QueueClosedError('the queue is closed and drained'));
 }
@@ -316,7 +318,7 @@ export class Remote {
     this.closed = true;
     const error = new QueueClosedError('the queue was closed while this put waited');
     for (const w of this.putWaiters.splice(0)) {
-      if (w.timer) clearTimeout(w.timer);
+      deadlines.cancel(w.timer);
       w.reject(error);
     }
     for (const w of this.nowaitPuts.values()) w.reject(error);
@@ -432,7 +434,7 @@ export class Remote {
     let served = false;
     while (this.getWaiters.length > 0 && this.buf.length > 0) {
       const w = this.getWaiters.shift()!;
-      if (w.timer) clearTimeout(w.timer);
+      deadlines.cancel(w.timer);
       w.resolve(this.take(w.mode, w.max));
       served = true;
     }
@@ -467,7 +469,7 @@ export class Remote {
     }
     while (this.putWaiters.length > 0 && this.credits > 0) {
       const w = this.putWaiters.shift()!;
-      if (w.timer) clearTimeout(w.timer);
+      deadlines.cancel(w.timer);
       this.credits--;
       this.add(w.item, w.bytes);
       settle(w.resolve);

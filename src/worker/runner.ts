@@ -4,6 +4,7 @@
  * runtime/protocol.ts). What few pools need (shared-memory and channel handles, usage probes) is
  * loaded on the first unit that needs it, holding the loop meanwhile.
  */
+import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import type { ChanDown } from '../channel/wire.js';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
@@ -286,7 +287,9 @@ export class Runner {
     const now = performance.now();
     if (now - this.heapReportedAt >= HEAP_REPORT_MS) {
       this.heapReportedAt = now;
-      heap = process.memoryUsage().heapUsed;
+      // Not process.memoryUsage(): it opens /proc/self/status, and a task at its openFiles limit may
+      // have used every descriptor (an EMFILE here would take the worker down).
+      heap = getHeapStatistics().used_heap_size;
     }
     try {
       this.io.post(heap === undefined ? { t: 'done', results } : { t: 'done', results, heap }, transfer);
