@@ -176,10 +176,11 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
   const rlimitKeys = ['addressSpace', 'data', 'openFiles', 'cpuTime'] as const;
   const wantsRlimits = rlimitKeys.filter((k) => limits[k] !== undefined);
   if (wantsRlimits.length > 0 && !nativeStatus().available) {
+    const { reason, fix } = nativeStatus();
     throw new NativeUnavailableError(
       `limits.${wantsRlimits.join(', limits.')}`,
-      `${nativeStatus().reason ?? 'the native addon is not built'}; rlimits are set by corral's native addon ` +
-        '(run `npm run build:native`), and a limit silently not enforced would be worse than none',
+      `${reason ?? 'the native addon is not built'}; rlimits are set by corral's native addon, and a limit ` +
+        `silently not enforced would be worse than none${fix ? `. Fix: ${fix}` : ''}`,
     );
   }
   return {
