@@ -116,6 +116,7 @@ function loadAddon(
   functions: readonly string[],
   notBuilt: string,
   hint: string,
+  elsewhere: string,
 ): { exports: Record<string, unknown> } | Refusal {
   if (disabledByEnv()) {
     return {
@@ -124,10 +125,7 @@ function loadAddon(
     };
   }
   if (process.platform !== 'linux') {
-    return {
-      reason: `corral's native addons are Linux-only (this is ${process.platform})`,
-      hint: 'on this platform use threads or processes with limits.heap, or run on Linux for rlimits',
-    };
+    return { reason: `corral's native addons are Linux-only (this is ${process.platform})`, hint: elsewhere };
   }
   // Checked up front so the usual case reads "not built" instead of a require() stack.
   if (!existsSync(path)) return { reason: notBuilt, hint };
@@ -159,6 +157,8 @@ function load(): Loaded {
       ? `${path} does not exist (CORRAL_NATIVE_PATH points there)`
       : missingReason(path, 'native addon (prebuilt or built from source)'),
     BUILD_HINT,
+    'use limits.heap, which works on every platform, or run on Linux for the rlimits (addressSpace, ' +
+      'data, openFiles, cpuTime)',
   );
   if (!('exports' in r))
     return {
@@ -256,7 +256,14 @@ function loadShm(): ShmLoaded {
   const notBuilt = override
     ? `${path} does not exist (CORRAL_SHM_NATIVE_DIR points there)`
     : missingReason(path, what);
-  let r = loadAddon(path, SHM_FUNCTIONS, notBuilt, BUILD_HINT);
+  let r = loadAddon(
+    path,
+    SHM_FUNCTIONS,
+    notBuilt,
+    BUILD_HINT,
+    "use runtime 'thread' (SharedMemory between worker threads works on every platform), or run on " +
+      'Linux to share segments with worker processes',
+  );
   if ('exports' in r && r.exports.abi !== Number(process.versions.modules)) {
     r = {
       reason: `${path} was built for ABI ${String(r.exports.abi)}, this Node ${process.versions.node} has ${process.versions.modules}`,
