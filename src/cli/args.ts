@@ -3,6 +3,7 @@
  * list a flag that does not exist or a default that is not the real one.
  */
 import { parseArgs } from 'node:util';
+import type { Duration } from '../index.js';
 import { closest } from './format.js';
 
 /** A mistake of the person typing the command: printed with a hint, exit status 2. */
@@ -133,7 +134,10 @@ export function sizeValue(raw: string): string | number {
   return /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
 }
 
-/** Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise. */
-export function durationValue(raw: string): string | number {
-  return /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : raw;
+/**
+ * Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise. Anything else
+ * is passed on as typed too (the cast): the pool's ConfigError then names the option and the forms.
+ */
+export function durationValue(raw: string): Duration {
+  return /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : (raw as Duration);
 }

@@ -30,10 +30,26 @@ export type TaskResult<M, K extends keyof M> = M[K] extends (...args: never[]) =
   ? Awaited<R>
   : never;
 /** The first parameter of a task: what map() passes for each item. */
-export type TaskItem<M, K extends keyof M> =
-  TaskArgs<M, K> extends [infer First, ...unknown[]] ? First : never;
+export type TaskItem<M, K extends keyof M> = TaskArgs<M, K> extends readonly [] ? never : TaskArgs<M, K>[0];
+/**
+ * The tasks map()/imap()/imapUnordered() can call with one item each: one required parameter
+ * (optional ones after it keep their defaults). A task of two or more takes each item spread as its
+ * arguments: that is starmap().
+ */
+export type MapTaskNames<M> = {
+  [K in TaskNames<M>]: TaskArgs<M, K> extends readonly [unknown, unknown, ...unknown[]]
+    ? never
+    : 1 extends TaskArgs<M, K>['length']
+      ? K
+      : never;
+}[TaskNames<M>];
 /** What an untyped Pool assumes: any export name, unknown arguments and results. */
-export type AnyModule = Record<string, (...args: never[]) => unknown>;
+export type AnyModule = Record<string, (...args: unknown[]) => unknown>;
+/**
+ * A duration: milliseconds as a number (Infinity: no limit), or a number with a unit, e.g. '500ms',
+ * '30s', '2m', '1h'.
+ */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h'}`;
 
 export interface PoolOptions<M = AnyModule> {
   /** The task module: its function exports are the tasks. Path or file URL; .js, .mjs, .cjs (.ts where Node runs it). */
@@ -47,7 +63,7 @@ export interface PoolOptions<M = AnyModule> {
   /** Tasks a worker runs at once: 1 for kind 'cpu', 8 for kind 'io' unless given. */
   concurrency?: number;
   /** Longest a task may run (per item for map chunks): ms or '30s'. The worker is stopped and replaced. */
-  taskTimeout?: number | string;
+  taskTimeout?: Duration;
   /** Most tasks waiting for a worker; past it apply() rejects with QueueFullError and imap stops reading. */
   maxQueue?: number;
   /** Replace a worker after it ran this many tasks (a map chunk counts as one, as in Python). */
@@ -58,7 +74,7 @@ export interface PoolOptions<M = AnyModule> {
   initializer?: TaskNames<M>;
   initArgs?: unknown[];
   /** A worker idle this long exits; a new one starts when work arrives. Default: never. */
-  idleTimeout?: number | string;
+  idleTimeout?: Duration;
   /** Node flags for workers (default none). */
   execArgv?: string[];
   /** Environment of process workers (threads share the parent's). */
@@ -213,7 +229,7 @@ export interface CallOptions {
   /** Aborts the call: queued work is dropped, running work has its worker stopped. */
   signal?: AbortSignal;
   /** Deadline of each task of this call (per item for map), overriding taskTimeout. */
-  timeout?: number | string;
+  timeout?: Duration;
   /** Times to re-run a failed task of this call, overriding the pool's retries. */
   retries?: number;
   /** Bytes the task is expected to need; with memoryBudget, it starts only when that much is free. */
