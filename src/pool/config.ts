@@ -206,7 +206,7 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     kind,
     concurrency:
       o.concurrency === undefined ? (kind === 'cpu' ? 1 : 8) : parseCount('concurrency', o.concurrency, 1),
-    taskTimeout: o.taskTimeout === undefined ? 0 : parseDuration('taskTimeout', o.taskTimeout),
+    taskTimeout: o.taskTimeout === undefined ? 0 : deadline('taskTimeout', o.taskTimeout),
     maxQueue: o.maxQueue === undefined ? Infinity : parseCount('maxQueue', o.maxQueue, 0, true),
     maxTasksPerWorker:
       o.maxTasksPerWorker === undefined
@@ -223,6 +223,15 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     memoryBudget: resolveBudget(o.memoryBudget),
     detectLeaks,
   };
+}
+
+/**
+ * A task deadline in ms, 0 for none: the resolved form the dispatcher arms timers from. Infinity
+ * means none too, and must become 0 here: a timer of Infinity ms fires after 1 ms.
+ */
+function deadline(option: string, value: unknown): number {
+  const ms = parseDuration(option, value);
+  return ms === Infinity ? 0 : ms;
 }
 
 export interface CallOptions {
@@ -275,7 +284,7 @@ export function resolveCallOptions(
   }
   return {
     signal: o.signal,
-    timeout: o.timeout === undefined ? config.taskTimeout : parseDuration('timeout', o.timeout),
+    timeout: o.timeout === undefined ? config.taskTimeout : deadline('timeout', o.timeout),
     retries: o.retries === undefined ? config.retries : parseCount('retries', o.retries, 0),
     memoryHint: o.memoryHint === undefined ? 0 : parseSize('memoryHint', o.memoryHint),
     withUsage: o.withUsage === true,
