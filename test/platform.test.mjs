@@ -57,6 +57,18 @@ for (const platform of ['darwin', 'win32']) {
       assert.match(got.rlimit.message, /Fix: use limits\.heap/);
     });
 
+    it('rss, recycle.whenRssAbove, memoryBudget and detectLeaks (read from /proc) are refused, not ignored', () => {
+      for (const [option, got1] of Object.entries(got.procOnly)) {
+        assert.equal(got1.code, 'ERR_NATIVE_UNAVAILABLE', `${option}: ${JSON.stringify(got1)}`);
+        assert.match(
+          got1.message,
+          new RegExp(`^${option.replace('.', '\\.')} is not available: .*only Linux`),
+        );
+        assert.match(got1.message, /Fix: use limits\.heap/);
+      }
+      assert.equal(Object.keys(got.procOnly).length, 4);
+    });
+
     it('SharedMemory passed to a process worker is refused, pointing at threads', () => {
       assert.equal(got.processShm.code, 'ERR_NATIVE_UNAVAILABLE');
       assert.match(got.processShm.message, /Linux-only/);

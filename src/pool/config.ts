@@ -189,6 +189,21 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
         "per-thread bound exists. Use runtime 'process' or 'auto', or only limits.heap with threads.",
     );
   }
+  // Worker RSS and descriptor counts are read from /proc: elsewhere these would be accepted and
+  // never act, so they are refused like an rlimit without its addon.
+  const needsProc = [
+    ...(limits.rss !== undefined ? ['limits.rss'] : []),
+    ...(recycle.whenRssAbove !== undefined ? ['recycle.whenRssAbove'] : []),
+    ...(o.memoryBudget !== undefined ? ['memoryBudget'] : []),
+    ...(detectLeaks ? [o.detectLeaks ? 'detectLeaks' : 'recycle.onLeak'] : []),
+  ];
+  if (needsProc.length > 0 && process.platform !== 'linux') {
+    throw new NativeUnavailableError(
+      needsProc.join(', '),
+      `corral reads worker memory and descriptors from /proc, which only Linux has (this is ` +
+        `${process.platform}). Fix: use limits.heap and recycle.whenHeapAbove, which work on every platform`,
+    );
+  }
   const rlimitKeys = ['addressSpace', 'data', 'openFiles', 'cpuTime'] as const;
   const wantsRlimits = rlimitKeys.filter((k) => limits[k] !== undefined);
   if (wantsRlimits.length > 0 && !nativeStatus().available) {
