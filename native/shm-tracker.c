@@ -9,6 +9,8 @@
  *
  *   +<inode> <name>\n   a segment it created (name without the leading '/')
  *   -<name>\n           it unlinked that segment itself (close(), unlink(), thread end)
+ *   *\n                 forget every name: the live ones follow (the process keeps what we
+ *                       have not read yet short this way while we are stopped or slow)
  *
  * At end-of-file the tracker unlinks every name still listed *if the name still refers
  * to the inode it was told about* (a name removed and re-created by someone else is not
@@ -81,6 +83,9 @@ static void handle(char *line) {
     if (errno == 0 && end && *end == ' ' && end[1] != '\0' && !strchr(end + 1, '/')) add(end + 1, ino);
   } else if (line[0] == '-' && line[1] != '\0') {
     removeName(line + 1);
+  } else if (line[0] == '*' && line[1] == '\0') {
+    for (size_t i = 0; i < count; i++) free(entries[i].name);
+    count = 0;
   }
 }
 

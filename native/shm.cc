@@ -24,6 +24,11 @@
  *    - if the whole process dies, SIGKILL included - by the tracker process, which learns
  *    every tracked name through a pipe whose only write end lives here (O_CLOEXEC, so no
  *    child inherits it) and unlinks what is left when the pipe reaches EOF.
+ *  - Nothing waits for the tracker with g_mutex held: the pipe is non-blocking, and what it
+ *    does not take at once waits in a backlog that a thread of our own writes out as the
+ *    tracker reads (see TrackerWrite). A stalled tracker (stopped, starved) therefore never
+ *    blocks create(), unlink(), a thread's teardown or V8's Unmap(); the backlog it leaves
+ *    stays as small as the set of live names.
  *
  * Errors: failed system calls throw node::ErrnoException (code 'ENOENT', 'EEXIST', ...,
  * errno, syscall, path), which the TypeScript layer maps to corral's typed errors.
@@ -31,6 +36,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,9 +44,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -81,6 +90,19 @@ std::mutex g_mutex;
 std::vector<Tracked> g_tracked;
 int g_tracker_fd = -1;
 int g_tracker_pid = 0;
+
+// Protocol bytes the tracker's pipe did not take at once, in order, guarded by g_mutex.
+// Never freed: the writer thread may still wait on them while the process exits.
+struct Backlog {
+  std::string bytes;
+  // The first bytes finish a line that was partly written already.
+  bool midLine = false;
+  // Past this size the backlog is rewritten as "forget all, then every live name".
+  size_t compactAt = 64 * 1024;
+  bool writerStarted = false;
+  std::condition_variable pending;
+};
+Backlog* const g_backlog = new Backlog();
 // Every mapping this addon made and V8 has not released yet, by address.
 std::unordered_map<void*, size_t> g_mappings;
 
@@ -158,25 +180,83 @@ Local<SharedArrayBuffer> Wrap(Isolate* isolate, void* addr, size_t size) {
   return SharedArrayBuffer::New(isolate, std::move(store));
 }
 
-// Writes one protocol line to the tracker. Called with g_mutex held. A tracker that is
-// gone (EPIPE: Node ignores SIGPIPE) is forgotten; the caller learns it from the result
-// and starts a new one, which is then told every tracked name again.
+// The tracker is gone (EPIPE: Node ignores SIGPIPE, or any other write error): forget it and
+// what it was still owed. The next create() learns it from TrackerWrite's result and starts a
+// new one, which is then told every tracked name again. Called with g_mutex held.
+void TrackerGone() {
+  close(g_tracker_fd);
+  g_tracker_fd = -1;
+  g_tracker_pid = 0;
+  g_backlog->bytes.clear();
+  g_backlog->midLine = false;
+}
+
+std::string AddLine(const Tracked& t);
+
+// Writes what the backlog holds as the tracker takes it. The only writer while the backlog is
+// not empty (so the only one that may find the tracker gone then), and the only code that
+// waits for the pipe, which it does with g_mutex released.
+void WriterLoop() {
+  Backlog& b = *g_backlog;
+  std::unique_lock<std::mutex> lock(g_mutex);
+  for (;;) {
+    b.pending.wait(lock, [&] { return !b.bytes.empty(); });
+    ssize_t n = write(g_tracker_fd, b.bytes.data(), b.bytes.size());
+    if (n > 0) {
+      b.midLine = b.bytes[static_cast<size_t>(n) - 1] != '\n';
+      b.bytes.erase(0, static_cast<size_t>(n));
+      if (b.bytes.empty()) b.midLine = false;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd p = {g_tracker_fd, POLLOUT, 0};
+      lock.unlock();
+      poll(&p, 1, -1);
+      lock.lock();
+    } else if (n < 0 && errno != EINTR) {
+      TrackerGone();
+    }
+  }
+}
+
+// Keeps the backlog no bigger than the set of live names: "*" tells the tracker to forget
+// everything it was told, and every live name follows. The rest of a line the tracker has
+// the beginning of goes first. Called with g_mutex held.
+void Compact() {
+  Backlog& b = *g_backlog;
+  size_t keep = b.midLine ? b.bytes.find('\n') + 1 : 0;
+  std::string next = b.bytes.substr(0, keep) + "*\n";
+  for (const Tracked& t : g_tracked) next += AddLine(t);
+  if (next.size() < b.bytes.size()) b.bytes = std::move(next);
+  b.compactAt = std::max<size_t>(64 * 1024, 2 * b.bytes.size());
+}
+
+// Sends one protocol line to the tracker. Called with g_mutex held; never blocks. A line the
+// pipe does not take at once (the tracker is behind or stopped) goes to the backlog, after
+// which every line does until the writer thread has emptied it, so the order holds. Returns
+// false when no tracker is attached or it is found gone.
 bool TrackerWrite(const std::string& line) {
   if (g_tracker_fd < 0) return false;
-  const char* p = line.data();
-  size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = write(g_tracker_fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      close(g_tracker_fd);
-      g_tracker_fd = -1;
-      g_tracker_pid = 0;
+  Backlog& b = *g_backlog;
+  size_t done = 0;
+  if (b.bytes.empty()) {
+    // A line is far below PIPE_BUF, so a non-blocking write takes all of it or none.
+    ssize_t n;
+    do n = write(g_tracker_fd, line.data(), line.size());
+    while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(line.size())) return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      TrackerGone();
       return false;
     }
-    p += n;
-    left -= static_cast<size_t>(n);
+    done = n > 0 ? static_cast<size_t>(n) : 0;
+    b.midLine = done > 0;
   }
+  b.bytes.append(line, done, std::string::npos);
+  if (b.bytes.size() > b.compactAt) Compact();
+  if (!b.writerStarted) {
+    b.writerStarted = true;
+    std::thread(WriterLoop).detach();
+  }
+  b.pending.notify_one();
   return true;
 }
 
@@ -407,6 +487,8 @@ void TrackerAttach(const FunctionCallbackInfo<Value>& info) {
   if (g_tracker_fd >= 0) return info.GetReturnValue().Set(false);
   g_tracker_fd = info[0].As<Integer>()->Value();
   g_tracker_pid = static_cast<int>(info[1].As<Integer>()->Value());
+  // Only this process writes to it; see TrackerWrite for why it must never block.
+  fcntl(g_tracker_fd, F_SETFL, fcntl(g_tracker_fd, F_GETFL) | O_NONBLOCK);
   for (const Tracked& t : g_tracked) {
     if (!TrackerWrite(AddLine(t))) break;
   }

@@ -29,6 +29,7 @@ export type {
   TaskNames,
   TaskResult,
 } from './pool/config.js';
+export type { PoolState } from './pool/lifecycle.js';
 export { Pool, type PoolEvents, type PoolProxy, type WithUsage } from './pool/pool.js';
 export type { MemoryStats, PoolStats, WorkerStats } from './pool/stats.js';
 export type { WorkerState } from './pool/worker.js';
@@ -42,3 +43,4 @@ export {
   shmStatus,
   type ViewConstructor,
 } from './shm/index.js';
+export type { TaskContext } from './task.js';

@@ -7,7 +7,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError } from './errors.js';
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS: Record<string, number> = {
   b: 1,
   k: 1024,
@@ -35,17 +35,26 @@ function show(value: unknown): string {
   }
 }
 
-/** A duration in ms: a number of milliseconds, or a string like '500ms', '30s', '2m', '1h'. */
-export function parseDuration(option: string, value: unknown): number {
+/**
+ * A duration in ms: a number of milliseconds, or a string like '500ms', '30s', '2m', '1h', '7d';
+ * `Infinity` (or 'Infinity') means no limit. Any length is fine: timers come from the deadline service
+ * (deadline.ts), which never hands a user value to setTimeout. `positive`: 0 is refused (a timeout of
+ * 0 would fail every task).
+ */
+export function parseDuration(option: string, value: unknown, positive = false): number {
+  let ms: number | undefined;
   if (typeof value === 'number') {
-    if (value >= 0 && !Number.isNaN(value)) return value;
+    if (value >= 0) ms = value;
   } else if (typeof value === 'string') {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(value);
-    if (m) return Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!;
+    if (/^\s*infinity\s*$/i.test(value)) ms = Infinity;
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(value);
+    if (m) ms = Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!;
   }
+  if (ms !== undefined && !(positive && ms === 0)) return ms;
   throw new ConfigError(
     option,
-    `expected a duration: milliseconds as a number >= 0, or a string like '500ms', '30s', '2m'; got ${show(value)}`,
+    `expected a duration: milliseconds as a number ${positive ? '> 0' : '>= 0'}, a string like '500ms', '30s', '2m', '1h', ` +
+      `or Infinity for no limit; got ${show(value)}`,
   );
 }
 

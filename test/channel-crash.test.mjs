@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test as nodeTest } from 'node:test';
 import { JoinableQueue, Pool, Process, Queue, shmStatus, WorkerCrashedError } from '../dist/src/index.js';
+import { settles } from './helpers.mjs';
 
 const MODULE = new URL('./fixtures/channel-tasks.mjs', import.meta.url);
 const test = (name, fn) => nodeTest(name, { timeout: 30_000 }, fn);
@@ -178,6 +179,47 @@ for (const runtime of ['thread', 'process']) {
       assert.equal(rest[0].i, lost[0].redelivered[0]?.i ?? rest[0].i);
     });
 
+    // taskDone() is acknowledged in a batch a moment later; a consumer that dies in between leaves
+    // the broker with done counts it never heard of. They are on the board: join() must not wait for them.
+    const deaths = [['process.exit() in a pool task', 'exit']];
+    if (runtime === 'process') deaths.push(['a SIGKILL of its own process', 'kill']);
+    for (const [how, kind] of deaths) {
+      test(`JoinableQueue: taskDone() then at once ${how}: join() resolves`, async () => {
+        const q = new JoinableQueue({ batch: { size: 64, delay: '1ms' } });
+        await q.putMany(items());
+        const lost = [];
+        q.on('consumerLost', (e) => lost.push(e));
+        const file = newFile();
+        // Takes 40, finishes 37 and dies before the acknowledgement of those 37 can leave.
+        if (kind === 'exit') {
+          const pool = new Pool({ module: MODULE, runtime, workers: 1 });
+          try {
+            await assert.rejects(pool.apply('consumeThenExit', [q, file, 40, 37]), WorkerCrashedError);
+          } finally {
+            await pool.terminate();
+          }
+        } else {
+          const victim = start({ fn: 'consumeThenKillSelf', args: [q, file, 40, 37], runtime });
+          await assert.rejects(
+            victim.join(),
+            (e) => e instanceof WorkerCrashedError && e.signal === 'SIGKILL',
+          );
+        }
+        await until(() => lost.length === 1);
+        assert.deepEqual(
+          lost[0].unfinished.map((x) => x.i),
+          [37, 38, 39],
+        );
+        assert.deepEqual(lost[0].uncertain, []);
+        assert.equal(lost[0].redelivered[0].i, 40);
+        const survivor = start({ fn: 'drainDone', args: [q], runtime });
+        await settles(q.join(), 'join() after the consumer died', 10_000);
+        q.close();
+        const rest = await survivor.join();
+        assertPartition(lines(file), rest);
+      });
+    }
+
     test('a put-back listener makes it at-least-once: the unfinished items are processed again', async () => {
       const q = new JoinableQueue({ batch: { size: 16, delay: '1ms' } });
       await q.putMany(items().slice(0, 100));
@@ -199,3 +241,44 @@ for (const runtime of ['thread', 'process']) {
     });
   });
 }
+
+// Without the shared-memory addon a process consumer has no board: the parent knows only what the
+// worker acknowledged. What it acknowledged taking and not finishing is `unfinished` (its taskDone()
+// may have run unheard), what it was sent beyond that is `uncertain`; both count as done for join(),
+// none is delivered twice.
+test('JoinableQueue without the shm addon: a consumer SIGKILLed after taskDone() leaves join() resolving', async () => {
+  const { runNode } = await import('./fixtures/shm-harness.mjs');
+  const file = newFile();
+  const code = `
+    import { JoinableQueue, Process } from ${JSON.stringify(new URL('../dist/src/index.js', import.meta.url).href)};
+    const module = ${JSON.stringify(MODULE.href)};
+    const q = new JoinableQueue({ batch: { size: 64, delay: '1ms' } });
+    await q.putMany(Array.from({ length: ${N} }, (_, i) => ({ i })));
+    const lost = [];
+    q.on('consumerLost', (e) => lost.push(e));
+    const victim = new Process({ module, fn: 'consumeThenKillSelf', args: [q, ${JSON.stringify(file)}, 40, 37], runtime: 'process' }).start();
+    const died = await victim.join().then(() => 'ok', (e) => e.signal);
+    const survivor = new Process({ module, fn: 'drainDone', args: [q], runtime: 'process' }).start();
+    await q.join();
+    q.close();
+    const rest = await survivor.join();
+    const ids = (xs) => xs.map((x) => x.i);
+    console.log(JSON.stringify({ died, lost: lost.map((e) => ({ unfinished: ids(e.unfinished), uncertain: ids(e.uncertain), redelivered: ids(e.redelivered) })), rest: ids(rest) }));
+  `;
+  const r = await runNode(code, { env: { ...process.env, CORRAL_NO_NATIVE: '1' }, timeout: 20_000 });
+  assert.equal(r.code, 0, `exit ${r.code} ${r.signal}: ${r.stderr}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').at(-1));
+  assert.equal(out.died, 'SIGKILL');
+  assert.equal(out.lost.length, 1);
+  const [event] = out.lost;
+  assert.deepEqual(event.redelivered, []);
+  const gone = [...event.unfinished, ...event.uncertain];
+  for (const x of lines(file)) assert.ok(gone.includes(x.i), `item ${x.i} it took is reported`);
+  for (const i of [37, 38, 39]) assert.ok(gone.includes(i), `unfinished item ${i} is reported`);
+  const all = [...gone, ...out.rest].sort((a, b) => a - b);
+  assert.deepEqual(
+    all,
+    Array.from({ length: N }, (_, i) => i),
+    'every item reported or delivered, exactly once',
+  );
+});

@@ -2,7 +2,7 @@
 // at what a user sees: stdout, stderr, files and the exit status.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -204,6 +204,47 @@ describe('corral run: failures', () => {
     assert.match(stderr, /1 crashed/);
   });
 
+  test('--errors and --output are each open once while the run goes on, and the errors are all kept', async () => {
+    const out = file('out.jsonl');
+    const errors = file('errors.jsonl');
+    const openOn = (pid, path) => {
+      let n = 0;
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === path) n++;
+        } catch {}
+      }
+      return n;
+    };
+    let seen;
+    const { code, stderr } = await corral(['run', `${TASKS}#picky`, '--output', out, '--errors', errors], {
+      stdin: 'pipe',
+      onSpawn: (child) => {
+        child.stdin.on('error', () => {});
+        child.stdin.write('7\n1\n');
+        // Input stays open: the run is in full swing once the first result is out.
+        const poll = setInterval(() => {
+          let text = '';
+          try {
+            text = readFileSync(out, 'utf8');
+          } catch {}
+          if (!text.includes('2')) return;
+          clearInterval(poll);
+          seen = { errors: openOn(child.pid, errors), output: openOn(child.pid, out) };
+          child.stdin.end('14\n3\n');
+        }, 20);
+        child.on('close', () => clearInterval(poll));
+      },
+    });
+    assert.equal(code, 1, stderr);
+    assert.deepEqual(seen, { errors: 1, output: 1 }, 'descriptors of the run open on each file');
+    assert.deepEqual(
+      lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l).input),
+      [7, 14],
+    );
+    assert.deepEqual(lines(readFileSync(out, 'utf8')).map(Number), [2, 4]);
+  });
+
   test('without --errors the first failures are listed on stderr', async () => {
     const { code, stderr } = await corral(['run', `${TASKS}#picky`], { input: jsonl(numbers(30)) });
     assert.equal(code, 1);
@@ -367,6 +408,7 @@ describe('corral run: every pool option is a flag, or --help says why not', () =
     const cases = [
       [['--init-args', '{"a":1}'], /--init-args expects a JSON array/],
       [['--idle-timeout', 'soon'], /idleTimeout: expected a duration/],
+      [['--cancel-grace', 'soon'], /cancelGrace: expected a duration/],
       [['--sample-interval', 'often'], /sampleInterval: expected a duration/],
       [['--start-timeout', 'later'], /startTimeout: expected a duration/],
       [['--recycle-rss', 'big', '--runtime', 'process'], /whenRssAbove: expected a size/],
@@ -497,6 +539,121 @@ describe('corral run: Ctrl-C and streaming', () => {
   });
 });
 
+describe('corral run: --timeout', () => {
+  const items = jsonl([
+    { ms: 60, x: 1 },
+    { ms: 10, x: 2 },
+  ]);
+  const run = async (timeout) => {
+    const report = file('report.json');
+    const r = await corral(['run', `${TASKS}#slow`, '--timeout', timeout, '--report', report, '-q'], {
+      input: items,
+    });
+    return { ...r, report: r.code === 2 ? undefined : JSON.parse(readFileSync(report, 'utf8')) };
+  };
+
+  for (const none of ['none', 'Infinity']) {
+    test(`--timeout ${none} means no limit`, async () => {
+      const { code, stdout, stderr, report } = await run(none);
+      assert.equal(code, 0, stderr);
+      assert.deepEqual(
+        lines(stdout).map((l) => JSON.parse(l).x),
+        [1, 2],
+      );
+      assert.equal(report.timeouts, 0);
+      assert.equal('taskTimeout' in report.options, false);
+    });
+  }
+
+  test('--timeout 30ms still stops the item that runs longer', async () => {
+    const { code, stdout, report } = await run('30ms');
+    assert.equal(code, 1);
+    assert.deepEqual(
+      lines(stdout).map((l) => JSON.parse(l).x),
+      [2],
+    );
+    assert.deepEqual(report.failures.byCode, { ERR_TASK_TIMEOUT: 1 });
+  });
+
+  // Past 2^31-1 ms a bare setTimeout fires after 1 ms: the pool has to clamp its timers. Until the
+  // library here does, the command can only pass the value on, so this waits for that.
+  test('--timeout 1000h (past 2^31-1 ms) is a deadline far away, not a usage error', async (t) => {
+    const { Pool } = await import('../dist/src/index.js');
+    const pool = new Pool({ module: TASKS, workers: 1, taskTimeout: 2 ** 31 });
+    const clamps = await pool.apply('slow', [{ ms: 20 }]).then(
+      () => true,
+      () => false,
+    );
+    await pool.terminate();
+    if (!clamps) {
+      t.skip('the pool here does not clamp timers past 2^31-1 ms yet');
+      return;
+    }
+    const { code, stdout, stderr, report } = await run('1000h');
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      lines(stdout).map((l) => JSON.parse(l).x),
+      [1, 2],
+    );
+    assert.equal(report.timeouts, 0);
+  });
+});
+
+describe('corral run: long input lines', () => {
+  test('a 64 MiB line is read in linear time', { timeout: 120_000 }, async () => {
+    const n = 64 * 2 ** 20;
+    const t0 = performance.now();
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#length`, '--lines', '--workers', '1', '--quiet'],
+      { input: `${'a'.repeat(n)}\nbb\n` },
+    );
+    const ms = performance.now() - t0;
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(lines(stdout).map(Number), [n, 2]);
+    // Re-scanning the partial line for each 256 KiB read made this ~30 s (32 MiB took 7.9 s); linear is < 2 s.
+    assert.ok(ms < 10_000, `a 64 MiB line took ${Math.round(ms)} ms`);
+  });
+
+  test("a line past V8's string limit is a failed item (ERR_INPUT_TOO_LONG), not a crash", {
+    timeout: 300_000,
+  }, async () => {
+    const { constants } = await import('node:buffer');
+    const errors = file('errors.jsonl');
+    const report = file('report.json');
+    // Streamed from a reused buffer: neither side needs the line whole, and corral must not either.
+    const block = Buffer.alloc(2 ** 20, 'a');
+    const total = constants.MAX_STRING_LENGTH + 2 ** 20;
+    const feed = async (stdin) => {
+      const write = (chunk) => (stdin.write(chunk) ? undefined : new Promise((r) => stdin.once('drain', r)));
+      await write('"');
+      for (let sent = 0; sent < total; sent += block.length) await write(block);
+      await write('"\n"abc"\n\n[1,2]\n');
+      stdin.end();
+    };
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#length`, '--workers', '1', '--errors', errors, '--report', report, '--quiet'],
+      {
+        stdin: 'pipe',
+        onSpawn: (child) => {
+          child.stdin.on('error', () => {});
+          feed(child.stdin).catch(() => {});
+        },
+      },
+    );
+    assert.equal(code, 1, stderr);
+    assert.doesNotMatch(stderr, /internal error|Invalid string length/);
+    assert.deepEqual(lines(stdout).map(Number), [3, 5]);
+    const [failed, ...more] = lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l));
+    assert.deepEqual(more, []);
+    assert.equal(failed.index, 0);
+    assert.equal(failed.error.code, 'ERR_INPUT_TOO_LONG');
+    assert.match(failed.error.message, /input line 1 is longer than the 536,?870,?888 characters/);
+    assert.ok(failed.input.startsWith('"aaaa') && failed.input.length < 200, 'the input is shown cut short');
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    assert.deepEqual([r.items.read, r.items.succeeded, r.items.failed], [3, 2, 1]);
+  });
+});
+
 describe('corral run: --report', () => {
   test('holds the summary as JSON', async () => {
     const report = file('report.json');
@@ -529,8 +686,8 @@ describe('corral run: --report', () => {
     }
     assert.equal(
       r.workers.reduce((n, w) => n + w.tasks, 0),
-      101,
-      'tasks per worker add up (100 items and the start-up check of the export)',
+      100,
+      'tasks per worker add up to the items (the start-up check of the export is not one)',
     );
   });
 });

@@ -12,7 +12,10 @@ export const RUNTIMES = ['thread', 'process'];
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
-export const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
+export const test = (name, options, fn) =>
+  typeof options === 'function'
+    ? nodeTest(name, { timeout: 20_000 }, options)
+    : nodeTest(name, { timeout: 20_000, ...options }, fn);
 test.skip = nodeTest.skip;
 
 /**

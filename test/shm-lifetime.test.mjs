@@ -157,6 +157,42 @@ describe('the creator owns the segment', { skip }, () => {
     }
   });
 
+  test('a stopped tracker blocks no create or close; what it missed reaches it when it reads again', async (t) => {
+    const creator = await Peer.process();
+    let tracker = 0;
+    try {
+      const first = await creator.call('create', { size: 4096 });
+      tracker = first.tracker;
+      process.kill(tracker, 'SIGSTOP');
+      // Two lines to the tracker per cycle, ~30 bytes each: ten times what its pipe holds.
+      let timer;
+      const blocked = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('create/close blocked on the stopped tracker')), 20_000);
+      });
+      const churn = await Promise.race([creator.call('churn', { n: 10_000 }), blocked]).finally(() =>
+        clearTimeout(timer),
+      );
+      t.diagnostic(`10,000 create/close cycles with the tracker stopped: ${churn.ms.toFixed(0)} ms`);
+      const kept = [];
+      for (let i = 0; i < 3; i++) kept.push((await creator.call('create', { size: 4096 })).name);
+      process.kill(tracker, 'SIGCONT');
+      await sleep(500);
+      assert.ok(alive(tracker), 'the same tracker, still listening');
+      creator.child.kill('SIGKILL');
+      for (const name of [first.name, ...kept]) {
+        await waitFor(`${name} to go`, () => !exists(name), { timeout: 3000 });
+      }
+      assert.deepEqual(
+        churn.names.filter((name) => exists(name)),
+        [],
+      );
+      await waitFor('the tracker to exit', () => !alive(tracker), { timeout: 3000 });
+    } finally {
+      if (tracker) process.kill(tracker, 'SIGCONT');
+      await creator.stop();
+    }
+  });
+
   test('1000 create/close cycles leave nothing behind: no name, no mapping', (t) => {
     const t0 = performance.now();
     const names = [];

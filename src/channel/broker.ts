@@ -52,7 +52,11 @@ export interface ConsumerLost<T> {
   worker: WorkerInfo;
   /** Sent to it, never handed to its code: back at the front of the queue, in order. */
   redelivered: T[];
-  /** JoinableQueue: handed to its code, taskDone() not called. Counted done so join() can resolve. */
+  /**
+   * JoinableQueue: handed to its code, taskDone() not called. Counted done so join() can resolve.
+   * Without shared-memory counters the parent knows only what the worker acknowledged, so this also
+   * holds items whose taskDone() ran but whose acknowledgement died with the worker.
+   */
   unfinished: T[];
   /** Without shared-memory counters (process workers without the native addon): maybe handed out, not re-queued. */
   uncertain: T[];
@@ -421,8 +425,10 @@ export class Broker<T> {
       this.events.consumerLost({ worker: who, redelivered, unfinished, uncertain });
     }
     if (this.joinable) {
-      // Not coming back: what it had handed out and not finished, and what may have been handed out.
-      this.unfinished -= unfinished.length + uncertain.length;
+      // Not coming back: everything it was handed from its last acknowledged done on, finished
+      // (the board says so, even if the acknowledgement never left) or not, and what it may have
+      // been handed. Only re-delivered items still count as unfinished.
+      this.unfinished -= Math.min(taken, sent) - c.ackDone + uncertain.length;
       this.checkJoin();
     }
     this.schedule();

@@ -10,6 +10,7 @@
  * time, counting each on its board before the caller sees it; it asks again at half. A recall
  * from the broker gives back whatever is not handed out yet.
  */
+import { isMainThread } from 'node:worker_threads';
 import { ConfigError, QueueClosedError, QueueEmptyError, SerializationError } from '../errors.js';
 import { internalSegment, SharedMemory } from '../shm/shared-memory.js';
 import { GetMode, RESOLVED } from './broker.js';
@@ -19,8 +20,30 @@ import { armDeadline, queueFullError } from './waits.js';
 import { BOARD_SLOTS, BOARD_WORDS, type ChanDown, type ChanUp, type QueueHandle } from './wire.js';
 
 type Post = (frame: ChanUp) => void;
+type Send = (
+  frame: ChanUp,
+  handle: undefined,
+  options: undefined,
+  done: (error: Error | null) => void,
+) => boolean;
 
 let post: Post | undefined;
+/**
+ * In a process worker: process.send itself. The post above is that too, but it drops what
+ * process.send offers for flow control (its callback), and the parent reads the link no faster than
+ * its event loop turns: a producer that puts faster grew the send queue here without bound. Frames
+ * go out through this instead, counting the bytes not yet written, and puts wait while there are
+ * more than LINK_HIGH of them. Both paths are process.send on one channel, so frames keep their
+ * order relative to the results the runner posts.
+ */
+let send: Send | undefined;
+/** Bytes (estimated) handed to process.send and not yet written to the link. */
+let unsent = 0;
+const roomWaiters: (() => void)[] = [];
+const LINK_HIGH = 1 << 20;
+const LINK_LOW = LINK_HIGH >> 1;
+/** What a frame without items is counted as. */
+const FRAME_BYTES = 64;
 const remotes = new Map<string, Remote>();
 /** Remotes with a batch or acknowledgement not yet sent. */
 const dirty = new Set<Remote>();
@@ -31,11 +54,40 @@ let nextSlot = 0;
 /** The worker entry tells us how to reach the pool or Process that started this worker. */
 export function bindChannels(fn: Post): void {
   post = fn;
+  if (isMainThread && typeof process.send === 'function') send = process.send.bind(process) as Send;
 }
 
-function up(frame: ChanUp): void {
+function up(frame: ChanUp, bytes = 0): void {
   if (!post) throw new Error('corral: a queue handle was used outside a corral worker');
-  post(frame);
+  if (!send) {
+    post(frame);
+    return;
+  }
+  const n = bytes + FRAME_BYTES;
+  unsent += n;
+  try {
+    // A closed link reports to the callback too: the count comes back either way.
+    send(frame, undefined, undefined, () => written(n));
+  } catch (error) {
+    unsent -= n;
+    throw error;
+  }
+}
+
+function written(n: number): void {
+  unsent -= n;
+  if (unsent <= LINK_LOW && roomWaiters.length > 0) for (const wake of roomWaiters.splice(0)) wake();
+}
+
+/** A put's answer once its item is taken: at once, or when the link has room again. */
+function paced(): Promise<void> {
+  if (unsent <= LINK_HIGH) return RESOLVED;
+  return new Promise((resolve) => roomWaiters.push(resolve));
+}
+
+function settle(resolve: () => void): void {
+  if (unsent <= LINK_HIGH) resolve();
+  else roomWaiters.push(resolve);
 }
 
 /** A frame from the broker side. */
@@ -162,13 +214,13 @@ export class Remote {
     }
     if (this.handle.maxsize === Infinity) {
       this.add(item, bytes);
-      return RESOLVED;
+      return paced();
     }
     if (this.credits > 0 && this.putWaiters.length === 0) {
       this.credits--;
       this.add(item, bytes);
       if (this.credits <= this.creditChunk >> 1) this.askCredits();
-      return RESOLVED;
+      return paced();
     }
     if (ms === 0) {
       if (this.putWaiters.length > 0) return Promise.reject(queueFullError(this.handle.maxsize));
@@ -213,10 +265,11 @@ export class Remote {
     }
     if (this.batch.length > 0) {
       const items = this.batch;
+      const bytes = this.bytes;
       this.batch = [];
       this.bytes = 0;
       try {
-        up({ t: 'chan', op: 'put', id: this.id, items });
+        up({ t: 'chan', op: 'put', id: this.id, items }, bytes);
       } catch {
         // Items are checked when put; one that slipped through must not take its batch-mates down.
         for (const item of items) {
@@ -409,7 +462,7 @@ export class Remote {
       if (this.credits > 0) {
         this.credits--;
         this.add(nowait.item, nowait.bytes);
-        nowait.resolve();
+        settle(nowait.resolve);
       } else nowait.reject(queueFullError(this.handle.maxsize));
     }
     while (this.putWaiters.length > 0 && this.credits > 0) {
@@ -417,7 +470,7 @@ export class Remote {
       if (w.timer) clearTimeout(w.timer);
       this.credits--;
       this.add(w.item, w.bytes);
-      w.resolve();
+      settle(w.resolve);
     }
     if (this.putWaiters.length > 0 || this.credits <= this.creditChunk >> 1) this.askCredits();
     if (this.credits > 0) this.armIdle();

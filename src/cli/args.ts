@@ -135,9 +135,12 @@ export function sizeValue(raw: string): string | number {
 }
 
 /**
- * Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise. Anything else
- * is passed on as typed too (the cast): the pool's ConfigError then names the option and the forms.
+ * Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise, any length (the
+ * pool validates them: the cast passes on what the type does not know, and the pool's ConfigError then
+ * names the option and the forms). 'none' or 'Infinity': no limit, which is the pool's default
+ * (undefined).
  */
-export function durationValue(raw: string): Duration {
+export function durationValue(raw: string): Duration | undefined {
+  if (/^\s*(none|infinity)\s*$/i.test(raw)) return undefined;
   return /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : (raw as Duration);
 }

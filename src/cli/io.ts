@@ -4,14 +4,27 @@
  * Output is written in whole lines only (a line is appended to the stream in one write, never split), and
  * the writer reports back pressure so the run stops reading input while the consumer is slow.
  */
+import { constants } from 'node:buffer';
 import { createReadStream, fstatSync, openSync, statSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { UsageError } from './args.js';
 
+/** A line longer than a string can hold: only its length and its first characters are kept. */
+export class LineTooLong {
+  constructor(
+    /** Characters, counted to the line end. */
+    readonly length: number,
+    readonly head: string,
+    readonly limit: number,
+  ) {}
+}
+
+export type Line = string | LineTooLong;
+
 export interface LineSource {
   /** Batches of lines, in order, without their line ends. */
-  batches(): AsyncGenerator<string[], void, undefined>;
+  batches(): AsyncGenerator<Line[], void, undefined>;
   /** Bytes consumed so far. */
   readonly bytesRead: number;
   /** Lines split off so far (handed out or not): with bytesRead and size, an estimate of the total. */
@@ -64,25 +77,23 @@ class StreamLines implements LineSource {
     readonly name: string,
   ) {}
 
-  async *batches(): AsyncGenerator<string[], void, undefined> {
+  async *batches(): AsyncGenerator<Line[], void, undefined> {
     const decoder = new StringDecoder('utf8');
-    let carry = '';
+    const splitter = new LineSplitter();
     // Pulling from the async iterator is the back pressure: the stream reads its next chunk only when
     // this generator is asked for more, which happens only when the run has room for more items.
     for await (const chunk of this.stream as AsyncIterable<Buffer | string>) {
       if (this.closed) return;
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       this.bytesRead += buf.length;
-      const text = carry + decoder.write(buf);
-      const parts = text.split('\n');
-      carry = parts.pop()!;
-      this.linesSeen += parts.length;
-      if (parts.length > 0) yield parts.map(stripCR);
+      const lines = splitter.feed(decoder.write(buf));
+      this.linesSeen += lines.length;
+      if (lines.length > 0) yield lines;
     }
-    const rest = carry + decoder.end();
-    if (rest.length > 0 && !this.closed) {
+    const last = splitter.end(decoder.end());
+    if (last !== undefined && !this.closed) {
       this.linesSeen++;
-      yield [stripCR(rest)];
+      yield [last];
     }
   }
 
@@ -96,6 +107,75 @@ class StreamLines implements LineSource {
 
 function stripCR(line: string): string {
   return line.endsWith('\r') ? line.slice(0, -1) : line;
+}
+
+const HEAD_CHARS = 80;
+
+/**
+ * Cuts text into lines as it arrives. Each chunk is scanned once: a line that spans chunks is kept as
+ * its pieces and joined when its end arrives, so a long line costs linear time (appending each chunk
+ * to the partial line and splitting that again made one 32 MiB line take 8 s). A line longer than a
+ * string can hold is not kept at all past that point: it comes out as a LineTooLong.
+ */
+export class LineSplitter {
+  private pieces: string[] = [];
+  /** Characters of the partial line so far. */
+  private pending = 0;
+  /** Set once the partial line went over the limit: its first characters. */
+  private overlong: string | undefined = undefined;
+
+  constructor(private readonly limit = constants.MAX_STRING_LENGTH) {}
+
+  feed(text: string): Line[] {
+    const lines: Line[] = [];
+    let nl = text.indexOf('\n');
+    if (nl < 0) {
+      this.keep(text);
+      return lines;
+    }
+    this.keep(text.slice(0, nl));
+    lines.push(this.take());
+    let start = nl + 1;
+    while ((nl = text.indexOf('\n', start)) >= 0) {
+      lines.push(stripCR(text.slice(start, nl)));
+      start = nl + 1;
+    }
+    if (start < text.length) this.keep(text.slice(start));
+    return lines;
+  }
+
+  /** The last line, when the input does not end with a line end. */
+  end(text: string): Line | undefined {
+    this.keep(text);
+    return this.pending > 0 ? this.take() : undefined;
+  }
+
+  private keep(piece: string): void {
+    if (piece.length === 0) return;
+    this.pending += piece.length;
+    if (this.overlong !== undefined) return;
+    if (this.pending <= this.limit) {
+      this.pieces.push(piece);
+      return;
+    }
+    let head = '';
+    for (const p of this.pieces) {
+      head += p.slice(0, HEAD_CHARS - head.length);
+      if (head.length === HEAD_CHARS) break;
+    }
+    this.overlong = head + piece.slice(0, HEAD_CHARS - head.length);
+    this.pieces = [];
+  }
+
+  private take(): Line {
+    let line: Line;
+    if (this.overlong !== undefined) line = new LineTooLong(this.pending, this.overlong, this.limit);
+    else line = stripCR(this.pieces.length === 1 ? this.pieces[0]! : this.pieces.join(''));
+    this.pieces = [];
+    this.pending = 0;
+    this.overlong = undefined;
+    return line;
+  }
 }
 
 /** Coalesces lines into large writes and exposes back pressure. */

@@ -2,7 +2,7 @@
  * The end of a run: failures (kept in a file, and the first few for the screen), limit breaches, and the
  * summary, as text for people and as JSON (`--report`) for machines. Both come from one object.
  */
-import { createWriteStream, type WriteStream, writeFileSync } from 'node:fs';
+import { type WriteStream, writeFileSync } from 'node:fs';
 import type { EngineState, FailureRecord } from './engine.js';
 import { toJsonLine } from './engine.js';
 import { formatBytes, formatCount, formatDuration, formatRate, table } from './format.js';
@@ -28,19 +28,19 @@ const HEAP_ABORT =
 export class FailureLog {
   readonly first: FailureRecord[] = [];
   readonly breaches: Breach[] = [];
-  private stream: WriteStream | undefined;
+  readonly path: string | undefined;
+  private readonly stream: WriteStream | undefined;
   private error: Error | undefined;
 
   constructor(
-    readonly path: string | undefined,
+    file: { path: string; stream: WriteStream } | undefined,
     private readonly keep = 5,
   ) {
-    if (path) {
-      this.stream = createWriteStream(path);
-      this.stream.on('error', (e) => {
-        this.error = e;
-      });
-    }
+    this.path = file?.path;
+    this.stream = file?.stream;
+    this.stream?.on('error', (e) => {
+      this.error = e;
+    });
   }
 
   add(record: FailureRecord): void {

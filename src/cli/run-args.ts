@@ -127,7 +127,7 @@ function runFlags(): FlagSpec[] {
       type: 'string',
       value: 'DUR',
       default: 'none',
-      help: "longest an item may run ('500ms', '30s', '2m'; a bare number is ms); its worker is replaced",
+      help: "longest an item may run ('500ms', '30s', '2m', '1000h'; a bare number is ms; 'none': no limit); its worker is replaced",
       group: 'Pool',
     },
     {
@@ -144,6 +144,14 @@ function runFlags(): FlagSpec[] {
       value: 'N',
       default: 'unlimited',
       help: 'replace a worker after this many tasks',
+      group: 'Pool',
+    },
+    {
+      name: 'cancel-grace',
+      type: 'string',
+      value: 'DUR',
+      default: '1s',
+      help: 'how long a timed-out item may take to return after its signal aborted, before its worker is stopped',
       group: 'Pool',
     },
     {
@@ -303,7 +311,8 @@ function runFlags(): FlagSpec[] {
 const ABOUT = `Maps an exported function over JSON Lines: each input line is one JSON value, passed as the single
 argument; each result is written as one JSON line, in input order unless --unordered. A failed item goes to
 --errors (its output line is left out; use --with-index to line results up with inputs) and the run goes on.
-Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON.
+Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON, one
+longer than a JavaScript string can hold (512 Mi characters) with code ERR_INPUT_TOO_LONG.
 Whatever tasks print to stdout goes to stderr, so the output holds results only.`;
 
 const footer =
@@ -332,6 +341,7 @@ export const POOL_OPTION_FLAGS = {
   kind: '--kind',
   concurrency: '--concurrency',
   taskTimeout: '--timeout',
+  cancelGrace: '--cancel-grace',
   maxQueue: {
     none: 'the run already bounds what is queued with --window; a smaller maxQueue would only fail items',
   },
@@ -452,13 +462,15 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   const poolOptions: RunConfig['poolOptions'] = { module: modulePath, workers, kind };
   if (runtime) poolOptions.runtime = runtime;
   if (concurrency !== undefined) poolOptions.concurrency = concurrency;
-  if (str('timeout') !== undefined) poolOptions.taskTimeout = durationValue(str('timeout')!);
+  const timeout = str('timeout') === undefined ? undefined : durationValue(str('timeout')!);
+  if (timeout !== undefined) poolOptions.taskTimeout = timeout;
   if (retries !== undefined) poolOptions.retries = retries;
   if (maxTasks !== undefined) poolOptions.maxTasksPerWorker = maxTasks;
   if (str('memory-budget') !== undefined) {
     const raw = str('memory-budget')!;
     poolOptions.memoryBudget = raw === 'auto' ? 'auto' : sizeValue(raw);
   }
+  if (str('cancel-grace') !== undefined) poolOptions.cancelGrace = durationValue(str('cancel-grace')!);
   if (str('idle-timeout') !== undefined) poolOptions.idleTimeout = durationValue(str('idle-timeout')!);
   if (str('initializer') !== undefined) poolOptions.initializer = str('initializer')!;
   if (str('init-args') !== undefined) poolOptions.initArgs = jsonArray('init-args', str('init-args')!);

@@ -2,11 +2,11 @@
  * Where `corral run` reads items and writes results: input lines to items, the --output and --errors files,
  * and keeping task output off stdout so that stdout holds results only.
  */
-import { createWriteStream, openSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { UsageError } from './args.js';
 import type { SourceItem } from './engine.js';
-import type { LineSource } from './io.js';
+import { type LineSource, LineTooLong } from './io.js';
 import type { RunConfig } from './run-args.js';
 
 /** Lines to items: JSON parsing (or raw strings with --lines); blank lines are skipped in JSON mode. */
@@ -16,6 +16,17 @@ export async function* itemsFromLines(source: LineSource, raw: boolean): AsyncGe
     const items: SourceItem[] = [];
     for (const line of lines) {
       const i = index++;
+      if (line instanceof LineTooLong) {
+        items.push({
+          index: i,
+          raw: `${line.head}...`,
+          error: {
+            code: 'ERR_INPUT_TOO_LONG',
+            message: `input line ${i + 1} is longer than the ${line.limit.toLocaleString('en-US')} characters a JavaScript string can hold (${line.length.toLocaleString('en-US')} characters); split the item, or pass a file path and read the file in the task`,
+          },
+        });
+        continue;
+      }
       if (raw) {
         items.push({ index: i, value: line });
         continue;
@@ -42,32 +53,41 @@ export interface RunOutput {
   stream: NodeJS.WritableStream & Writable;
   /** true for an --output file, which is ours to close; false for stdout. */
   owned: boolean;
+  /** --errors, opened here so that a path that cannot be written fails before any worker starts. */
+  errors: { path: string; stream: WriteStream } | undefined;
+  /** Releases both files when the run ends before it could use them. */
+  abandon(): void;
 }
 
-/** Opens --output and tries --errors; a path that cannot be written is a usage error (the source is closed). */
+/** Opens --output and --errors; a path that cannot be written is a usage error (the source is closed). */
 export function openOutputs(config: RunConfig, source: LineSource): RunOutput {
-  let stream: RunOutput['stream'];
-  let owned = false;
-  if (config.output !== undefined && config.output !== '-') {
-    let fd: number;
+  const fds: number[] = [];
+  const open = (flag: string, path: string): number => {
     try {
-      fd = openSync(config.output, 'w');
+      const fd = openSync(path, 'w');
+      fds.push(fd);
+      return fd;
     } catch (error) {
       source.close();
-      throw new UsageError(`cannot write --output ${config.output}: ${(error as Error).message}`);
+      for (const fd of fds) closeSync(fd);
+      throw new UsageError(`cannot write --${flag} ${path}: ${(error as Error).message}`);
     }
-    stream = createWriteStream('', { fd });
-    owned = true;
-  } else stream = process.stdout;
-  if (config.errors) {
-    try {
-      openSync(config.errors, 'w');
-    } catch (error) {
-      source.close();
-      throw new UsageError(`cannot write --errors ${config.errors}: ${(error as Error).message}`);
-    }
-  }
-  return { stream, owned };
+  };
+  const outFd =
+    config.output !== undefined && config.output !== '-' ? open('output', config.output) : undefined;
+  const errFd = config.errors ? open('errors', config.errors) : undefined;
+  const stream = outFd === undefined ? process.stdout : createWriteStream('', { fd: outFd });
+  const errors =
+    errFd === undefined ? undefined : { path: config.errors!, stream: createWriteStream('', { fd: errFd }) };
+  return {
+    stream,
+    owned: outFd !== undefined,
+    errors,
+    abandon() {
+      if (outFd !== undefined) stream.destroy();
+      errors?.stream.destroy();
+    },
+  };
 }
 
 export interface DivertedStdout {

@@ -92,6 +92,7 @@ export async function startPool(config: RunConfig, source: LineSource): Promise<
     diverted.restore();
     throw error;
   }
+  tracker.countFromNow();
   return { pool, tracker, mode, diverted };
 }
 
@@ -110,7 +111,7 @@ export async function runEngine(
 ): Promise<EngineRun> {
   const { pool, tracker, mode, diverted } = started;
   const outStream = output.stream;
-  const failures = new FailureLog(config.errors);
+  const failures = new FailureLog(output.errors);
   let engine: Engine | undefined;
   const writer = new LineWriter(
     outStream,
@@ -179,6 +180,9 @@ export async function runEngine(
     progress.stop();
     diverted.restore();
     await pool.terminate();
+    // What was logged so far is kept; the output file is let go unfinished.
+    await failures.close().catch(() => {});
+    output.abandon();
     throw error;
   } finally {
     source.close();

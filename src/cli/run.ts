@@ -7,7 +7,7 @@ import { EXIT, SetupError, wasInterrupted } from './pool-setup.js';
 import { buildReport, formatSummary, type RunReport, writeReportFile } from './report.js';
 import { parseRunArgs, runHelp } from './run-args.js';
 import { openOutputs } from './run-io.js';
-import { runEngine, startPool } from './run-pool.js';
+import { runEngine, type StartedPool, startPool } from './run-pool.js';
 
 // main.ts takes these two from here, beside runCommand.
 export { EXIT, SetupError } from './pool-setup.js';
@@ -26,7 +26,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   const source = openLineSource(config.input);
   const output = openOutputs(config, source);
 
-  const setup = await startPool(config, source);
+  let setup: StartedPool;
+  try {
+    setup = await startPool(config, source);
+  } catch (error) {
+    output.abandon();
+    throw error;
+  }
   const startupMs = performance.now() - t0;
 
   const { state, writer, failures } = await runEngine(config, source, setup, output);

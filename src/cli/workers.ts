@@ -100,6 +100,20 @@ export class WorkerTracker {
     if (now - this.lastSample >= ms) this.sample(false);
   }
   private lastSample = -Infinity;
+  /** Units each worker had finished before the input started (the check of the export), not counted. */
+  private readonly before = new Map<number, number>();
+
+  /** From now on tasks are items: what workers ran so far (the start-up check) is left out of their counts. */
+  countFromNow(): void {
+    let stats: PoolStats;
+    try {
+      stats = this.pool.stats();
+    } catch {
+      return;
+    }
+    for (const w of stats.workers) this.before.set(w.id, w.tasksDone);
+    for (const r of this.workers.values()) r.tasks = 0;
+  }
   /** From the pool's stats(): limit breaches and workers retired between tasks. */
   breaches = 0;
   poolRecycles = 0;
@@ -131,7 +145,7 @@ export class WorkerTracker {
       r.runtime = w.runtime;
       r.pid = w.pid;
       r.threadId = w.threadId;
-      r.tasks = Math.max(r.tasks, w.tasksDone);
+      r.tasks = Math.max(r.tasks, w.tasksDone - (this.before.get(w.id) ?? 0));
       if (!memory) continue;
       if (typeof w.peakRss === 'number') {
         r.peakRss = Math.max(r.peakRss ?? 0, w.peakRss);

@@ -5,6 +5,7 @@
  * and cage up front), and its data segment is ~82 / ~50 / ~562 MiB. A limit below that kills the
  * worker at start (SIGTRAP) or hangs it, so we refuse it with the minimum instead.
  */
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { checkKnownKeys, isPlainObject, parseCount, parseDuration, parseSize } from '../options.js';
 import type { RlimitSpec } from '../runtime/protocol.js';
@@ -117,10 +118,16 @@ export function resolveLimits(value: unknown): ResolvedLimits {
     openFiles: opt(o.openFiles, (v) => parseCount('limits.openFiles', v, 1)),
     cpuTime: opt(o.cpuTime, (v) => parseCount('limits.cpuTime', v, 1)),
     sampleInterval:
-      o.sampleInterval === undefined ? 100 : parseDuration('limits.sampleInterval', o.sampleInterval),
+      o.sampleInterval === undefined ? 100 : parseDuration('limits.sampleInterval', o.sampleInterval, true),
     startTimeout:
-      o.startTimeout === undefined ? 20_000 : parseDuration('limits.startTimeout', o.startTimeout),
+      o.startTimeout === undefined ? 20_000 : parseDuration('limits.startTimeout', o.startTimeout, true),
   };
+  if (!Number.isFinite(limits.sampleInterval)) {
+    throw new ConfigError(
+      'limits.sampleInterval',
+      'must be finite: memory that is never sampled is a limit never enforced',
+    );
+  }
   const floors = floorsFor();
   const node = `Node ${process.versions.node}`;
   if (limits.heap !== undefined && limits.heap < 16 * MiB) {
@@ -142,6 +149,13 @@ export function resolveLimits(value: unknown): ResolvedLimits {
       `${node} needs at least ${floors.data / MiB}MiB of data segment to start a worker; got ${(limits.data / MiB).toFixed(0)}MiB`,
     );
   }
+  const nrOpen = kernelMaxOpenFiles();
+  if (limits.openFiles !== undefined && nrOpen !== undefined && limits.openFiles > nrOpen) {
+    throw new ConfigError(
+      'limits.openFiles',
+      `the kernel allows at most ${nrOpen} descriptors per process (/proc/sys/fs/nr_open); got ${limits.openFiles}`,
+    );
+  }
   if (limits.openFiles !== undefined && limits.openFiles < MIN_OPEN_FILES) {
     throw new ConfigError(
       'limits.openFiles',
@@ -161,6 +175,16 @@ export function resolveLimits(value: unknown): ResolvedLimits {
     }
   }
   return limits;
+}
+
+/** RLIMIT_NOFILE can never be set above fs.nr_open, not even by root. */
+function kernelMaxOpenFiles(): number | undefined {
+  try {
+    const n = Number(readFileSync('/proc/sys/fs/nr_open', 'utf8'));
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The rlimits a worker sets on itself before its task module loads (soft = hard). */

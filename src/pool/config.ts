@@ -46,10 +46,10 @@ export type MapTaskNames<M> = {
 /** What an untyped Pool assumes: any export name, unknown arguments and results. */
 export type AnyModule = Record<string, (...args: unknown[]) => unknown>;
 /**
- * A duration: milliseconds as a number (Infinity: no limit), or a number with a unit, e.g. '500ms',
- * '30s', '2m', '1h'.
+ * A duration: milliseconds as a number, Infinity (or 'Infinity') for no limit, or a number with a
+ * unit, e.g. '500ms', '30s', '2m', '1h', '7d'.
  */
-export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h'}`;
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}` | 'Infinity';
 
 export interface PoolOptions<M = AnyModule> {
   /** The task module: its function exports are the tasks. Path or file URL; .js, .mjs, .cjs (.ts where Node runs it). */
@@ -62,8 +62,18 @@ export interface PoolOptions<M = AnyModule> {
   kind?: 'cpu' | 'io';
   /** Tasks a worker runs at once: 1 for kind 'cpu', 8 for kind 'io' unless given. */
   concurrency?: number;
-  /** Longest a task may run (per item for map chunks): ms or '30s'. The worker is stopped and replaced. */
+  /**
+   * Longest a task may run (per item for map chunks): ms, '30s', or Infinity (the default: none). Past it
+   * the call rejects with TaskTimeoutError and the task's signal aborts (see corral/task); its worker is
+   * stopped only if the task has not returned within cancelGrace.
+   */
   taskTimeout?: Duration;
+  /**
+   * How long a timed-out or aborted task may take to return after its signal aborted, before its worker
+   * is stopped (default 1s; 0 stops it at once). Tasks sharing the worker (kind 'io') are never stopped
+   * with it: the worker takes no new work and stops once they are done.
+   */
+  cancelGrace?: Duration;
   /** Most tasks waiting for a worker; past it apply() rejects with QueueFullError and imap stops reading. */
   maxQueue?: number;
   /** Replace a worker after it ran this many tasks (a map chunk counts as one, as in Python). */
@@ -96,6 +106,7 @@ export interface PoolConfig {
   kind: 'cpu' | 'io';
   concurrency: number;
   taskTimeout: number;
+  cancelGrace: number;
   maxQueue: number;
   maxTasksPerWorker: number;
   retries: number;
@@ -117,6 +128,7 @@ const KNOWN = [
   'kind',
   'concurrency',
   'taskTimeout',
+  'cancelGrace',
   'maxQueue',
   'maxTasksPerWorker',
   'retries',
@@ -145,12 +157,12 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     o.runtime === undefined
       ? 'auto'
       : parseChoice('runtime', o.runtime, ['thread', 'process', 'auto'] as const);
-  const cpus = cpuCount();
+  // The CPU probe (and CORRAL_CPU_COUNT) matters only when the pool sizes itself.
   const workers =
     o.workers === undefined || o.workers === 'auto'
       ? kind === 'cpu'
-        ? cpus
-        : ioPoolSize(cpus)
+        ? cpuCount()
+        : ioPoolSize(cpuCount())
       : parseCount('workers', o.workers, 1);
   if (o.initArgs !== undefined && !Array.isArray(o.initArgs)) {
     throw new ConfigError('initArgs', 'expected an array of arguments for the initializer');
@@ -221,12 +233,12 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     kind,
     concurrency:
       o.concurrency === undefined ? (kind === 'cpu' ? 1 : 8) : parseCount('concurrency', o.concurrency, 1),
-    taskTimeout: o.taskTimeout === undefined ? 0 : deadline('taskTimeout', o.taskTimeout),
-    maxQueue: o.maxQueue === undefined ? Infinity : parseCount('maxQueue', o.maxQueue, 0, true),
-    maxTasksPerWorker:
-      o.maxTasksPerWorker === undefined
-        ? Infinity
-        : parseCount('maxTasksPerWorker', o.maxTasksPerWorker, 1, true),
+    taskTimeout: o.taskTimeout === undefined ? Infinity : parseDuration('taskTimeout', o.taskTimeout, true),
+    cancelGrace: o.cancelGrace === undefined ? 1000 : parseDuration('cancelGrace', o.cancelGrace),
+    // 0 would refuse every call on an idle pool: a queue must hold at least the call being made.
+    maxQueue: o.maxQueue === undefined ? Infinity : parseCount('maxQueue', o.maxQueue, 1, true),
+    // recycle.afterTasks and maxTasksPerWorker say the same thing; the stricter one wins.
+    maxTasksPerWorker: recycle.afterTasks,
     retries: o.retries === undefined ? 0 : parseCount('retries', o.retries, 0),
     initializer: o.initializer,
     initArgs: o.initArgs ?? [],
@@ -238,15 +250,6 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     memoryBudget: resolveBudget(o.memoryBudget),
     detectLeaks,
   };
-}
-
-/**
- * A task deadline in ms, 0 for none: the resolved form the dispatcher arms timers from. Infinity
- * means none too, and must become 0 here: a timer of Infinity ms fires after 1 ms.
- */
-function deadline(option: string, value: unknown): number {
-  const ms = parseDuration(option, value);
-  return ms === Infinity ? 0 : ms;
 }
 
 export interface CallOptions {
@@ -299,7 +302,7 @@ export function resolveCallOptions(
   }
   return {
     signal: o.signal,
-    timeout: o.timeout === undefined ? config.taskTimeout : deadline('timeout', o.timeout),
+    timeout: o.timeout === undefined ? config.taskTimeout : parseDuration('timeout', o.timeout, true),
     retries: o.retries === undefined ? config.retries : parseCount('retries', o.retries, 0),
     memoryHint: o.memoryHint === undefined ? 0 : parseSize('memoryHint', o.memoryHint),
     withUsage: o.withUsage === true,

@@ -6,9 +6,21 @@
  * finishes early gets the next units and one slow unit never holds back the rest. How many units a
  * worker may hold beyond the ones it runs (prefetch) follows the measured unit time: tiny units are
  * sent 64 to a message, units of milliseconds one at a time.
+ *
+ * Two state machines meet here: the pool's (lifecycle.ts) and each worker's (worker.ts). Every change
+ * of either schedules one dispatch, and every dispatch ends by checking the progress invariant
+ * (`progress()`): anything queued has a live or starting worker, or fails with a typed error. That is
+ * what keeps a queued task from waiting forever whatever happens to the workers, closing or not.
+ *
+ * Cancelling a running unit (its timeout passed, its signal fired) settles it at once and asks its
+ * worker to stop it (the task's signal aborts, see corral/task); the unit stays in the worker's list
+ * as a zombie holding its slot. If the task has not returned after `cancelGrace`, the worker takes no
+ * more work and is stopped once nothing else it runs is owed to a caller, or at once if its event
+ * loop did not even acknowledge the cancel: other tasks on it are never collateral of a cancel.
  */
 
 import { channelFrame, channelLinkGone } from '../channel/hub.js';
+import { deadlines } from '../deadline.js';
 import {
   AbortError,
   CpuTimeLimitError,
@@ -24,24 +36,27 @@ import {
   WorkerStartError,
 } from '../errors.js';
 import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
+import { codecError, codecErrorFromWire, decodeResult } from '../runtime/codec.js';
 import {
   type FromWorker,
   fromWireError,
   type ResultFrame,
   ResultStatus,
+  UNIT_CANCELLABLE,
   type UnitFrame,
   type UnitReport,
   type WireError,
 } from '../runtime/protocol.js';
 import type { RuntimeExit } from '../runtime/types.js';
-import { decodeShm } from '../shm/handle.js';
 import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
+import { PoolLifecycle } from './lifecycle.js';
 import { MemoryGuard } from './memory.js';
+import { SignalWatch } from './signals.js';
 import { stealFor } from './steal.js';
 import type { Unit } from './unit.js';
-import type { PoolWorker } from './worker.js';
+import { describeCause, type PoolWorker, type StopCause } from './worker.js';
 import { WorkerSet } from './workers.js';
 
 export interface DispatcherEvents {
@@ -50,6 +65,12 @@ export interface DispatcherEvents {
   workerError(error: Error): void;
   leak(info: { workerId: number; pid: number | undefined; task: string; fds: number }): void;
   breach(error: MemoryLimitError | CpuTimeLimitError): void;
+}
+
+/** A map job: what close() waits for and lets finish (see MapJob). */
+export interface Job {
+  /** close() was called: read the rest of the input now, keeping results for the consumer. */
+  drain(): void;
 }
 
 /**
@@ -70,6 +91,7 @@ function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
 export class Dispatcher {
   readonly queue = new Deque<Unit>();
   readonly workers: WorkerSet;
+  readonly life: PoolLifecycle;
   /** Units queued, not counting ones settled while waiting (aborted) that are skipped lazily. */
   queued = 0;
   completed = 0;
@@ -86,23 +108,21 @@ export class Dispatcher {
   private hinted = 0;
   private dispatchScheduled = false;
   private meanMs: number | undefined = undefined;
-  private broken: Error | undefined = undefined;
-  private closing = false;
-  private terminated = false;
   private readonly idleWaiters: (() => void)[] = [];
+  private readonly signals = new SignalWatch((u) => this.abort(u));
+  /** Map jobs with work left (input to read or chunks unsettled): close() waits for them. */
+  private readonly jobs = new Set<Job>();
 
   constructor(
     readonly config: PoolConfig,
     private readonly events: DispatcherEvents,
   ) {
     const { limits, recycle } = config;
+    this.life = new PoolLifecycle(() => this.schedule());
     this.workers = new WorkerSet(config, {
       message: (w, m) => this.onMessage(w, m),
-      exited: (w, exit, planned, info) => this.onExit(w, exit, planned, info),
-      changed: () => {
-        this.schedule();
-        this.checkIdle();
-      },
+      exited: (w, exit, cause, info) => this.onExit(w, exit, cause, info),
+      changed: () => this.schedule(),
       giveUp: (error) => this.failQueued(error),
       unrecoverable: (error) => this.breakPool(error),
       workerStart: events.workerStart,
@@ -112,10 +132,10 @@ export class Dispatcher {
     if (MemoryGuard.needed(limits, recycle, config.memoryBudget)) {
       this.guard = new MemoryGuard(limits, recycle, config.memoryBudget, {
         workers: () => this.workers,
-        retire: (w, reason) => this.workers.retire(w, reason),
+        retire: (w, reason) => this.workers.retire(w, { kind: 'retired', reason }),
         kill: (w, breach) => {
           w.breach = breach;
-          this.workers.stop(w, `${breach.kind} limit`, true);
+          this.workers.stop(w, { kind: 'breach', limit: breach.kind }, true);
         },
         resumed: () => this.schedule(),
       });
@@ -126,28 +146,23 @@ export class Dispatcher {
 
   // ── submission ────────────────────────────────────────────────────────────────────────────
 
-  /** The error a new submission gets right now, if any. */
+  /** The error a new call gets right now, if any. */
   refusal(): Error | undefined {
-    if (this.closing || this.terminated) return new PoolClosedError();
-    return this.broken;
+    return this.life.refusal();
   }
 
-  /**
-   * Jobs (maps) started before close() go on submitting their chunks, and close() waits for them:
-   * closing refuses new calls, not the rest of a call already made.
-   */
-  private readonly jobs = new Set<object>();
-  jobStarted(job: object): void {
-    this.jobs.add(job);
-  }
-  jobEnded(job: object): void {
-    this.jobs.delete(job);
-    this.checkIdle();
-  }
   /** The error a chunk of a job already running gets: only terminate() or a broken pool stop it. */
   jobRefusal(): Error | undefined {
-    if (this.terminated) return new PoolClosedError('the pool was terminated before this task ran');
-    return this.broken;
+    return this.life.running ? undefined : this.life.refusal();
+  }
+
+  jobWorking(job: Job): void {
+    this.jobs.add(job);
+    if (this.life.state === 'closing') job.drain();
+  }
+
+  jobDone(job: Job): void {
+    if (this.jobs.delete(job)) this.checkIdle();
   }
 
   get hasRoom(): boolean {
@@ -159,9 +174,7 @@ export class Dispatcher {
     else this.queue.push(unit);
     this.queued++;
     unit.state = 'queued';
-    if (unit.signal && unit.attempts === 0) {
-      unit.signal.addEventListener('abort', () => this.abort(unit), { once: true });
-    }
+    this.signals.watch(unit);
     this.schedule();
   }
 
@@ -173,10 +186,29 @@ export class Dispatcher {
 
   private dispatch(): void {
     this.dispatchScheduled = false;
+    for (const w of this.workers) if (w.state === 'draining') this.stopIfDrained(w);
+    if (!this.life.running) return;
     this.fill();
     // With nothing left to hand out, idle workers take back what a busy one holds but has not started.
     if (this.config.concurrency === 1 && this.queued === 0 && this.steal() > 0) this.fill();
-    this.spawnForBacklog();
+    if (!this.guard?.held && !this.workers.backingOff) this.workers.spawnFor(this.queued);
+    this.progress();
+    this.checkIdle();
+  }
+
+  /**
+   * The progress invariant, checked after every change of the pool's or a worker's state: queued
+   * work has a live or starting worker (or a start is scheduled after a failed one). If not, one is
+   * started, whatever the memory budget says (one task may always run); if none can be, the queued
+   * units fail with a typed error rather than wait forever.
+   */
+  private progress(): void {
+    if (this.queued === 0 || this.workers.pending) return;
+    this.workers.spawn();
+    if (this.workers.pending) return;
+    this.failQueued(
+      this.life.refusal() ?? new WorkerStartError('no worker could be started for the queued tasks'),
+    );
   }
 
   private fill(): void {
@@ -243,9 +275,15 @@ export class Dispatcher {
       const u = batch[i]!;
       u.seq = ++this.seq;
       w.board?.offer(u);
-      frames[i] =
+      const frame =
         arenaFrame(w, u) ??
         (u.flags ? [u.seq, u.name, u.mode, u.payload, u.flags] : [u.seq, u.name, u.mode, u.payload]);
+      if (u.signal || u.timeout !== Infinity) frame[4] = (frame[4] ?? 0) | UNIT_CANCELLABLE;
+      if (u.attempts > 0) {
+        frame[4] ??= 0;
+        frame[5] = u.attempts + 1; // a retry: the task's context says which attempt it is
+      }
+      frames[i] = frame;
     }
     this.workers.noteAlive(w);
     try {
@@ -285,8 +323,8 @@ export class Dispatcher {
     let i = 0;
     for (const u of w.inflight.values()) {
       if (i++ >= this.config.concurrency) break;
-      if (u.timeout > 0 && u.timer === undefined && u.state === 'sent') {
-        u.timer = setTimeout(() => this.expire(u), u.timeout);
+      if (u.deadline === undefined && u.state === 'sent' && u.worker === w) {
+        u.deadline = deadlines.after(u.timeout, () => this.expire(u));
       }
     }
   }
@@ -305,32 +343,40 @@ export class Dispatcher {
   // ── outcomes ──────────────────────────────────────────────────────────────────────────────
 
   private onMessage(w: PoolWorker, m: FromWorker): void {
-    if (m.t === 'chan') {
-      channelFrame(w.rt, m); // Queue / Pipe traffic (channel/hub.ts)
-      return;
-    }
-    if (m.t === 'done') {
-      w.noteHeap(m.heap);
-      for (const frame of m.results) this.onResult(w, frame);
-      if (w.inflight.size === 0) this.onEmpty(w);
-      else this.armRunning(w);
-      this.schedule();
-    } else if (m.t === 'ready') {
-      w.noteHeap(m.heap);
-      if (!this.workers.ready(w)) return; // stopped while it was starting
-      this.onEmpty(w);
-      this.schedule();
-    } else if (m.t === 'fatal') {
-      // A module that cannot load will not load on the next try either: fail loudly, once.
-      const cause = fromWireError(m.error);
-      const error =
-        m.phase === 'load'
-          ? new ModuleLoadError(this.config.module, cause)
-          : new WorkerStartError(`the initializer '${this.config.initializer}' failed: ${cause.message}`, {
-              cause,
-            });
-      this.breakPool(error);
-      this.workers.stop(w, 'fatal');
+    switch (m.t) {
+      case 'chan':
+        channelFrame(w.rt, m); // Queue / Pipe traffic (channel/hub.ts)
+        return;
+      case 'done':
+        w.noteHeap(m.heap);
+        for (const frame of m.results) this.onResult(w, frame);
+        if (w.inflight.size === 0 && w.accepting) this.workers.onEmpty(w);
+        else this.armRunning(w);
+        this.schedule();
+        return;
+      case 'ready':
+        w.noteHeap(m.heap);
+        if (!this.workers.ready(w)) return; // stopped while it was starting
+        this.workers.onEmpty(w);
+        return;
+      case 'cancelled':
+        if (w.zombies.has(m.seq)) w.acked.add(m.seq);
+        return;
+      case 'fatal': {
+        // A module that cannot load will not load on the next try either: fail loudly, once.
+        const cause = fromWireError(m.error);
+        const error =
+          m.phase === 'load'
+            ? new ModuleLoadError(this.config.module, cause)
+            : m.phase === 'limits'
+              ? new WorkerStartError(`a worker could not apply its limits: ${cause.message}`, { cause })
+              : new WorkerStartError(
+                  `the initializer '${this.config.initializer}' failed: ${cause.message}`,
+                  { cause },
+                );
+        this.breakPool(error);
+        this.workers.stop(w, { kind: 'fatal' }, true);
+      }
     }
   }
 
@@ -344,22 +390,29 @@ export class Dispatcher {
     else w.arena?.free(seq);
     this.sent--;
     this.hinted -= u.memoryHint;
-    // A late result of a unit that timed out here and went back to the queue: that run decides.
-    if (u.worker !== w) return;
+    // A cancelled run that ended (or stopped at the cancel): the caller has its answer already.
+    if (w.zombies.delete(seq)) {
+      w.acked.delete(seq);
+      return;
+    }
     w.tasksDone++;
     w.busyMs += ms;
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
-    if (report) {
-      this.onReport(w, u, report);
-      if (report.shm) value = decodeShm(value);
-    }
+    if (report) this.onReport(w, u, report);
     this.guard?.unitDone();
     if (u.state === 'settled') return;
-    if (u.timer) clearTimeout(u.timer);
+    deadlines.cancel(u.deadline);
+    u.deadline = undefined;
+    if (report?.shm) {
+      try {
+        value = decodeResult(value);
+      } catch (error) {
+        this.settleFail(u, codecError(u.name, 'result', error));
+        return;
+      }
+    }
     switch (status) {
       case ResultStatus.Ok:
-        this.settleOk(u, value, undefined, ms);
-        break;
       case ResultStatus.OkNumbers:
         this.settleOk(u, value, undefined, ms);
         break;
@@ -377,7 +430,7 @@ export class Dispatcher {
         const breach = classifyThrown(cause, this.config.limits);
         if (breach) {
           // The task caught the failed allocation, but its worker is at the wall: replace it.
-          this.workers.retire(w, 'memory limit reached');
+          this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
           this.failWithBreach(u, breach, w, cause);
         } else if (!this.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
         break;
@@ -388,11 +441,19 @@ export class Dispatcher {
       case ResultStatus.Uncloneable:
         this.settleFail(u, new SerializationError(u.name, 'result', fromWireError(value as WireError)));
         break;
+      case ResultStatus.CodecFailed:
+        this.settleFail(u, codecErrorFromWire(u.name, value as WireError));
+        break;
+      case ResultStatus.Cancelled:
+        // Only zombies are cancelled, and they returned above.
+        this.settleFail(u, new Error(`corral internal error: unit ${seq} was cancelled unasked`));
+        break;
     }
   }
 
   private settleOk(u: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void {
     u.state = 'settled';
+    this.signals.unwatch(u);
     if (itemErrors) this.failed++;
     else this.completed++;
     u.sink.ok(u, value, itemErrors, ms);
@@ -404,11 +465,18 @@ export class Dispatcher {
       w.leaks += report.leakedFds;
       this.leaks += report.leakedFds;
       this.events.leak({ workerId: w.id, pid: w.rt.pid, task: u.name, fds: report.leakedFds });
-      if (this.config.recycle.onLeak)
-        this.workers.retire(w, `task '${u.name}' leaked ${report.leakedFds} descriptors`);
+      if (this.config.recycle.onLeak) {
+        this.workers.retire(w, {
+          kind: 'retired',
+          reason: `task '${u.name}' leaked ${report.leakedFds} descriptors`,
+        });
+      }
     }
     if (report.heapUsed !== undefined) {
-      this.workers.retire(w, `heap ${report.heapUsed} above recycle.whenHeapAbove`);
+      this.workers.retire(w, {
+        kind: 'retired',
+        reason: `heap ${report.heapUsed} above recycle.whenHeapAbove`,
+      });
     }
   }
 
@@ -426,39 +494,96 @@ export class Dispatcher {
 
   settleFail(u: Unit, error: Error): void {
     if (u.state === 'settled') return;
-    if (u.timer) clearTimeout(u.timer);
+    deadlines.cancel(u.deadline);
+    u.deadline = undefined;
     if (u.state === 'queued') this.queued--;
     u.state = 'settled';
+    this.signals.unwatch(u);
     this.failed++;
     u.sink.fail(u, error);
+    this.checkIdle(); // the last queued unit of a closing pool may just have been aborted
   }
 
+  /** Runs the unit again if it has tries left and the pool still runs work (closing included). */
   private retry(u: Unit): boolean {
-    if (u.attempts > u.retries || this.closing || this.terminated) return false;
-    if (u.timer) clearTimeout(u.timer);
-    u.timer = undefined;
+    if (u.attempts > u.retries || !this.life.running) return false;
+    deadlines.cancel(u.deadline);
+    u.deadline = undefined;
     u.worker = undefined;
     this.submit(u, true);
     return true;
   }
 
+  /** A running unit's timeout passed: it is retried or fails now, and its worker is asked to stop it. */
   private expire(u: Unit): void {
-    u.timer = undefined;
+    u.deadline = undefined;
     const w = u.worker;
     if (u.state !== 'sent' || !w) return;
-    // Retried or failed here; it stays in the worker's list until the exit, where it still counts as
-    // running (so the units behind it are known not to have started) but is not settled again.
-    if (!this.retry(u)) this.settleFail(u, new TaskTimeoutError(u.name, u.timeout));
-    this.workers.stop(w, `task '${u.name}' timed out`, true);
+    this.cancel(w, u, 'timeout', new TaskTimeoutError(u.name, u.timeout));
   }
 
-  /** Abort before start removes the unit; abort while running stops its worker. */
+  /** The unit's signal fired: a queued unit is dropped, a sent one is cancelled in its worker. */
   abort(u: Unit): void {
     if (u.state === 'settled') return;
-    const running = u.state === 'sent' && this.isRunning(u);
     const w = u.worker;
-    this.settleFail(u, new AbortError(u.name, u.signal?.reason));
-    if (running && w) this.workers.stop(w, `task '${u.name}' was aborted`, true);
+    const error = new AbortError(u.name, u.signal?.reason);
+    if (u.state === 'sent' && w) this.cancel(w, u, 'abort', error);
+    else this.settleFail(u, error);
+  }
+
+  /**
+   * Settles a unit its worker holds (a timeout may retry it elsewhere) and tells the worker: the task's
+   * signal aborts, or a unit not started yet is dropped. Until the worker answers for it, the unit is a
+   * zombie holding its slot; after cancelGrace, see `graceOver`.
+   */
+  private cancel(w: PoolWorker, u: Unit, why: 'timeout' | 'abort', error: Error): void {
+    const seq = u.seq;
+    const running = this.isRunning(u);
+    w.zombies.add(seq);
+    if (running) w.board?.revoke(u);
+    if (!(why === 'timeout' && this.retry(u))) this.settleFail(u, error);
+    try {
+      w.rt.send({ t: 'cancel', seq, why });
+    } catch {
+      // A dead channel: the exit comes next and frees the slot.
+    }
+    if (!running) return; // the worker drops it unstarted and says so
+    const task = u.name;
+    const over = (): void => this.graceOver(w, seq, task, why);
+    if (this.config.cancelGrace === 0) over();
+    else deadlines.after(this.config.cancelGrace, over);
+  }
+
+  /**
+   * The cancelled task has not returned. If its worker's event loop answered the cancel, the task is
+   * ignoring its signal: the worker takes no more work and stops once nothing else it runs is owed
+   * (tasks sharing it finish first). If it did not answer, the loop is blocked: nothing else on the
+   * worker can finish either, so it is stopped now.
+   */
+  private graceOver(w: PoolWorker, seq: number, task: string, why: 'timeout' | 'abort'): void {
+    if (!w.zombies.has(seq) || w.state === 'stopping' || w.state === 'exited') return;
+    const blocked = !w.acked.has(seq);
+    const cause: StopCause = { kind: 'cancelled', task, why, blocked };
+    if (blocked) this.workers.stop(w, cause, true);
+    else {
+      if (w.state === 'draining') w.cause = cause;
+      else this.workers.retire(w, cause);
+      this.stopIfDrained(w);
+    }
+  }
+
+  /**
+   * A draining worker stops once none of its running slots holds a unit a caller waits for: the
+   * zombies among them die with it, and units it holds but never started go back to the queue.
+   */
+  private stopIfDrained(w: PoolWorker): void {
+    if (w.state !== 'draining') return;
+    let i = 0;
+    for (const [seq] of w.inflight) {
+      if (i++ >= this.config.concurrency) break;
+      if (!w.zombies.has(seq)) return;
+    }
+    this.workers.stop(w, w.cause ?? { kind: 'retired', reason: 'retired' }, w.inflight.size > 0);
   }
 
   /** Cancels units of a job that failed or was abandoned: queued ones are dropped, running ones finish. */
@@ -472,54 +597,53 @@ export class Dispatcher {
   // ── workers ───────────────────────────────────────────────────────────────────────────────
 
   /**
-   * The one place that decides what an exit means. Units with results are already settled; of the
-   * rest, the first `concurrency` were running (they fail, or are retried if allowed) and the others
-   * never started (they go back to the front of the queue, in order).
+   * The one place that decides what an exit means. Units with results are already settled, and so are
+   * zombies; of the rest, the first `concurrency` were running (they fail, or are retried if allowed)
+   * and the others never started (they go back to the front of the queue, in order).
    */
-  private onExit(w: PoolWorker, exit: RuntimeExit, planned: string | undefined, info: WorkerExit): void {
+  private onExit(w: PoolWorker, exit: RuntimeExit, cause: StopCause | undefined, info: WorkerExit): void {
     channelLinkGone(w.rt, info); // queue items it held go back (channel/broker.ts)
-    const held = [...w.inflight.values()];
+    const held = [...w.inflight];
     w.inflight.clear();
-    for (const u of held) {
+    for (const [, u] of held) {
       this.sent--;
       this.hinted -= u.memoryHint;
     }
+    const terminated = this.life.terminated;
     const requeue: Unit[] = [];
-    held.forEach((u, i) => {
-      // Settled, or already given to the queue again (a timeout's retry): decided elsewhere.
-      if (u.state === 'settled' || u.worker !== w) return;
-      if (u.timer) clearTimeout(u.timer);
-      u.timer = undefined;
-      if (i < this.config.concurrency) {
-        const breach = this.terminated
-          ? undefined
-          : classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
-        if (breach) {
-          this.failWithBreach(u, breach, w);
-          return;
-        }
-        const error = this.terminated
-          ? new PoolClosedError('the pool was terminated while this task was running')
-          : new WorkerCrashedError(
-              u.name,
-              info,
-              planned ? `worker ${w.id} was stopped (${planned}) while running task '${u.name}'` : undefined,
-            );
-        if (this.terminated || !this.retry(u)) this.settleFail(u, error);
-      } else {
+    held.forEach(([seq, u], i) => {
+      if (w.zombies.has(seq) || u.state === 'settled' || u.worker !== w) return;
+      deadlines.cancel(u.deadline);
+      u.deadline = undefined;
+      if (i >= this.config.concurrency) {
         u.attempts--; // never started: this try does not count
         requeue.push(u);
+        return;
       }
+      if (terminated) {
+        this.settleFail(u, new PoolClosedError('the pool was terminated while this task was running'));
+        return;
+      }
+      const breach = classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
+      if (breach) {
+        this.failWithBreach(u, breach, w);
+        return;
+      }
+      const error = new WorkerCrashedError(
+        u.name,
+        info,
+        cause
+          ? `worker ${w.id} was stopped (${describeCause(cause)}) while running task '${u.name}'`
+          : undefined,
+      );
+      if (!this.retry(u)) this.settleFail(u, error);
     });
+    w.zombies.clear();
+    w.acked.clear();
     for (let i = requeue.length - 1; i >= 0; i--) {
-      if (this.terminated) this.settleFail(requeue[i]!, new PoolClosedError());
+      if (terminated) this.settleFail(requeue[i]!, new PoolClosedError());
       else this.submit(requeue[i]!, true);
     }
-  }
-
-  private spawnForBacklog(): void {
-    if (this.closing || this.terminated || this.broken || this.guard?.held) return;
-    this.workers.spawnFor(this.queued);
   }
 
   private failQueued(error: Error): void {
@@ -528,50 +652,59 @@ export class Dispatcher {
   }
 
   private breakPool(error: Error): void {
-    if (this.broken) return;
-    this.broken = error;
+    if (this.life.state !== 'open' && this.life.state !== 'closing') return;
+    this.life.to('broken', error);
     this.failQueued(error);
-    this.workers.stopAll('the pool cannot start workers', true);
+    this.workers.stopAll({ kind: 'broken' }, true);
   }
 
   // ── shutdown ──────────────────────────────────────────────────────────────────────────────
 
+  /** Work a caller waits for: queued, held by a worker (zombies aside), or a job's unread input. */
   get busy(): boolean {
     if (this.queued > 0 || this.jobs.size > 0) return true;
-    for (const w of this.workers) if (w.inflight.size > 0) return true;
+    for (const w of this.workers) if (w.owed > 0) return true;
     return false;
   }
 
   private checkIdle(): void {
-    if (this.busy) return;
+    if (this.idleWaiters.length === 0 || this.busy) return;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
-  /** Resolves when no unit is queued or running. */
+  /** Resolves when nothing is queued or owed. */
   whenIdle(): Promise<void> {
     if (!this.busy) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private onEmpty(w: PoolWorker): void {
-    this.workers.onEmpty(w);
-    this.checkIdle();
-  }
-
+  /**
+   * Finishes what was accepted (queued units, retries, the rest of every map's input), then stops the
+   * workers. New calls are refused from now on.
+   */
   async close(): Promise<void> {
-    this.closing = true;
-    await this.whenIdle();
-    this.guard?.stop();
-    this.workers.stopAll('pool closed', false);
+    const { state } = this.life;
+    if (state === 'open' || state === 'broken') {
+      this.life.to('closing');
+      for (const job of this.jobs) job.drain();
+    }
+    if (this.life.state === 'closing') {
+      await this.whenIdle();
+      this.guard?.stop();
+      this.workers.stopAll({ kind: 'closed' }, false);
+    }
     await this.workers.whenExited();
+    if (this.life.state === 'closing') this.life.to('closed');
   }
 
   async terminate(): Promise<void> {
-    this.terminated = true;
-    this.guard?.stop();
-    this.failQueued(new PoolClosedError('the pool was terminated before this task ran'));
-    this.workers.stopAll('pool terminated', true);
+    if (!this.life.terminated) {
+      this.life.to('terminated');
+      this.guard?.stop();
+      this.failQueued(new PoolClosedError('the pool was terminated before this task ran'));
+      this.workers.stopAll({ kind: 'terminated' }, true);
+    }
     await this.workers.whenExited();
-    this.checkIdle();
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 }

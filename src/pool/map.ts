@@ -4,13 +4,11 @@
  * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
  */
 
-import { encodeChannelsIn } from '../channel/handles.js';
 import { AbortError, TaskError } from '../errors.js';
-import { fromWireError, packNumbers, UNIT_SHM, UnitMode, type WireError } from '../runtime/protocol.js';
-import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/used.js';
+import { codecError, encodeArgs } from '../runtime/codec.js';
+import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
 import type { ResolvedCall } from './config.js';
-import type { Dispatcher } from './dispatcher.js';
+import type { Dispatcher, Job } from './dispatcher.js';
 import { Unit, type UnitSink } from './unit.js';
 
 /** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
@@ -44,7 +42,19 @@ export interface MapSpec {
   call: ResolvedCall;
 }
 
-export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
+/** A chunk whose failed items are being run again: where their results go back to. */
+interface ItemRetry {
+  /** The chunk's place in the input. */
+  index: number;
+  /** The chunk's results so far, filled in as retried items succeed. */
+  results: unknown[];
+  /** For each item of the retry unit, its position in the chunk. */
+  positions: number[];
+  /** Items that failed for good, by chunk position. */
+  errors: [number, WireError][];
+}
+
+export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private readonly sync: Iterator<unknown> | undefined;
   private readonly async: AsyncIterator<unknown> | undefined;
   private readonly array: readonly unknown[] | undefined;
@@ -73,9 +83,17 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   private currentPos = 0;
   /** This job's units not yet settled, with their chunk's position in the input. */
   private readonly units = new Map<Unit, number>();
+  /** Retry units of failed items, and where their results go. */
+  private readonly itemRetries = new Map<Unit, ItemRetry>();
   private waiter: { resolve: () => void } | undefined = undefined;
   private sourceError: Error | undefined = undefined;
   private readonly onAbort: (() => void) | undefined;
+  /** close() was called: read the rest of the input without waiting for the consumer. */
+  private eager = false;
+  /** Whether the dispatcher counts this job as having work left. */
+  private working = true;
+  /** next() calls wait for the one before them: concurrent calls each get their own item. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly dispatcher: Dispatcher,
@@ -100,7 +118,13 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
       if (signal.aborted) queueMicrotask(this.onAbort);
       else signal.addEventListener('abort', this.onAbort, { once: true });
     }
-    dispatcher.jobStarted(this);
+    dispatcher.jobWorking(this);
+    this.fill();
+  }
+
+  /** Pool.close(): the rest of the input is read and run now; results wait for the consumer. */
+  drain(): void {
+    this.eager = true;
     this.fill();
   }
 
@@ -110,6 +134,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
    * still only a few thousand items held.
    */
   private window(): number {
+    if (this.eager) return Infinity;
     const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
     // While chunks are still growing their size is a guess: a few in flight, not a window of them
     // (dozens of chunks of a few hundred tiny items cost a process pool more than their work).
@@ -178,7 +203,15 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     } finally {
       this.reading = false;
       this.wake();
+      this.checkWork();
     }
+  }
+
+  /** Tells the dispatcher once nothing is left to read or run (unread results do not count). */
+  private checkWork(): void {
+    if (!this.working || (!this.finished && (!this.exhausted || this.reading || this.units.size > 0))) return;
+    this.working = false;
+    this.dispatcher.jobDone(this);
   }
 
   private readSync(n: number): unknown[] {
@@ -214,34 +247,48 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
   }
 
   private submit(items: unknown[]): void {
-    const { call } = this.spec;
     const numbers = this.spec.mode === UnitMode.Map ? packNumbers(items) : undefined;
-    let payload: unknown = numbers ?? items;
-    let shm = false;
-    if (!numbers && shmEverUsed()) {
-      // Each item gets the walk budget, so a long chunk of { shm, from, to } items is fully encoded.
-      const encoded = encodeShm(items, DEFAULT_BUDGET + items.length * 8, {
-        runtime: this.dispatcher.config.runtime,
-      });
-      payload = encoded.value;
-      shm = encoded.found;
+    const unit = this.newUnit(numbers ? UnitMode.MapNumbers : this.spec.mode, numbers ?? items);
+    this.units.set(unit, this.nextIndex++);
+    this.outstanding++;
+    this.queue(unit);
+  }
+
+  /** A unit of `payload` (chunk items), its handles encoded; one that cannot be is failed by queue(). */
+  private newUnit(mode: UnitMode, payload: unknown): Unit {
+    const { call } = this.spec;
+    const size = (payload as ArrayLike<unknown>).length;
+    let encoded: ReturnType<typeof encodeArgs> | undefined;
+    let error: Error | undefined;
+    if (mode === UnitMode.MapNumbers) encoded = { payload, flags: 0 };
+    else {
+      try {
+        encoded = encodeArgs(payload, this.dispatcher.config.runtime);
+      } catch (e) {
+        error = codecError(this.spec.name, 'arguments', e);
+      }
     }
     const unit = new Unit(
       this.spec.name,
-      numbers ? UnitMode.MapNumbers : this.spec.mode,
-      payload,
-      items.length,
+      mode,
+      encoded?.payload ?? payload,
+      size,
       this,
-      call.timeout > 0 ? call.timeout * items.length : 0,
+      call.timeout * size,
       call.retries,
       call.signal,
     );
+    unit.flags = encoded?.flags ?? 0;
     unit.memoryHint = call.memoryHint;
-    if (shm) unit.flags |= UNIT_SHM;
-    encodeChannelsIn(unit);
-    this.units.set(unit, this.nextIndex++);
-    this.outstanding++;
-    const refusal = this.dispatcher.jobRefusal();
+    if (error) this.unencodable.set(unit, error);
+    return unit;
+  }
+
+  private readonly unencodable = new Map<Unit, Error>();
+
+  private queue(unit: Unit): void {
+    const refusal = this.unencodable.get(unit) ?? this.dispatcher.jobRefusal();
+    this.unencodable.delete(unit);
     if (refusal) this.dispatcher.settleFail(unit, refusal);
     else this.dispatcher.submit(unit);
   }
@@ -250,6 +297,21 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     const index = this.units.get(unit);
     if (index === undefined) return;
     this.units.delete(unit);
+    const retry = this.itemRetries.get(unit);
+    if (retry) {
+      this.itemRetries.delete(unit);
+      const results = value as ArrayLike<unknown>;
+      const failed = new Set<number>();
+      for (const [i, wire] of itemErrors ?? []) {
+        failed.add(i);
+        retry.errors.push([retry.positions[i]!, wire]);
+      }
+      for (let i = 0; i < retry.positions.length; i++) {
+        if (!failed.has(i)) retry.results[retry.positions[i]!] = results[i];
+      }
+      this.settleChunk(unit, retry);
+      return;
+    }
     // Later chunks aim at TARGET_CHUNK_MS of work, from the time chunks took in their worker. Items
     // weigh, not chunks: a probe of 8 tiny items mostly times the chunk's fixed cost, and must not
     // hold back the estimate once chunks of thousands have been timed. Halving the sums at each
@@ -257,13 +319,63 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     if (unit.size > this.largestTimed) this.largestTimed = unit.size;
     this.timedMs = this.timedMs * 0.5 + ms;
     this.timedItems = this.timedItems * 0.5 + unit.size;
-    this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
+    if (!itemErrors) {
+      this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
+      return;
+    }
+    this.settleChunk(unit, { index, results: value as unknown[], positions: [], errors: itemErrors });
+  }
+
+  /**
+   * A chunk with failed items: while the call's retries allow, only those items run again (the others
+   * are not run twice), as a unit of their own at the front of the queue; then the chunk is stored with
+   * whatever failed for good.
+   */
+  private settleChunk(unit: Unit, retry: ItemRetry): void {
+    const errors = retry.errors;
+    if (
+      errors.length === 0 ||
+      unit.attempts > unit.retries ||
+      this.dispatcher.jobRefusal() ||
+      this.finished
+    ) {
+      this.store(retry.index, {
+        results: retry.results,
+        itemErrors: errors.length > 0 ? errors.sort((a, b) => a[0] - b[0]) : undefined,
+        error: undefined,
+      });
+      return;
+    }
+    const positions = errors.map(([p]) => p).sort((a, b) => a - b);
+    // The failed unit's own payload (handles already encoded): a retry sends the very same items. A
+    // first failure's unit holds the whole chunk; a retry's, only the chunk positions it was given.
+    const source = unit.payload as ArrayLike<unknown>;
+    const at = (p: number): number => (retry.positions.length === 0 ? p : retry.positions.indexOf(p));
+    const picked = positions.map((p) => source[at(p)]);
+    const payload = unit.mode === UnitMode.MapNumbers ? Float64Array.from(picked as number[]) : picked;
+    const again = new Unit(
+      unit.name,
+      unit.mode,
+      payload,
+      positions.length,
+      this,
+      this.spec.call.timeout * positions.length,
+      unit.retries,
+      unit.signal,
+    );
+    again.flags = unit.flags;
+    again.memoryHint = unit.memoryHint;
+    again.attempts = unit.attempts; // the items' tries go on counting
+    this.units.set(again, retry.index);
+    this.itemRetries.set(again, { index: retry.index, results: retry.results, positions, errors: [] });
+    this.queue(again);
   }
 
   fail(unit: Unit, error: Error): void {
     const index = this.units.get(unit);
     if (index === undefined) return;
     this.units.delete(unit);
+    this.itemRetries.delete(unit);
     this.store(index, { results: [], itemErrors: undefined, error });
   }
 
@@ -272,6 +384,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     if (!this.spec.ordered) this.readyOrder.push(index);
     this.wake();
     this.fill();
+    this.checkWork();
   }
 
   private wake(): void {
@@ -280,11 +393,13 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     w?.resolve();
   }
 
-  /** Ends the job: queued chunks are dropped, running ones finish and are ignored. */
+  /**
+   * Ends the job: queued chunks are dropped, running ones finish and are ignored, and an input not
+   * read to its end is closed (a generator's `finally` runs), as a `for await` loop's break would.
+   */
   private end(error: Error | undefined, fromSignal = false): void {
     if (this.finished) return;
     this.finished = true;
-    this.dispatcher.jobEnded(this);
     if (this.onAbort && this.spec.call.signal)
       this.spec.call.signal.removeEventListener('abort', this.onAbort);
     const mine = new Set(this.units.keys());
@@ -295,7 +410,28 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
       this.sourceError = error;
     }
     this.units.clear();
+    this.itemRetries.clear();
+    if (!this.exhausted) {
+      this.exhausted = true;
+      this.closeInput();
+    }
+    this.checkWork();
     this.wake();
+  }
+
+  private closeInput(): void {
+    try {
+      this.sync?.return?.();
+    } catch {
+      // The input's own cleanup failed; the job is over either way.
+    }
+    const input = this.async;
+    if (input?.return) {
+      // After any read in progress: an async generator queues return() behind a pending next().
+      Promise.resolve()
+        .then(() => input.return?.())
+        .catch(() => {});
+    }
   }
 
   private takeNextChunk(): ChunkOutcome | undefined {
@@ -348,7 +484,14 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown> {
     return new TaskError(this.spec.name, fromWireError(found[1]));
   }
 
-  async next(): Promise<IteratorResult<unknown>> {
+  /** The next result; concurrent calls are served one after the other, each with its own item. */
+  next(): Promise<IteratorResult<unknown>> {
+    const result = this.tail.then(() => this.nextOne());
+    this.tail = result.catch(() => {});
+    return result;
+  }
+
+  private async nextOne(): Promise<IteratorResult<unknown>> {
     let cur = this.current;
     if (!cur || this.currentPos >= cur.results.length) {
       cur = this.current = await this.nextChunk();

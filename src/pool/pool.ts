@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { encodeChannelsIn } from '../channel/handles.js';
 import type { WorkerExit } from '../errors.js';
 import {
   AbortError,
@@ -9,9 +8,8 @@ import {
   QueueFullError,
 } from '../errors.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
-import { type TaskUsage, UNIT_SHM, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
-import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/used.js';
+import { codecError, type Encoded, encodeArgs } from '../runtime/codec.js';
+import { type TaskUsage, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
 import {
   type AnyModule,
   type CallOptions,
@@ -26,6 +24,7 @@ import {
   type TaskResult,
 } from './config.js';
 import { Dispatcher } from './dispatcher.js';
+import type { PoolState } from './lifecycle.js';
 import { MapJob } from './map.js';
 import { type PoolStats, snapshot } from './stats.js';
 import { PromiseSink, Unit } from './unit.js';
@@ -101,41 +100,32 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     } catch (error) {
       return Promise.reject(error);
     }
+    let encoded: Encoded;
+    try {
+      encoded = encodeArgs(args, d.config.runtime);
+    } catch (error) {
+      return Promise.reject(codecError(name, 'arguments', error));
+    }
+    const { signal } = call;
+    if (signal?.aborted) return Promise.reject(new AbortError(name, signal.reason));
     return new Promise<TaskResult<M, K>>((resolve, reject) => {
-      const { signal } = call;
-      let sink: PromiseSink;
-      if (signal) {
-        if (signal.aborted) {
-          reject(new AbortError(name, signal.reason));
-          return;
-        }
-        const onAbort = (): void => d.abort(unit);
-        signal.addEventListener('abort', onAbort, { once: true });
-        sink = new PromiseSink(
-          (v) => {
-            signal.removeEventListener('abort', onAbort);
-            resolve(v as TaskResult<M, K>);
-          },
-          (e) => {
-            signal.removeEventListener('abort', onAbort);
-            reject(e);
-          },
-        );
-      } else sink = new PromiseSink(resolve as (value: unknown) => void, reject);
-      const unit = new Unit(name, UnitMode.Apply, args, 1, sink, call.timeout, call.retries, signal);
+      const sink = new PromiseSink(resolve as (value: unknown) => void, reject);
+      const unit = new Unit(
+        name,
+        UnitMode.Apply,
+        encoded.payload,
+        1,
+        sink,
+        call.timeout,
+        call.retries,
+        signal,
+      );
+      unit.flags = encoded.flags;
       unit.memoryHint = call.memoryHint;
       if (call.withUsage) {
         unit.wantUsage = true;
         unit.flags |= UNIT_USAGE;
       }
-      if (shmEverUsed()) {
-        const encoded = encodeShm(args, DEFAULT_BUDGET, { runtime: d.config.runtime });
-        if (encoded.found) {
-          unit.payload = encoded.value;
-          unit.flags |= UNIT_SHM;
-        }
-      }
-      encodeChannelsIn(unit); // Queue / Pipe arguments travel as handles
       d.submit(unit);
     });
   }
@@ -222,6 +212,11 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   /** Finishes queued and running work, then stops the workers. New work is refused. */
   close(): Promise<void> {
     return this.dispatcher.close();
+  }
+
+  /** The pool's state: 'open', 'closing', 'closed', 'terminated' or 'broken' (its workers cannot start). */
+  get state(): PoolState {
+    return this.dispatcher.life.state;
   }
 
   /** Stops now: queued and running tasks reject with PoolClosedError. */

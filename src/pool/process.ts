@@ -10,8 +10,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:os';
-import { channelsEverUsed, encodeChannels } from '../channel/handles.js';
 import { channelFrame, channelLinkGone } from '../channel/hub.js';
+import { type Deadline, deadlines } from '../deadline.js';
 import {
   ConfigError,
   CpuTimeLimitError,
@@ -28,21 +28,18 @@ import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.j
 import { heapMbFor, type LimitsOptions, rlimitsFor } from '../limits/limits.js';
 import { readRss } from '../limits/memory.js';
 import { isPlainObject } from '../options.js';
+import { codecError, codecErrorFromWire, decodeResult, encodeArgs } from '../runtime/codec.js';
 import {
   type FromWorker,
   fromWireError,
   type ResultFrame,
   ResultStatus,
-  UNIT_CHAN,
-  UNIT_SHM,
   type UnitFrame,
   UnitMode,
   type WireError,
 } from '../runtime/protocol.js';
 import { startWorker } from '../runtime/spawn.js';
 import type { RuntimeExit, RuntimeWorker } from '../runtime/types.js';
-import { DEFAULT_BUDGET, encodeShm } from '../shm/handle.js';
-import { shmEverUsed } from '../shm/used.js';
 import {
   type AnyModule,
   type PoolConfig,
@@ -95,7 +92,7 @@ export class Process<
   private outcome: { ok: true; value: unknown } | { ok: false; error: Error; code: number } | undefined;
   private killed = false;
   private observed: { kind: 'rss'; limit: number; value: number } | undefined = undefined;
-  private timer: NodeJS.Timeout | undefined = undefined;
+  private timer: Deadline | undefined = undefined;
   private sampler: NodeJS.Timeout | undefined = undefined;
   private readonly done: Promise<TaskResult<M, K>>;
   private settle!: { resolve(value: TaskResult<M, K>): void; reject(error: Error): void };
@@ -178,21 +175,12 @@ export class Process<
   start(): this {
     if (this.state !== 'new')
       throw new ConfigError('start', `${this.name} was already started; a Process runs once`);
-    let payload: unknown = this.args;
-    let flags = 0;
-    if (shmEverUsed()) {
-      const encoded = encodeShm(payload, DEFAULT_BUDGET, { runtime: this.config.runtime });
-      if (encoded.found) {
-        payload = encoded.value;
-        flags |= UNIT_SHM;
-      }
-    }
-    if (channelsEverUsed()) {
-      const encoded = encodeChannels(payload);
-      if (encoded.found) {
-        payload = encoded.value;
-        flags |= UNIT_CHAN;
-      }
+    let payload: unknown;
+    let flags: number;
+    try {
+      ({ payload, flags } = encodeArgs(this.args, this.config.runtime));
+    } catch (error) {
+      throw codecError(this.fn, 'arguments', error);
     }
     const unit: UnitFrame = flags
       ? [1, this.fn, UnitMode.Apply, payload, flags]
@@ -217,6 +205,7 @@ export class Process<
           },
           board: undefined,
           boardSegment: undefined,
+          parentPid: process.pid,
         },
         { message: (m) => this.onMessage(m, unit), exit: (e) => this.onExit(e) },
       );
@@ -230,7 +219,7 @@ export class Process<
       );
       return this;
     }
-    this.timer = setTimeout(() => {
+    this.timer = deadlines.after(limits.startTimeout, () => {
       if (this.state !== 'starting') return;
       this.outcome = {
         ok: false,
@@ -240,8 +229,7 @@ export class Process<
         ),
       };
       this.rt?.kill();
-    }, limits.startTimeout);
-    this.timer.unref();
+    });
     if (limits.rss !== undefined && this.rt.pid !== undefined) {
       const pid = this.rt.pid;
       const rss = limits.rss;
@@ -285,7 +273,7 @@ export class Process<
     }
     if (m.t === 'ready') {
       if (this.state !== 'starting') return;
-      if (this.timer) clearTimeout(this.timer);
+      deadlines.cancel(this.timer);
       this.state = 'running';
       this.emit('start', { pid: rt.pid, threadId: rt.threadId });
       try {
@@ -314,11 +302,19 @@ export class Process<
   }
 
   private result(frame: ResultFrame): NonNullable<Process['outcome']> {
-    const [, status, value] = frame;
+    const [, status, value, , report] = frame;
     switch (status) {
       case ResultStatus.Ok:
       case ResultStatus.OkNumbers:
-        return { ok: true, value };
+        if (!report?.shm) return { ok: true, value };
+        // Mapped now, while the worker (which may own the segment) is still alive.
+        try {
+          return { ok: true, value: decodeResult(value) };
+        } catch (error) {
+          return { ok: false, code: 1, error: codecError(this.fn, 'result', error) };
+        }
+      case ResultStatus.CodecFailed:
+        return { ok: false, code: 1, error: codecErrorFromWire(this.fn, value as WireError) };
       case ResultStatus.Threw: {
         const cause = fromWireError(value as WireError);
         const breach = classifyThrown(cause, this.config.limits);
@@ -352,7 +348,7 @@ export class Process<
   private onExit(exit: RuntimeExit): void {
     const rt = this.rt!;
     this.state = 'exited';
-    if (this.timer) clearTimeout(this.timer);
+    deadlines.cancel(this.timer);
     if (this.sampler) clearInterval(this.sampler);
     this.sig = exit.signal;
     const info: WorkerExit = {

@@ -36,6 +36,11 @@ export class ClaimBoard {
     this.next -= count;
   }
 
+  /** Marks a unit the worker runs as cancelled: a map chunk of it stops at its next item. */
+  revoke(u: Unit): void {
+    Atomics.compareExchange(this.words, u.slot, -u.seq, 0);
+  }
+
   /** True when the worker had not started the unit: it is the pool's again. */
   take(u: Unit): boolean {
     return Atomics.compareExchange(this.words, u.slot, u.seq, 0) === u.seq;
@@ -60,7 +65,8 @@ export function stealFor(workers: Iterable<PoolWorker>): Unit[] {
   const keep = held.length - Math.ceil((held.length - 1) / 2);
   for (let i = held.length - 1; i >= keep; i--) {
     const u = held[i]!;
-    if (!victim.board!.take(u)) break;
+    // A cancelled unit (settled, waiting for its worker to drop it) is not the pool's to hand out.
+    if (u.state === 'settled' || !victim.board!.take(u)) break;
     victim.inflight.delete(u.seq);
     victim.arena?.free(u.seq);
     u.attempts--; // never started: this try does not count

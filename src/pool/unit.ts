@@ -1,3 +1,4 @@
+import type { Deadline } from '../deadline.js';
 import type { TaskUsage, UnitMode, WireError } from '../runtime/protocol.js';
 import type { PoolWorker } from './worker.js';
 
@@ -17,7 +18,8 @@ export class Unit {
   /** 'new' until submitted: only units really in the queue count in Dispatcher.queued. */
   state: 'new' | 'queued' | 'sent' | 'settled' = 'new';
   worker: PoolWorker | undefined = undefined;
-  timer: NodeJS.Timeout | undefined = undefined;
+  /** Its running deadline (timeout), armed when it starts running. */
+  deadline: Deadline | undefined = undefined;
   /** Set from the worker's report when the caller asked for { withUsage: true }. */
   usage: TaskUsage | undefined = undefined;
   wantUsage = false;
@@ -33,7 +35,7 @@ export class Unit {
     public payload: unknown,
     readonly size: number,
     readonly sink: UnitSink,
-    /** Deadline in ms from the unit's start; 0 = none. */
+    /** Deadline in ms from the unit's start; Infinity = none. */
     readonly timeout: number,
     readonly retries: number,
     readonly signal: AbortSignal | undefined,

@@ -1,3 +1,4 @@
+import type { Deadline } from '../deadline.js';
 import type { RuntimeExit, RuntimeKind, RuntimeWorker } from '../runtime/types.js';
 import type { Arena } from './arena.js';
 import type { ClaimBoard } from './steal.js';
@@ -8,8 +9,8 @@ import type { Unit } from './unit.js';
  * a state machine that cannot be bypassed is what lets one place (Dispatcher.onExit) decide what an
  * exit means for the units the worker held.
  *
- *   starting ─ready→ idle ⇄ busy ─retire→ draining ─(empty)→ stopping ─→ exited
- *   any state ─kill/crash→ stopping | exited
+ *   starting ─ready→ idle ⇄ busy ─retire→ draining ─(nothing running)→ stopping ─→ exited
+ *   any live state ─stop(cause)→ stopping ─→ exited;  any state ─died→ exited
  */
 export type WorkerState = 'starting' | 'idle' | 'busy' | 'draining' | 'stopping' | 'exited';
 
@@ -22,16 +23,76 @@ const NEXT: Record<WorkerState, readonly WorkerState[]> = {
   exited: [],
 };
 
+/**
+ * Why the pool ended a worker, recorded as a value when the stop is decided (never inferred later
+ * from the state it happens to be in): what its exit means for its units and for the pool follows
+ * from this alone. No cause at exit means the worker died on its own.
+ */
+export type StopCause =
+  /** Not ready within limits.startTimeout. */
+  | { kind: 'start-timeout'; ms: number }
+  /** The module, its initializer or the rlimits failed in the worker: the pool is broken. */
+  | { kind: 'fatal' }
+  /** Retired between tasks (recycle thresholds, maxTasksPerWorker, idleTimeout, memory budget, leaks). */
+  | { kind: 'retired'; reason: string }
+  /** A timed-out or aborted task did not return within cancelGrace. `blocked`: its event loop did not even answer. */
+  | { kind: 'cancelled'; task: string; why: 'timeout' | 'abort'; blocked: boolean }
+  /** Stopped for a memory breach the pool observed (rss, budget). */
+  | { kind: 'breach'; limit: string }
+  | { kind: 'closed' }
+  | { kind: 'terminated' }
+  | { kind: 'broken' };
+
+/** Causes that end the pool's use of workers, not just this one: its death is no start failure. */
+export function isShutdown(cause: StopCause | undefined): boolean {
+  return cause?.kind === 'closed' || cause?.kind === 'terminated' || cause?.kind === 'broken';
+}
+
+/** Words for events and messages. */
+export function describeCause(cause: StopCause): string {
+  switch (cause.kind) {
+    case 'start-timeout':
+      return `start timeout: not ready within ${cause.ms} ms`;
+    case 'fatal':
+      return 'fatal';
+    case 'retired':
+      return cause.reason;
+    case 'cancelled':
+      return cause.blocked
+        ? `task '${cause.task}' (${cause.why === 'timeout' ? 'timed out' : 'aborted'}) kept its event loop blocked past cancelGrace`
+        : `task '${cause.task}' (${cause.why === 'timeout' ? 'timed out' : 'aborted'}) did not return within cancelGrace`;
+    case 'breach':
+      return `${cause.limit} limit`;
+    case 'closed':
+      return 'pool closed';
+    case 'terminated':
+      return 'pool terminated';
+    case 'broken':
+      return 'the pool cannot start workers';
+  }
+}
+
 export class PoolWorker {
   state: WorkerState = 'starting';
-  /** Units sent and not yet answered, in the order sent: the first `concurrency` are running. */
+  /**
+   * Units sent and not yet answered, in the order sent: the first `concurrency` are running. A unit
+   * cancelled while running (timeout, abort) stays here as a zombie until its worker answers or is
+   * stopped: it still holds its slot in the worker.
+   */
   readonly inflight = new Map<number, Unit>();
+  /** Seqs in `inflight` whose unit was settled by a cancel while its worker still runs it. */
+  readonly zombies = new Set<number>();
+  /** Zombies whose cancel the worker acknowledged: its event loop is alive. */
+  readonly acked = new Set<number>();
   tasksDone = 0;
   busyMs = 0;
   readonly startedAt = performance.now();
-  idleTimer: NodeJS.Timeout | undefined = undefined;
-  /** Why the pool stopped it, if it did: decides how its running units are reported. */
-  stopReason: string | undefined = undefined;
+  /** Set when it said it is ready: a death before that is a failed start. */
+  readyAt: number | undefined = undefined;
+  /** The one timer this worker has at a time: its start timeout, or its idle timeout. */
+  timer: Deadline | undefined = undefined;
+  /** Why the pool ended it, set when the stop (or the retirement) was decided. */
+  cause: StopCause | undefined = undefined;
   exit: RuntimeExit | undefined = undefined;
   /** Last sampled and highest RSS of a process worker (0 until sampled). */
   rss = 0;
@@ -46,12 +107,6 @@ export class PoolWorker {
   oomKillsSeen: number | undefined = undefined;
   oomReadAt = -Infinity;
   leaks = 0;
-
-  noteHeap(bytes: number | undefined): void {
-    if (bytes === undefined) return;
-    this.heapUsed = bytes;
-    if (bytes > this.peakHeapUsed) this.peakHeapUsed = bytes;
-  }
   /** Its tasks failed by a memory or CPU-time limit. */
   breaches = 0;
   /** Shared claim words for work stealing (thread workers only). */
@@ -59,13 +114,20 @@ export class PoolWorker {
   /** Process workers: the shared segment big number chunks travel through, made on first need. */
   arena: Arena | undefined = undefined;
   arenaTried = false;
-  readonly history: WorkerState[] = ['starting'];
   rt!: RuntimeWorker;
 
   constructor(
     readonly id: number,
     readonly runtime: RuntimeKind,
+    /** Told of every change of state: the pool checks its progress invariant after each. */
+    private readonly changed: (w: PoolWorker) => void,
   ) {}
+
+  noteHeap(bytes: number | undefined): void {
+    if (bytes === undefined) return;
+    this.heapUsed = bytes;
+    if (bytes > this.peakHeapUsed) this.peakHeapUsed = bytes;
+  }
 
   to(next: WorkerState): void {
     if (next === this.state) return;
@@ -73,11 +135,21 @@ export class PoolWorker {
       throw new Error(`corral internal error: worker ${this.id} cannot go from ${this.state} to ${next}`);
     }
     this.state = next;
-    this.history.push(next);
+    this.changed(this);
   }
 
   /** Can take new units: started, not retiring. */
   get accepting(): boolean {
     return this.state === 'idle' || this.state === 'busy';
+  }
+
+  /** Will take units now or once started: what keeps queued work from waiting forever. */
+  get live(): boolean {
+    return this.state === 'starting' || this.accepting;
+  }
+
+  /** Units it holds that a caller still waits for (zombies excluded). */
+  get owed(): number {
+    return this.inflight.size - this.zombies.size;
   }
 }

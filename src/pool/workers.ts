@@ -3,6 +3,7 @@
  * them between tasks, stopping them, backing off when they fail to start. What an exit means for the
  * units a worker held is not decided here but in Dispatcher.onExit, the one place for it.
  */
+import { type Deadline, deadlines } from '../deadline.js';
 import { type WorkerExit, WorkerStartError } from '../errors.js';
 import { classifyDeath } from '../limits/classify.js';
 import { heapMbFor, rlimitsFor } from '../limits/limits.js';
@@ -14,19 +15,18 @@ import { SharedMemory, shmStatus } from '../shm/index.js';
 import { internalSegment } from '../shm/shared-memory.js';
 import type { PoolConfig } from './config.js';
 import { ClaimBoard } from './steal.js';
-import { PoolWorker } from './worker.js';
+import { describeCause, isShutdown, PoolWorker, type StopCause } from './worker.js';
 
 /** Consecutive start failures after which waiting work is failed instead of waiting forever. */
 const MAX_START_FAILURES = 5;
 const MAX_BACKOFF_MS = 5000;
-export const START_TIMEOUT = 'start timeout';
 const OOM_READ_MS = 100;
 
 export interface WorkerSetHost {
   message(w: PoolWorker, m: FromWorker): void;
-  /** The worker is gone; its units are the host's to settle. */
-  exited(w: PoolWorker, exit: RuntimeExit, planned: string | undefined, info: WorkerExit): void;
-  /** A worker was idle or done: the host may dispatch, and check whether the pool is idle. */
+  /** The worker is gone; its units are the host's to settle. `cause`: why the pool stopped it, if it did. */
+  exited(w: PoolWorker, exit: RuntimeExit, cause: StopCause | undefined, info: WorkerExit): void;
+  /** A worker changed state: the host dispatches and checks its progress invariant. */
   changed(): void;
   /** Start failures in a row reached the limit: fail what waits with this error. */
   giveUp(error: Error): void;
@@ -43,7 +43,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
   recycles = 0;
   private nextId = 1;
   private startFailures = 0;
-  private respawnTimer: NodeJS.Timeout | undefined = undefined;
+  private respawnTimer: Deadline | undefined = undefined;
   private readonly exitWaiters: (() => void)[] = [];
   private readonly limits: WorkerLimits;
   private readonly heapMb: number | undefined;
@@ -78,9 +78,16 @@ export class WorkerSet implements Iterable<PoolWorker> {
     return this.respawnTimer !== undefined;
   }
 
+  /** A worker will take queued work: one is live (starting or accepting), or a start is scheduled. */
+  get pending(): boolean {
+    if (this.respawnTimer) return true;
+    for (const w of this.all) if (w.live) return true;
+    return false;
+  }
+
   spawn(): void {
     const { config } = this;
-    const w = new PoolWorker(this.nextId++, config.runtime);
+    const w = new PoolWorker(this.nextId++, config.runtime, () => this.host.changed());
     w.board = this.newBoard();
     w.oomKillsSeen = this.oom?.kills();
     this.all.add(w);
@@ -96,14 +103,16 @@ export class WorkerSet implements Iterable<PoolWorker> {
           limits: this.limits,
           board: config.runtime === 'thread' ? w.board?.buffer : undefined,
           boardSegment: w.board?.segment?.name,
+          parentPid: process.pid,
         },
         { message: (m) => this.host.message(w, m), exit: (e) => this.onExit(w, e) },
       );
-      // A worker that never becomes ready (e.g. a tiny RLIMIT_DATA hangs Node) must not hold the pool.
-      w.idleTimer = setTimeout(() => {
-        if (w.state === 'starting') this.stop(w, START_TIMEOUT, true);
-      }, config.limits.startTimeout);
-      w.idleTimer.unref();
+      // A worker that never becomes ready (a module that never loads, a tiny RLIMIT_DATA that hangs
+      // Node) must not hold the pool: it is stopped, and that counts as a failed start.
+      const ms = config.limits.startTimeout;
+      w.timer = deadlines.after(ms, () => {
+        if (w.state === 'starting') this.stop(w, { kind: 'start-timeout', ms }, true);
+      });
     } catch (error) {
       this.all.delete(w);
       w.board?.segment?.close();
@@ -130,7 +139,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
   spawnFor(backlog: number): void {
     if (this.backingOff) return;
     let live = 0;
-    for (const w of this.all) if (w.state !== 'draining' && w.state !== 'stopping') live++;
+    for (const w of this.all) if (w.live) live++;
     const wanted = Math.min(this.config.workers, live + backlog);
     for (let i = live; i < wanted; i++) this.spawn();
   }
@@ -138,7 +147,9 @@ export class WorkerSet implements Iterable<PoolWorker> {
   /** The worker said it is ready. False when it was stopped meanwhile. */
   ready(w: PoolWorker): boolean {
     if (w.state !== 'starting') return false;
-    if (w.idleTimer) clearTimeout(w.idleTimer);
+    deadlines.cancel(w.timer);
+    w.timer = undefined;
+    w.readyAt = performance.now();
     this.startFailures = 0;
     w.to('idle');
     this.host.workerStart({ workerId: w.id, pid: w.rt.pid, threadId: w.rt.threadId });
@@ -148,38 +159,44 @@ export class WorkerSet implements Iterable<PoolWorker> {
   /** The worker holds nothing now: retire it if it is due, or start its idle clock. */
   onEmpty(w: PoolWorker): void {
     if (w.state === 'busy') w.to('idle');
-    if (w.state === 'draining') {
-      this.stop(w, w.stopReason ?? 'retired');
-      return;
-    }
     if (w.tasksDone >= this.config.maxTasksPerWorker) {
-      this.retire(w, 'maxTasksPerWorker reached');
+      this.retire(w, { kind: 'retired', reason: 'maxTasksPerWorker reached' });
       return;
     }
-    if (w.state === 'idle' && Number.isFinite(this.config.idleTimeout)) {
-      if (w.idleTimer) clearTimeout(w.idleTimer);
-      w.idleTimer = setTimeout(() => {
-        if (w.state === 'idle' && w.inflight.size === 0) this.retire(w, 'idle');
-      }, this.config.idleTimeout);
-      w.idleTimer.unref();
+    if (w.state === 'idle') {
+      deadlines.cancel(w.timer);
+      w.timer = deadlines.after(this.config.idleTimeout, () => {
+        w.timer = undefined;
+        if (w.state === 'idle' && w.inflight.size === 0) this.retire(w, { kind: 'retired', reason: 'idle' });
+      });
     }
   }
 
-  /** Stop giving the worker work; it stops once what it holds is done. */
-  retire(w: PoolWorker, reason: string): void {
+  /**
+   * Stop giving the worker work; the host stops it once nothing it runs is owed to a caller
+   * (Dispatcher.drained). Only the first retirement counts and keeps its cause.
+   */
+  retire(w: PoolWorker, cause: StopCause): void {
     if (!w.accepting) return;
     this.recycles++;
-    w.stopReason = reason;
+    w.cause = cause;
+    deadlines.cancel(w.timer);
+    w.timer = undefined;
     w.to('draining');
-    if (w.inflight.size === 0) this.stop(w, reason);
-    this.host.changed();
   }
 
-  /** `kill`: now, whatever it holds (its units are then settled on exit); else ask it to exit. */
-  stop(w: PoolWorker, reason: string, kill = false): void {
+  /**
+   * `kill`: now, whatever it holds (its units are then settled on exit); else ask it to exit. The cause
+   * is recorded now, as a value: what the exit means is decided from it, not from the state at exit.
+   * A cause already recorded stays, but a shutdown of the pool overrides a retirement.
+   */
+  stop(w: PoolWorker, cause: StopCause, kill = false): void {
     if (w.state === 'exited') return;
-    if (w.stopReason === undefined || w.state !== 'stopping') w.stopReason = reason;
-    if (w.idleTimer) clearTimeout(w.idleTimer);
+    if (!w.cause || w.cause.kind === 'retired' || (cause.kind === 'terminated' && isShutdown(w.cause))) {
+      w.cause = cause;
+    }
+    deadlines.cancel(w.timer);
+    w.timer = undefined;
     // A starting worker does not listen for 'stop' yet: it can only be killed.
     const starting = w.state === 'starting';
     w.to('stopping');
@@ -193,22 +210,22 @@ export class WorkerSet implements Iterable<PoolWorker> {
     }
   }
 
-  stopAll(reason: string, kill: boolean): void {
-    if (this.respawnTimer) clearTimeout(this.respawnTimer);
+  stopAll(cause: StopCause, kill: boolean): void {
+    deadlines.cancel(this.respawnTimer);
     this.respawnTimer = undefined;
-    for (const w of [...this.all]) this.stop(w, reason, kill);
+    for (const w of [...this.all]) this.stop(w, cause, kill);
   }
 
   private onExit(w: PoolWorker, exit: RuntimeExit): void {
-    const wasStarting = w.state === 'starting';
-    const planned = w.state === 'stopping' ? w.stopReason : undefined;
+    const cause = w.cause;
     w.exit = exit;
     w.to('exited');
     this.all.delete(w);
-    if (w.idleTimer) clearTimeout(w.idleTimer);
+    deadlines.cancel(w.timer);
+    w.timer = undefined;
     w.board?.segment?.close();
     w.arena?.close();
-    if (!planned && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w);
+    if (!cause && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w);
     const info: WorkerExit = {
       workerId: w.id,
       pid: w.rt.pid,
@@ -217,13 +234,16 @@ export class WorkerSet implements Iterable<PoolWorker> {
       signal: exit.signal,
       detail: exit.detail,
     };
-    this.host.workerExit({ ...info, reason: planned ?? this.deathReason(w, exit) });
-    this.host.exited(w, exit, planned, info);
-    if (wasStarting && (!planned || planned === START_TIMEOUT)) {
-      const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`;
-      this.startFailed(
-        `worker ${w.id} exited before it was ready (${how})${exit.detail ? `: ${exit.detail}` : ''}`,
-      );
+    this.host.workerExit({ ...info, reason: cause ? describeCause(cause) : this.deathReason(w, exit) });
+    this.host.exited(w, exit, cause, info);
+    // Never ready, and not stopped by the pool's shutdown or for a fatal error it already reported:
+    // a failed start (it died, or its start timed out), which backs off and is counted.
+    if (w.readyAt === undefined && !isShutdown(cause) && cause?.kind !== 'fatal') {
+      const how =
+        cause?.kind === 'start-timeout'
+          ? `was not ready within ${cause.ms} ms and was stopped`
+          : `exited before it was ready (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`})`;
+      this.startFailed(`worker ${w.id} ${how}${exit.detail ? `: ${exit.detail}` : ''}`);
     }
     this.host.changed();
     if (this.all.size === 0) for (const resolve of this.exitWaiters.splice(0)) resolve();
@@ -268,11 +288,15 @@ export class WorkerSet implements Iterable<PoolWorker> {
       return;
     }
     const delay = Math.min(100 * 2 ** (this.startFailures - 1), MAX_BACKOFF_MS);
-    // Not unref'd: while tasks wait for a worker, this timer is what keeps the process alive.
-    this.respawnTimer = setTimeout(() => {
-      this.respawnTimer = undefined;
-      this.host.changed();
-    }, delay);
+    // Held (ref'd): while tasks wait for a worker, this is what keeps the process alive.
+    this.respawnTimer = deadlines.after(
+      delay,
+      () => {
+        this.respawnTimer = undefined;
+        this.host.changed();
+      },
+      { ref: true },
+    );
   }
 
   whenExited(): Promise<void> {

@@ -34,8 +34,22 @@ export const UNIT_CHAN = 4;
  * length] in float64 items, and results that are all numbers are written back over the chunk.
  */
 export const UNIT_ARENA = 8;
+/**
+ * The unit has a deadline or an AbortSignal: a map chunk of it looks at its claim word between items,
+ * where the pool marks it cancelled (pool/steal.ts), since a chunk of synchronous items would not
+ * see the cancel message before its end.
+ */
+export const UNIT_CANCELLABLE = 16;
 
-export type UnitFrame = [seq: number, name: string, mode: UnitMode, payload: unknown, flags?: number];
+/** `attempt` (1-based) is sent only for a retry; the task reads it from its context. */
+export type UnitFrame = [
+  seq: number,
+  name: string,
+  mode: UnitMode,
+  payload: unknown,
+  flags?: number,
+  attempt?: number,
+];
 
 export enum ResultStatus {
   Ok = 0,
@@ -48,6 +62,13 @@ export enum ResultStatus {
   OkNumbers = 5,
   /** All results are numbers and were written over the unit's chunk in the arena: value is 0. */
   OkArena = 6,
+  /**
+   * The unit's arguments could not be decoded in the worker (a SharedMemory it cannot map, a channel
+   * handle it cannot reach): value is the WireError. The task never ran; the worker lives on.
+   */
+  CodecFailed = 7,
+  /** The pool cancelled the unit (timeout, abort) before or while it ran, and it stopped: value is 0. */
+  Cancelled = 8,
 }
 
 /** Packs an array of numbers into a Float64Array, or returns undefined if any item is not a number. */
@@ -119,6 +140,8 @@ export interface WorkerInit {
   board: SharedArrayBuffer | undefined;
   /** For a process worker: the shared segment holding its claim board. */
   boardSegment: string | undefined;
+  /** The pool's process id, read before the worker started: a worker whose parent is gone must end. */
+  parentPid: number;
 }
 
 export type ToWorker =
@@ -127,6 +150,8 @@ export type ToWorker =
   /** The worker's transfer arena, sent once before the first unit that uses it. */
   | { t: 'arena'; segment: string }
   | { t: 'stop' }
+  /** Cancel a unit (its timeout passed or its signal fired): abort its task's signal, or drop it if not started. */
+  | { t: 'cancel'; seq: number; why: 'timeout' | 'abort' }
   | ChanDown;
 
 export type FromWorker =
@@ -134,6 +159,8 @@ export type FromWorker =
   | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
   /** `heap`: the worker's V8 heap in use, sent with a result batch at most every HEAP_REPORT_MS. */
   | { t: 'done'; results: ResultFrame[]; heap?: number }
+  /** A cancel was received while the unit ran: the worker's event loop is alive. */
+  | { t: 'cancelled'; seq: number }
   | ChanUp;
 
 /** How often at most a worker reports its V8 heap (with a result batch). */
@@ -145,6 +172,11 @@ export const BOARD_SLOTS = 1024;
 /** Worker side of work stealing: may this unit start? False when the pool took it back first. */
 export function claim(words: Int32Array, index: number, seq: number): boolean {
   return Atomics.compareExchange(words, index % BOARD_SLOTS, seq, -seq) !== 0;
+}
+
+/** Worker side: has the pool cancelled this running unit (its claim word no longer says -seq)? */
+export function claimRevoked(words: Int32Array, index: number, seq: number): boolean {
+  return Atomics.load(words, index % BOARD_SLOTS) !== -seq;
 }
 
 /** An Error flattened to plain data, so it survives both JSON-like and structured-clone transports. */

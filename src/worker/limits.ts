@@ -16,7 +16,38 @@ export function applyRlimits(limits: WorkerLimits): void {
   if (limits.rlimits.length === 0 && limits.cpuTime === undefined) return;
   const binding = native();
   if (!binding) throw new Error('resource limits need the native addon, which did not load in this worker');
-  for (const [resource, limit] of limits.rlimits) binding.setrlimit(resource, limit, limit);
+  for (const [resource, limit] of limits.rlimits) {
+    try {
+      binding.setrlimit(resource, limit, limit);
+    } catch (error) {
+      throw rlimitRefused(resource, limit, error);
+    }
+  }
+}
+
+const OPTION_OF = { as: 'limits.addressSpace', data: 'limits.data', nofile: 'limits.openFiles' } as const;
+
+/** Says which limit, its value, and the hard limit that refused it: what the user can change. */
+function rlimitRefused(resource: 'as' | 'data' | 'nofile', limit: number, error: unknown): Error {
+  const code = (error as { code?: unknown }).code;
+  let hard: number | null | undefined;
+  try {
+    hard = native()?.getrlimit(resource).hard;
+  } catch {}
+  const option = OPTION_OF[resource];
+  const shown = resource === 'nofile' ? String(limit) : `${limit} bytes`;
+  const why =
+    code === 'EPERM' && hard !== undefined
+      ? `the worker's hard limit is ${hard === null ? 'unlimited' : hard}${resource === 'nofile' ? '' : ' bytes'}, and ` +
+        'raising a hard limit needs CAP_SYS_RESOURCE (for openFiles, also no more than /proc/sys/fs/nr_open). ' +
+        `Ask for at most ${hard}, or raise the hard limit of the pool's process (e.g. ulimit -H) before starting it`
+      : String((error as Error)?.message ?? error);
+  return Object.assign(
+    new Error(`${option} = ${shown} could not be applied (${String(code ?? 'error')}): ${why}`),
+    {
+      code,
+    },
+  );
 }
 
 /**

@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     process.on('message', onFirst);
   });
   // A child must not outlive the pool, even one that dies while this worker starts.
-  if (isMainThread) (await import('./orphan.js')).guardAgainstOrphaning();
+  if (isMainThread) (await import('./orphan.js')).guardAgainstOrphaning(init.parentPid);
   const { rlimits, cpuTime } = init.limits;
   const limited = isMainThread && (rlimits.length > 0 || cpuTime !== undefined);
   // Loaded before the rlimits when there are any: under a descriptor or memory limit the task may
@@ -100,11 +100,12 @@ async function main(): Promise<void> {
     const { internalSegment, SharedMemory } = shm;
     board = internalSegment(() => SharedMemory.attach(segment).buffer);
   }
-  const runner = new Runner(tasks, init.concurrency, io, init.limits, board, extras, shm);
+  const runner = new Runner(init.workerId, tasks, init.concurrency, io, init.limits, board, extras, shm);
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
     else if (msg.t === 'arena') runner.arena(msg.segment);
     else if (msg.t === 'chan') runner.channel(msg);
+    else if (msg.t === 'cancel') runner.cancel(msg.seq, msg.why);
     else if (msg.t === 'stop') runner.stop();
   });
   io.post({ t: 'ready', exports: [...tasks.keys()], heap: process.memoryUsage().heapUsed });

@@ -9,18 +9,21 @@ import type { ChanDown } from '../channel/wire.js';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
 import {
   claim,
+  claimRevoked,
   HEAP_REPORT_MS,
   packNumbers,
   probeEveryUnit,
   ResultStatus,
   toWireError,
   UNIT_ARENA,
+  UNIT_CANCELLABLE,
   UNIT_CHAN,
   UNIT_SHM,
   UNIT_USAGE,
   UnitMode,
 } from '../runtime/protocol.js';
 import { shmEverUsed } from '../shm/used.js';
+import { cancelReason, type RunningCall, taskSlot } from '../task.js';
 import type { UnitProbe } from './limits.js';
 
 export type Task = (...args: unknown[]) => unknown;
@@ -74,8 +77,14 @@ export class Runner {
   /** The transfer arena's name as the pool sent it, and its float64 view once mapped. */
   private arenaName: string | undefined;
   private arenaView: Float64Array | undefined;
+  /** The calls running now, by unit seq: what a cancel from the pool reaches. */
+  private readonly calls = new Map<number, RunningCall>();
+  /** Units cancelled before they started: skipped when their turn comes. */
+  private readonly dropped = new Set<number>();
+  private readonly slot = taskSlot();
 
   constructor(
+    private readonly workerId: number,
     private readonly tasks: Map<string, Task>,
     private readonly concurrency: number,
     private readonly io: Transport,
@@ -148,6 +157,28 @@ export class Runner {
     process.exit(0);
   }
 
+  /**
+   * The pool cancelled a unit. Running: its task's signal aborts (a chunk also stops between items) and
+   * the pool hears that the event loop is alive; the pool settled it already, so whatever it returns
+   * later only frees its slot. Not started yet: it is dropped. Already finished: its result is on the way.
+   */
+  cancel(seq: number, why: 'timeout' | 'abort'): void {
+    const call = this.calls.get(seq);
+    if (call) {
+      if (call.cancelled) return;
+      call.cancelled = why;
+      call.controller?.abort(cancelReason(why));
+      this.io.post({ t: 'cancelled', seq });
+      return;
+    }
+    for (let i = this.head; i < this.queue.length; i++) {
+      if (this.queue[i]![0] === seq) {
+        this.dropped.add(seq);
+        return;
+      }
+    }
+  }
+
   channel(frame: ChanDown): void {
     if (this.need()) this.extras!.channelDown(frame);
     else this.chanBacklog.push(frame);
@@ -169,12 +200,25 @@ export class Runner {
       }
       // The pool may have taken this unit back for an idle worker: then it is not ours to run.
       if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
+      if (this.dropped.delete(unit[0])) {
+        this.outbox.push([unit[0], ResultStatus.Cancelled, 0, 0]);
+        continue;
+      }
       this.running++;
       const want = (flags & UNIT_USAGE) !== 0;
       const probe = this.probeAlways || want ? this.probe : undefined;
       probe?.before(want);
+      const call: RunningCall = {
+        task: unit[1],
+        attempt: unit[5] ?? 1,
+        workerId: this.workerId,
+        controller: undefined,
+        cancelled: undefined,
+        claimIndex: (flags & UNIT_CANCELLABLE) !== 0 && this.board ? this.dequeued - 1 : -1,
+      };
+      this.calls.set(unit[0], call);
       const start = performance.now();
-      const outcome = this.run(unit);
+      const outcome = this.run(unit, call);
       if (isThenable(outcome)) {
         outcome.then((frame) => {
           frame[3] = performance.now() - start;
@@ -206,6 +250,7 @@ export class Runner {
 
   private finish(frame: ResultFrame): void {
     this.running--;
+    this.calls.delete(frame[0]);
     // A result may hand back SharedMemory too (a segment the task created): send its handle.
     if (shmEverUsed() && this.need()) this.encodeResult(frame);
     this.outbox.push(frame);
@@ -213,11 +258,16 @@ export class Runner {
 
   private encodeResult(frame: ResultFrame): void {
     if (frame[1] !== ResultStatus.Ok && frame[1] !== ResultStatus.Partial) return;
-    const { encodeShm, DEFAULT_BUDGET } = this.extras!;
-    const encoded = encodeShm(frame[2], DEFAULT_BUDGET, { runtime: isMainThread ? 'process' : 'thread' });
-    if (encoded.found) {
-      frame[2] = encoded.value;
-      frame[4] = { ...frame[4], shm: true };
+    try {
+      const encoded = this.extras!.encodeResult(frame[2], isMainThread ? 'process' : 'thread');
+      if (encoded.found) {
+        frame[2] = encoded.value;
+        frame[4] = { ...frame[4], shm: true };
+      }
+    } catch (error) {
+      // A SharedMemory the task closed before returning it: this result cannot travel.
+      frame[1] = ResultStatus.Uncloneable;
+      frame[2] = toWireError(error);
     }
   }
 
@@ -255,16 +305,19 @@ export class Runner {
     }
   }
 
-  private run(unit: UnitFrame): ResultFrame | Promise<ResultFrame> {
+  private run(unit: UnitFrame, call: RunningCall): ResultFrame | Promise<ResultFrame> {
     const [seq, name, mode] = unit;
     let payload = unit[3];
     const flags = unit[4] ?? 0;
-    // pump() saw to it that the extras are loaded for a unit with these flags.
-    if ((flags & UNIT_SHM) !== 0) {
-      const { decodeShm, DEFAULT_BUDGET } = this.extras!;
-      payload = decodeShm(payload, DEFAULT_BUDGET + (Array.isArray(payload) ? payload.length * 8 : 0));
+    // pump() saw to it that the extras are loaded for a unit with these flags. A payload that cannot
+    // be decoded fails this unit alone: the task never runs, the worker lives on.
+    if ((flags & (UNIT_SHM | UNIT_CHAN)) !== 0) {
+      try {
+        payload = this.extras!.decodeArgs(payload, flags);
+      } catch (error) {
+        return [seq, ResultStatus.CodecFailed, toWireError(error), 0];
+      }
     }
-    if ((flags & UNIT_CHAN) !== 0) payload = this.extras!.decodeChannels(payload);
     let inArena: Float64Array | undefined;
     if ((flags & UNIT_ARENA) !== 0) {
       const [at, length] = payload as [number, number];
@@ -273,6 +326,8 @@ export class Runner {
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
     if (mode === UnitMode.Apply) {
+      const slot = this.slot;
+      slot.current = call;
       try {
         const value = fn(...(payload as unknown[]));
         if (isThenable(value)) {
@@ -284,9 +339,11 @@ export class Runner {
         return [seq, ResultStatus.Ok, value, 0];
       } catch (error) {
         return [seq, ResultStatus.Threw, toWireError(error), 0];
+      } finally {
+        slot.current = undefined;
       }
     }
-    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>, inArena);
+    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>, inArena, call);
   }
 
   /** A chunk runs its items in order; per-item failures are reported beside the other results. */
@@ -296,10 +353,20 @@ export class Runner {
     spread: boolean,
     items: ArrayLike<unknown>,
     inArena: Float64Array | undefined,
+    call: RunningCall,
   ): ResultFrame | Promise<ResultFrame> {
     const results = new Array<unknown>(items.length);
     const errors: [number, ReturnType<typeof toWireError>][] = [];
+    const slot = this.slot;
+    // A chunk that can be cancelled also watches its claim word between items: a cancel message would
+    // not be read before a chunk of synchronous items ends.
+    const board = call.claimIndex >= 0 ? this.board : undefined;
+    const revoked = (): boolean => {
+      if (!call.cancelled && board && claimRevoked(board, call.claimIndex, seq)) call.cancelled = 'abort';
+      return call.cancelled !== undefined;
+    };
     const frame = (): ResultFrame => {
+      if (call.cancelled) return [seq, ResultStatus.Cancelled, 0, 0];
       if (errors.length) return [seq, ResultStatus.Partial, [results, errors], 0];
       // Every item has been read: numbers go back over the chunk, anything else through the pipe.
       if (inArena && results.every((r) => typeof r === 'number')) {
@@ -310,28 +377,34 @@ export class Runner {
       return numbers ? [seq, ResultStatus.OkNumbers, numbers, 0] : [seq, ResultStatus.Ok, results, 0];
     };
     const step = (i: number): Promise<ResultFrame> | undefined => {
-      for (; i < items.length; i++) {
-        try {
-          const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
-          if (isThenable(value)) {
-            const at = i;
-            return Promise.resolve(value).then(
-              (v) => {
-                results[at] = v;
-                return step(at + 1) ?? frame();
-              },
-              (e) => {
-                errors.push([at, toWireError(e)]);
-                return step(at + 1) ?? frame();
-              },
-            );
+      slot.current = call;
+      try {
+        // A cancelled chunk stops between items: its remaining items would be thrown away anyway.
+        for (; i < items.length && !revoked(); i++) {
+          try {
+            const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
+            if (isThenable(value)) {
+              const at = i;
+              return Promise.resolve(value).then(
+                (v) => {
+                  results[at] = v;
+                  return step(at + 1) ?? frame();
+                },
+                (e) => {
+                  errors.push([at, toWireError(e)]);
+                  return step(at + 1) ?? frame();
+                },
+              );
+            }
+            results[i] = value;
+          } catch (error) {
+            errors.push([i, toWireError(error)]);
           }
-          results[i] = value;
-        } catch (error) {
-          errors.push([i, toWireError(error)]);
         }
+        return undefined;
+      } finally {
+        slot.current = undefined;
       }
-      return undefined;
     };
     return step(0) ?? frame();
   }

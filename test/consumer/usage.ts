@@ -2,6 +2,7 @@
 // scripts/check-package.mjs compiles it with TypeScript 5.x and 7.x. The good calls must compile
 // and every @ts-expect-error line must be an error, or the compile fails.
 import { type Duration, MemoryLimitError, Pool, SharedMemory, systemInfo } from 'corral';
+import { context } from 'corral/task';
 
 type Tasks = {
   square(x: number): number;
@@ -29,6 +30,13 @@ export async function good(): Promise<void> {
   const error: unknown = new Error();
   if (error instanceof MemoryLimitError) void error.kind;
   void [n, squares, sums, hello, d, view, systemInfo().native.available];
+}
+
+/** A task that reads its own context (corral/task): its signal cancels the work on timeout. */
+export async function crawl(url: string): Promise<number> {
+  const { signal, attempt } = context();
+  const res = await fetch(url, { signal });
+  return (await res.text()).length + attempt;
 }
 
 export async function bad(pool: Pool<Tasks>): Promise<void> {
