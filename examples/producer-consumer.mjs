@@ -2,7 +2,7 @@
 // queue between them and a sentinel to stop.   node examples/producer-consumer.mjs [thread|process] [items]
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
-import { Process, Queue } from '../dist/src/index.js';
+import { Process, Queue } from 'corral';
 
 export async function producer(queue, n) {
   for (let i = 0; i < n; i++) await queue.put({ id: i, square: i * i });

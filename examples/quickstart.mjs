@@ -1,6 +1,6 @@
 // corral quick start: the same CPU-bound job inline, then on every usable core with threads and
 // with processes; then a failing task and a crashing worker, contained.
-import { cpuCount, Pool } from '../dist/src/index.js';
+import { cpuCount, Pool } from 'corral';
 import { countPrimes } from './tasks.mjs';
 
 const ranges = Array.from({ length: 64 }, (_, i) => [i * 50_000, (i + 1) * 50_000]);

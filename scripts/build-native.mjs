@@ -1,26 +1,32 @@
 #!/usr/bin/env node
-// Builds corral's two native pieces with the node-gyp from node_modules:
+// Builds corral's native pieces into prebuilds/<platform>-<arch>/, the one place the loader
+// (src/native/index.ts) looks:
 //
-//  1. native/build/Release/corral.node: Node-API 8 (native/corral.c), one build for every
-//     Node version: setPdeathsig, getrlimit/setrlimit/prlimit.
-//  2. native/build-shm/abi<N>/corral_shm.node + corral-shm-tracker: SharedMemory's
-//     shm_open/mmap addon (native/shm.cc) and its cleanup tracker (native/shm-tracker.c).
-//     The addon needs the V8 C++ API (no Node-API can wrap foreign memory in a
-//     SharedArrayBuffer before Node 26), so it is built once per Node ABI
-//     (process.versions.modules: 115 = Node 20, 127 = 22, 137 = 24) and the loader picks
-//     the directory matching the running Node.
+//   corral.napi.node        native/binding.gyp (corral.c): Node-API 8, one build for every
+//                           Node: setPdeathsig, getrlimit/setrlimit/prlimit.
+//   corral_shm.abi<N>.node  native/shm.gypi (shm.cc): SharedMemory's shm_open/mmap addon. It
+//                           needs the V8 C++ API (no Node-API can wrap foreign memory in a
+//                           SharedArrayBuffer before Node 26), so one build per Node ABI
+//                           (process.versions.modules: 115 = Node 20, 127 = 22, 137 = 24).
+//   corral-shm-tracker      native/shm.gypi (shm-tracker.c): the segment cleanup process.
 //
-// By default (2) is built for the running Node only. More majors on request:
-//   node scripts/build-native.mjs --node24        (or --node=22,24)
+// Usage:
+//   node scripts/build-native.mjs                  this Node, this machine (what `prepare` runs)
+//   node scripts/build-native.mjs --node=22,24     the shm addon for more Node majors too
+//   node scripts/build-native.mjs --node=20,22,24 --arch=x64,arm64 --strict --clean
+//                                                  the published set (what `prepack` runs)
 //   CORRAL_NATIVE_NODES=24 node scripts/build-native.mjs
-// For those, the Node binary comes from `npx -y node@<major>` and its headers from the
-// npm package node-linux-<arch>@<exact version> (the official binary distribution,
-// which ships include/node): fetched with `npm pack`, so from the npm registry only.
 //
-// corral works without either addon (it loses pdeathsig/prlimit limits, and SharedMemory
-// across processes), so this script never fails the surrounding install or test: it
-// prints one line per build saying what happened and always exits 0. The full node-gyp
-// output goes to a log file next to each build.
+// Other majors' Node binaries come from `npx -y node@<major>` and their headers from the npm
+// package node-linux-<arch>@<version> (the official binary distribution, include/node
+// included), so only the npm registry is needed. Another architecture (arm64 on x64) is
+// cross-compiled with aarch64-linux-gnu-g++ and load-tested under qemu-aarch64 with that
+// architecture's own Node, when qemu is installed.
+//
+// Without --strict the script never fails the surrounding install or test: corral works
+// without the addons (it refuses rlimits and cross-process SharedMemory, saying why), so it
+// prints one line per build and exits 0. With --strict (`corral build-native`, prepack) a
+// build that did not happen exits 1. Full node-gyp output goes to native/build/logs/.
 
 import { spawnSync } from 'node:child_process';
 import {
@@ -29,6 +35,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -39,34 +46,90 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nativeDir = path.join(root, 'native');
-const addon = path.join(nativeDir, 'build', 'Release', 'corral.node');
-const logFile = path.join(nativeDir, 'build', 'node-gyp.log');
-const shmRoot = path.join(nativeDir, 'build-shm');
+const prebuilds = path.join(root, 'prebuilds');
+const logDir = path.join(nativeDir, 'build', 'logs');
 const rel = (p) => path.relative(process.cwd(), p) || '.';
+const exe = (name) => (process.platform === 'win32' ? `${name}.cmd` : name);
 
-// --- which extra Node majors the shm addon is wanted for ------------------------------
+// --- arguments -------------------------------------------------------------------
 
-function requestedMajors() {
-  const majors = new Set();
+function listArg(name, envName) {
+  const out = new Set();
   const add = (list) => {
-    for (const m of String(list).split(',')) if (/^\d+$/.test(m.trim())) majors.add(Number(m.trim()));
+    for (const v of String(list).split(',')) if (v.trim()) out.add(v.trim());
   };
   for (const arg of process.argv.slice(2)) {
-    const short = /^--node(\d+)$/.exec(arg);
+    const short = new RegExp(`^--${name}(\\d+)$`).exec(arg);
     if (short) add(short[1]);
-    else if (arg.startsWith('--node=')) add(arg.slice('--node='.length));
+    else if (arg.startsWith(`--${name}=`)) add(arg.slice(name.length + 3));
   }
-  if (process.env.CORRAL_NATIVE_NODES) add(process.env.CORRAL_NATIVE_NODES);
-  majors.delete(Number(process.versions.node.split('.')[0]));
-  return [...majors].sort((a, b) => a - b);
+  if (envName && process.env[envName]) add(process.env[envName]);
+  return [...out];
 }
 
-// --- helpers shared by both builds -------------------------------------------------
+const flag = (name) => process.argv.includes(`--${name}`);
+const strict = flag('strict');
+const hostMajor = Number(process.versions.node.split('.')[0]);
+const majors = [
+  ...new Set([
+    hostMajor,
+    ...listArg('node', 'CORRAL_NATIVE_NODES')
+      .filter((m) => /^\d+$/.test(m))
+      .map(Number),
+  ]),
+].sort((a, b) => a - b);
+const arches = listArg('arch', 'CORRAL_NATIVE_ARCHES');
+if (arches.length === 0) arches.push(process.arch);
 
-// Headers must come from disk: node-gyp's fallback downloads them from nodejs.org, which
-// is unreachable on offline builders and would only fail after a long network timeout.
-// npm passes its `nodedir` setting as npm_config_nodedir; a plain `node script` does not,
-// so also look next to the node binary (/usr, /usr/local, nvm's prefix).
+// --- helpers shared by every build -------------------------------------------------
+
+class Skip extends Error {}
+
+// Cross compilers per target architecture (Debian/Ubuntu package names in the hint).
+const CROSS = {
+  arm64: { triple: 'aarch64-linux-gnu', apt: 'g++-aarch64-linux-gnu', qemu: 'qemu-aarch64' },
+  x64: { triple: 'x86_64-linux-gnu', apt: 'g++-x86-64-linux-gnu', qemu: 'qemu-x86_64' },
+};
+
+function onPath(cmd) {
+  return (process.env.PATH ?? '').split(path.delimiter).some((dir) => dir && existsSync(path.join(dir, cmd)));
+}
+
+/**
+ * node-gyp, from wherever it is: corral's own devDependency (a clone), the one npm points its
+ * scripts at (npm_config_node_gyp), or the copy bundled with npm itself, which every Node
+ * install has (an installed corral has no devDependencies).
+ */
+function findNodeGyp() {
+  const candidates = [];
+  try {
+    candidates.push(createRequire(path.join(root, 'package.json')).resolve('node-gyp/bin/node-gyp.js'));
+  } catch {
+    // not a clone with devDependencies: try npm's own copy
+  }
+  if (process.env.npm_config_node_gyp) candidates.push(process.env.npm_config_node_gyp);
+  if (process.env.npm_execpath) {
+    candidates.push(
+      path.resolve(
+        path.dirname(process.env.npm_execpath),
+        '..',
+        'node_modules',
+        'node-gyp',
+        'bin',
+        'node-gyp.js',
+      ),
+    );
+  }
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  for (const lib of [path.join(prefix, 'lib'), prefix]) {
+    candidates.push(path.join(lib, 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
+  }
+  return candidates.find((c) => existsSync(c));
+}
+
+// Local headers avoid node-gyp's download from nodejs.org, unreachable on offline builders.
+// npm passes its `nodedir` setting as npm_config_nodedir; a plain `node script` does not, so
+// also look next to the node binary (/usr, /usr/local, nvm's prefix).
 function findNodeDir(execPath, { allowNpmConfig }) {
   const candidates = [
     allowNpmConfig ? process.env.npm_config_nodedir : undefined,
@@ -78,14 +141,8 @@ function findNodeDir(execPath, { allowNpmConfig }) {
   return undefined;
 }
 
-// node-gyp keeps its own header cache; a populated one also makes an offline build possible.
-function hasCachedHeaders(version) {
-  const base = process.env.npm_config_devdir ?? path.join(process.env.HOME ?? '', '.cache', 'node-gyp');
-  return existsSync(path.join(base, version, 'include', 'node', 'node_api.h'));
-}
-
-// The most useful single line of a failed build: the compiler's first error, else
-// node-gyp's own complaint (missing python/make/compiler), else its last word.
+// The most useful single line of a failed build: the compiler's first error, else node-gyp's
+// own complaint (missing python/make/compiler), else its last word.
 function firstError(output) {
   const lines = output.split('\n').map((l) => l.trim());
   const compiler = lines.find((l) => /\berror:/.test(l) && !l.startsWith('gyp'));
@@ -96,12 +153,35 @@ function firstError(output) {
   return lines.filter(Boolean).at(-1) ?? 'no output';
 }
 
-class Skip extends Error {}
+/** What a build needs from the machine, checked before node-gyp so the reason reads plainly. */
+function checkToolchain(arch) {
+  const missing = [];
+  if (!onPath('make')) missing.push('make');
+  if (!onPath('python3') && !onPath('python')) missing.push('python3');
+  if (arch === process.arch) {
+    const cc = process.env.CC ?? 'cc';
+    const cxx = process.env.CXX ?? 'g++';
+    if (!onPath(cc) && !onPath('gcc')) missing.push(`a C compiler (${cc})`);
+    if (!onPath(cxx) && !onPath('c++')) missing.push(`a C++ compiler (${cxx})`);
+  } else {
+    const cross = CROSS[arch];
+    if (!cross) throw new Skip(`no cross-compiler known for ${arch}; build on a ${arch} machine instead`);
+    if (!onPath(`${cross.triple}-g++`)) missing.push(`${cross.triple}-g++ (apt-get install ${cross.apt})`);
+  }
+  if (missing.length > 0) throw new Skip(`missing ${missing.join(', ')}`);
+}
+
+function crossEnv(arch) {
+  if (arch === process.arch) return {};
+  const t = CROSS[arch].triple;
+  return { CC: `${t}-gcc`, CXX: `${t}-g++`, LINK: `${t}-g++`, AR: `${t}-ar` };
+}
 
 /** Runs node-gyp; throws Skip with the reason when it fails. Writes the full output to `log`. */
-function nodeGyp(nodeGypJs, args, cwd, log) {
-  // npm run exports its config as npm_config_* (here nodedir=/usr, the running Node's headers), and
-  // node-gyp lets those win over our --nodedir/--target: building for another Node needs them gone.
+function nodeGyp(nodeGypJs, args, cwd, log, extraEnv) {
+  // npm run exports its config as npm_config_* (here nodedir=/usr, the running Node's headers),
+  // and node-gyp lets those win over our --nodedir/--target: building for another Node needs
+  // them gone.
   const env = Object.fromEntries(
     Object.entries(process.env).filter(
       ([k]) => !/^npm_config_(nodedir|target|runtime|dist_url|arch)$/i.test(k),
@@ -109,7 +189,7 @@ function nodeGyp(nodeGypJs, args, cwd, log) {
   );
   const result = spawnSync(process.execPath, [nodeGypJs, ...args], {
     cwd,
-    env,
+    env: { ...env, ...extraEnv },
     encoding: 'utf8',
     // A hung compiler or a header download that never times out must not hang the caller.
     timeout: 5 * 60_000,
@@ -121,7 +201,7 @@ function nodeGyp(nodeGypJs, args, cwd, log) {
     mkdirSync(path.dirname(log), { recursive: true });
     writeFileSync(log, output);
   } catch {
-    // The log is a courtesy; its absence must not turn into a failure.
+    // The log is a courtesy (an installed package may be read-only); its absence is no failure.
   }
   if (result.error) {
     const why =
@@ -134,189 +214,246 @@ function nodeGyp(nodeGypJs, args, cwd, log) {
   }
 }
 
-/** Loads `file` in `nodeBin` (a child, so that a crashing addon cannot take this script down). */
-function probe(nodeBin, file, check) {
-  const r = spawnSync(
-    nodeBin,
-    ['-e', `const n = require(process.argv[1]); if (!(${check})) process.exit(3)`, file],
-    { encoding: 'utf8', timeout: 30_000 },
-  );
-  if (r.status === 0) return undefined;
-  const why = (r.stderr ?? '').split('\n').find((l) => /Error/.test(l)) ?? `exit code ${r.status}`;
-  return why.trim();
-}
+// --- Node binaries and headers per (major, arch) -------------------------------------
 
-// --- 1. corral.node (Node-API, any version) ---------------------------------------
-
-function buildCorral(nodeGypJs) {
-  const nodeDir = findNodeDir(process.execPath, { allowNpmConfig: true });
-  if (!nodeDir && !hasCachedHeaders(process.versions.node)) {
-    throw new Skip(
-      `no Node ${process.versions.node} headers found (looked for include/node/node_api.h next to ` +
-        `${process.execPath} and in node-gyp's cache); install them or set npm_config_nodedir`,
+/** The host's node binary, version and ABI for `major`, via `npx -y node@<major>`. */
+const hostNodes = new Map();
+function hostNode(major) {
+  if (major === hostMajor) {
+    return { execPath: process.execPath, version: process.version, abi: process.versions.modules };
+  }
+  if (!hostNodes.has(major)) {
+    const r = spawnSync(
+      exe('npx'),
+      [
+        '-y',
+        `node@${major}`,
+        '-p',
+        'JSON.stringify([process.execPath, process.version, process.versions.modules])',
+      ],
+      { encoding: 'utf8', timeout: 10 * 60_000 },
     );
+    if (r.status !== 0) {
+      const why = (r.stderr || r.error?.message || `exit code ${r.status}`).trim().split('\n').at(-1);
+      hostNodes.set(major, new Skip(`\`npx -y node@${major}\` failed: ${why}`));
+    } else {
+      const [execPath, version, abi] = JSON.parse(r.stdout.trim().split('\n').at(-1));
+      hostNodes.set(major, { execPath, version, abi });
+    }
   }
-  const args = ['rebuild', '--directory', nativeDir];
-  if (nodeDir) args.push(`--nodedir=${nodeDir}`);
-  nodeGyp(nodeGypJs, args, nativeDir, logFile);
-  if (!existsSync(addon))
-    throw new Skip(`node-gyp succeeded but ${rel(addon)} is missing; see ${rel(logFile)}`);
-  const bad = probe(process.execPath, addon, 'typeof n.prlimit === "function"');
-  if (bad)
-    throw new Skip(`built ${rel(addon)} but it does not load in Node ${process.versions.node}: ${bad}`);
-  return `built ${rel(addon)} (Node-API 8, loads in Node ${process.versions.node})`;
+  const got = hostNodes.get(major);
+  if (got instanceof Skip) throw got;
+  return got;
 }
 
-// --- 2. corral_shm.node (V8 API, one per ABI) -------------------------------------
-
-/** The node binary, version and ABI for `major`, via `npx -y node@<major>`. */
-function nodeForMajor(major) {
-  const npx = process.platform === 'win32' ? 'npx.cmd' : 'npx';
-  const r = spawnSync(
-    npx,
-    [
-      '-y',
-      `node@${major}`,
-      '-p',
-      'JSON.stringify([process.execPath, process.version, process.versions.modules])',
-    ],
-    { encoding: 'utf8', timeout: 10 * 60_000 },
-  );
-  if (r.status !== 0) {
-    const why = (r.stderr || r.error?.message || `exit code ${r.status}`).trim().split('\n').at(-1);
-    throw new Skip(`\`npx -y node@${major}\` failed: ${why}`);
-  }
-  const [execPath, version, abi] = JSON.parse(r.stdout.trim().split('\n').at(-1));
-  return { execPath, version, abi };
-}
-
-/**
- * Headers for `version` (e.g. 'v24.21.0'): next to its binary if installed that way,
- * else from the npm package node-<platform>-<arch>@<version> (the official binary
- * distribution, include/node included), unpacked into `scratch`.
- */
-function headersFor(execPath, version, scratch) {
-  const local = findNodeDir(execPath, { allowNpmConfig: false });
-  if (local) return local;
-  const pkg = `node-${process.platform}-${process.arch}@${version.replace(/^v/, '')}`;
-  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-  const pack = spawnSync(npm, ['pack', pkg, '--pack-destination', scratch, '--silent'], {
+/** Unpacks `parts` of the npm package node-<platform>-<arch>@<version> into `dir` (once). */
+function officialNode(version, arch, dir, parts) {
+  const pkg = `node-${process.platform}-${arch}@${version.replace(/^v/, '')}`;
+  const pack = spawnSync(exe('npm'), ['pack', pkg, '--pack-destination', dir, '--silent'], {
     encoding: 'utf8',
     timeout: 10 * 60_000,
   });
-  const tgz = readdirSync(scratch).find((f) => f.endsWith('.tgz'));
+  const tgz = readdirSync(dir).find((f) => f.endsWith('.tgz'));
   if (pack.status !== 0 || !tgz) {
     const why = (pack.stderr || pack.error?.message || '').trim().split('\n').at(-1);
-    throw new Skip(`no headers for Node ${version}: \`npm pack ${pkg}\` failed${why ? `: ${why}` : ''}`);
+    throw new Skip(`\`npm pack ${pkg}\` failed${why ? `: ${why}` : ''}`);
   }
-  const untar = spawnSync('tar', ['-xzf', path.join(scratch, tgz), '-C', scratch, 'package/include/node'], {
-    encoding: 'utf8',
-    timeout: 5 * 60_000,
-  });
-  rmSync(path.join(scratch, tgz), { force: true });
-  const dir = path.join(scratch, 'package');
-  if (untar.status !== 0 || !existsSync(path.join(dir, 'include', 'node', 'node.h'))) {
-    throw new Skip(
-      `${pkg} did not unpack include/node: ${(untar.stderr ?? '').trim() || `tar exit ${untar.status}`}`,
-    );
-  }
-  return dir;
-}
-
-function buildShm(nodeGypJs, target) {
-  const { execPath, version, abi } = target;
-  const outDir = path.join(shmRoot, `abi${abi}`);
-  const log = path.join(outDir, 'node-gyp.log');
-  // A scratch project whose binding.gyp only includes native/shm.gypi: node-gyp insists on
-  // ./build and ./binding.gyp, and building elsewhere keeps one ABI's objects from
-  // clobbering another's and the source tree free of build output.
-  const scratch = mkdtempSync(path.join(os.tmpdir(), `corral-shm-abi${abi}-`));
-  try {
-    const nodeDir =
-      execPath === process.execPath
-        ? (findNodeDir(execPath, { allowNpmConfig: true }) ?? headersFor(execPath, version, scratch))
-        : headersFor(execPath, version, scratch);
-    const project = path.join(scratch, 'project');
-    mkdirSync(project);
-    writeFileSync(
-      path.join(project, 'binding.gyp'),
-      `{ 'includes': [${JSON.stringify(path.join(nativeDir, 'shm.gypi'))}] }\n`,
-    );
-    nodeGyp(
-      nodeGypJs,
-      ['rebuild', '--directory', project, `--nodedir=${nodeDir}`, `--target=${version.replace(/^v/, '')}`],
-      project,
-      log,
-    );
-    mkdirSync(shmRoot, { recursive: true });
-    // Build output, not source: keep it out of git and the linter without touching the
-    // project's ignore files.
-    writeFileSync(path.join(shmRoot, '.gitignore'), '*\n');
-    mkdirSync(outDir, { recursive: true });
-    for (const file of ['corral_shm.node', 'corral-shm-tracker']) {
-      const built = path.join(project, 'build', 'Release', file);
-      if (!existsSync(built)) throw new Skip(`node-gyp succeeded but ${file} is missing; see ${rel(log)}`);
-      copyFileSync(built, path.join(outDir, file));
-    }
-  } finally {
-    rmSync(scratch, { recursive: true, force: true });
-  }
-  const file = path.join(outDir, 'corral_shm.node');
-  const bad = probe(
-    execPath,
-    file,
-    `n.abi === Number(process.versions.modules) && typeof n.create === 'function'`,
+  const untar = spawnSync(
+    'tar',
+    ['-xzf', path.join(dir, tgz), '-C', dir, ...parts.map((p) => `package/${p}`)],
+    {
+      encoding: 'utf8',
+      timeout: 5 * 60_000,
+    },
   );
-  if (bad) throw new Skip(`built ${rel(file)} but it does not load in Node ${version}: ${bad}`);
-  return `built ${rel(outDir)}/{corral_shm.node,corral-shm-tracker} for Node ${version} (ABI ${abi})`;
+  rmSync(path.join(dir, tgz), { force: true });
+  if (untar.status !== 0) {
+    throw new Skip(
+      `${pkg} did not unpack ${parts.join(', ')}: ${(untar.stderr ?? '').trim() || `tar exit ${untar.status}`}`,
+    );
+  }
+  return path.join(dir, 'package');
 }
 
-// --- main ------------------------------------------------------------------------
+const scratchRoot = mkdtempSync(path.join(os.tmpdir(), 'corral-native-'));
+const headerDirs = new Map();
+/** A --nodedir for `node` (headers do not depend on the target architecture). */
+function headersFor(node) {
+  if (node.execPath === process.execPath) {
+    const local = findNodeDir(node.execPath, { allowNpmConfig: true });
+    if (local) return local;
+    // A user's machine: node-gyp downloads the headers for the running Node itself.
+    return undefined;
+  }
+  const local = findNodeDir(node.execPath, { allowNpmConfig: false });
+  if (local) return local;
+  if (!headerDirs.has(node.version)) {
+    const dir = mkdtempSync(path.join(scratchRoot, 'headers-'));
+    headerDirs.set(node.version, officialNode(node.version, process.arch, dir, ['include/node']));
+  }
+  return headerDirs.get(node.version);
+}
 
+/** How to run code under `arch`'s Node of `node.version`: [command, ...args], or undefined. */
+const foreignNodes = new Map();
+function runnerFor(node, arch) {
+  if (arch === process.arch) return [node.execPath];
+  const cross = CROSS[arch];
+  if (!cross || !onPath(cross.qemu) || !existsSync(`/usr/${cross.triple}`)) return undefined;
+  if (!foreignNodes.has(node.version)) {
+    const dir = mkdtempSync(path.join(scratchRoot, `node-${arch}-`));
+    foreignNodes.set(
+      node.version,
+      path.join(officialNode(node.version, arch, dir, ['bin/node']), 'bin', 'node'),
+    );
+  }
+  return [cross.qemu, '-L', `/usr/${cross.triple}`, foreignNodes.get(node.version)];
+}
+
+// ELF e_machine of each architecture we build for.
+const ELF_MACHINE = { x64: 62, arm64: 183 };
+
+/**
+ * Loads `file` in that architecture's Node (a child, so a crashing addon cannot take this
+ * script down): natively, or under qemu for another architecture. Without qemu, checks the
+ * ELF header names the right machine. Returns a note for the report line; throws Skip when
+ * the build is unusable.
+ */
+function verify(file, node, arch, check) {
+  const runner = runnerFor(node, arch);
+  if (!runner) {
+    const elf = readFileSync(file);
+    const machine = elf.readUInt16LE(18);
+    if (elf.readUInt32BE(0) !== 0x7f454c46 || machine !== ELF_MACHINE[arch]) {
+      throw new Skip(`${rel(file)} is not an ELF object for ${arch} (e_machine ${machine})`);
+    }
+    return `ELF ${arch}; not load-tested (no ${CROSS[arch]?.qemu ?? 'emulator'})`;
+  }
+  const [cmd, ...pre] = runner;
+  const r = spawnSync(
+    cmd,
+    [...pre, '-e', `const n = require(process.argv[1]); if (!(${check})) process.exit(3)`, file],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  if (r.status !== 0) {
+    const why = (r.stderr ?? '').split('\n').find((l) => /Error/.test(l)) ?? `exit code ${r.status}`;
+    throw new Skip(
+      `built ${rel(file)} but it does not load in Node ${node.version} (${arch}): ${why.trim()}`,
+    );
+  }
+  return `loads in Node ${node.version}${arch === process.arch ? '' : ` (${arch}, under ${cmd})`}`;
+}
+
+/**
+ * Builds the gyp file `gyp` (native/binding.gyp or native/shm.gypi) for `node` on `arch` in
+ * a scratch project whose binding.gyp only includes it: node-gyp insists on ./build and
+ * ./binding.gyp, and building elsewhere keeps one target's objects from clobbering
+ * another's and the source tree free of build output. Returns build/Release.
+ */
+function gypBuild(nodeGypJs, gyp, node, arch, logName) {
+  checkToolchain(arch);
+  const project = mkdtempSync(path.join(scratchRoot, 'project-'));
+  writeFileSync(
+    path.join(project, 'binding.gyp'),
+    `{ 'includes': [${JSON.stringify(path.join(nativeDir, gyp))}] }\n`,
+  );
+  const nodeDir = headersFor(node);
+  const args = [
+    'rebuild',
+    '--directory',
+    project,
+    `--target=${node.version.replace(/^v/, '')}`,
+    `--arch=${arch}`,
+  ];
+  if (nodeDir) args.push(`--nodedir=${nodeDir}`);
+  nodeGyp(nodeGypJs, args, project, path.join(logDir, logName), crossEnv(arch));
+  return path.join(project, 'build', 'Release');
+}
+
+function install(built, file, outDir, as = file) {
+  const from = path.join(built, file);
+  if (!existsSync(from)) throw new Skip(`node-gyp succeeded but ${file} is missing`);
+  mkdirSync(outDir, { recursive: true });
+  copyFileSync(from, path.join(outDir, as));
+  return path.join(outDir, as);
+}
+
+// --- the builds ---------------------------------------------------------------------
+
+function buildCorral(nodeGypJs, arch) {
+  const node = hostNode(hostMajor);
+  const outDir = path.join(prebuilds, `${process.platform}-${arch}`);
+  const built = gypBuild(nodeGypJs, 'binding.gyp', node, arch, `corral-${arch}.log`);
+  const file = install(built, 'corral.node', outDir, 'corral.napi.node');
+  const note = verify(file, node, arch, 'typeof n.prlimit === "function"');
+  return `built ${rel(file)} (Node-API 8; ${note})`;
+}
+
+function buildShm(nodeGypJs, major, arch) {
+  const node = hostNode(major);
+  const outDir = path.join(prebuilds, `${process.platform}-${arch}`);
+  const built = gypBuild(nodeGypJs, 'shm.gypi', node, arch, `shm-${arch}-abi${node.abi}.log`);
+  const file = install(built, 'corral_shm.node', outDir, `corral_shm.abi${node.abi}.node`);
+  install(built, 'corral-shm-tracker', outDir);
+  const note = verify(
+    file,
+    node,
+    arch,
+    "n.abi === Number(process.versions.modules) && typeof n.create === 'function'",
+  );
+  return `built ${rel(file)} and corral-shm-tracker for Node ${node.version}, ABI ${node.abi} (${note})`;
+}
+
+let failures = 0;
 function report(what, fn, consequence) {
   try {
     console.log(`${what}: ${fn()}`);
   } catch (err) {
     if (!(err instanceof Skip)) throw err;
+    failures++;
     console.log(`${what}: not built (${err.message}); ${consequence}`);
   }
 }
 
 function main() {
-  const corral = 'corral native addon';
-  const shm = 'corral shm addon';
-  const noCorral = 'corral still works, without setPdeathsig/prlimit';
+  const noCorral = 'corral still works, but refuses rlimits (addressSpace, data, openFiles, cpuTime)';
   const noShm = 'SharedMemory still works between threads, not across processes';
   if (process.platform !== 'linux') {
-    console.log(`${corral}: not built (it is Linux-only and this is ${process.platform}); ${noCorral}`);
-    console.log(`${shm}: not built (it is Linux-only and this is ${process.platform}); ${noShm}`);
-    return;
-  }
-  let nodeGypJs;
-  try {
-    nodeGypJs = createRequire(path.join(root, 'package.json')).resolve('node-gyp/bin/node-gyp.js');
-  } catch {
-    const why = 'node-gyp is not installed in node_modules; run npm install first';
-    console.log(`${corral}: not built (${why}); ${noCorral}`);
-    console.log(`${shm}: not built (${why}); ${noShm}`);
-    return;
-  }
-  report(corral, () => buildCorral(nodeGypJs), noCorral);
-  const here = { execPath: process.execPath, version: process.version, abi: process.versions.modules };
-  report(shm, () => buildShm(nodeGypJs, here), noShm);
-  for (const major of requestedMajors()) {
-    report(
-      `${shm} (Node ${major})`,
-      () => buildShm(nodeGypJs, nodeForMajor(major)),
-      `${noShm} under Node ${major}`,
+    console.log(
+      `corral native addons: not built (they are Linux-only and this is ${process.platform}); ${noCorral}; ${noShm}`,
     );
+    failures++;
+    return;
+  }
+  const nodeGypJs = findNodeGyp();
+  if (!nodeGypJs) {
+    console.log(
+      'corral native addons: not built (node-gyp not found: neither in node_modules nor bundled with npm; ' +
+        `\`npm install -g node-gyp\` provides it); ${noCorral}; ${noShm}`,
+    );
+    failures++;
+    return;
+  }
+  if (flag('clean')) rmSync(prebuilds, { recursive: true, force: true });
+  for (const arch of arches) {
+    report(`corral native addon (linux-${arch})`, () => buildCorral(nodeGypJs, arch), noCorral);
+    for (const major of majors) {
+      report(
+        `corral shm addon (linux-${arch}, Node ${major})`,
+        () => buildShm(nodeGypJs, major, arch),
+        `${noShm} under Node ${major}`,
+      );
+    }
   }
 }
 
 try {
   main();
 } catch (err) {
-  // The exit-0 promise holds even for a bug in this script.
+  failures++;
+  // Without --strict the exit-0 promise holds even for a bug in this script.
   console.log(`corral native build: unexpected failure: ${err instanceof Error ? err.stack : String(err)}`);
+} finally {
+  rmSync(scratchRoot, { recursive: true, force: true });
 }
-process.exit(0);
+process.exit(strict && failures > 0 ? 1 : 0);

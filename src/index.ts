@@ -1,4 +1,8 @@
 /** corral's public face: re-exports only. */
+// The declarations use Node's types (NodeJS.ProcessEnv, node:fs handles, Disposable). `preserve`
+// keeps this line in index.d.ts, so a consumer's compiler loads @types/node (a dependency of
+// corral) whatever its own `types` setting: TypeScript 6+ no longer includes @types by default.
+/// <reference types="node" preserve="true" />
 export * from './channel/index.js';
 export * from './errors.js';
 export { type RlimitInfo, type SystemInfo, systemInfo } from './limits/info.js';
@@ -16,7 +20,9 @@ export { type CpuInfo, cpuCount, type MemoryInfo, probeCpus, probeMemory } from 
 export type {
   AnyModule,
   CallOptions,
+  Duration,
   MapOptions,
+  MapTaskNames,
   PoolOptions,
   TaskArgs,
   TaskItem,

@@ -15,6 +15,8 @@
  * first `await`), and keep what you need. This module is tiny and loads nothing else, so importing it
  * costs a task module nothing; outside a task, `context()` throws.
  */
+// AbortSignal and DOMException come from @types/node for a consumer whose lib has no DOM: see index.ts.
+/// <reference types="node" preserve="true" />
 
 /** The context of the task being run. */
 export interface TaskContext {

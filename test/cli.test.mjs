@@ -358,6 +358,101 @@ describe('corral run: usage and setup errors exit 2 with a message that says wha
   });
 });
 
+describe('corral run: every pool option is a flag, or --help says why not', () => {
+  test('--initializer and --init-args run the initializer in each worker first', async () => {
+    for (const runtime of ['thread', 'process']) {
+      const args = ['--initializer', 'setup', '--init-args', '["a", 2]', '--runtime', runtime, '-q'];
+      const { code, stdout, stderr } = await corral(['run', `${TASKS}#initialized`, ...args], {
+        input: '0\n1\n',
+      });
+      assert.equal(code, 0, stderr);
+      assert.deepEqual(
+        lines(stdout).map(JSON.parse),
+        [
+          ['a', 2],
+          ['a', 2],
+        ],
+        runtime,
+      );
+    }
+  });
+
+  test('--exec-argv gives process workers those Node flags', async () => {
+    const args = ['--exec-argv', ' --max-semi-space-size=4  --no-warnings', '--runtime', 'process', '-q'];
+    const { code, stdout, stderr } = await corral(['run', `${TASKS}#execArgv`, ...args], { input: '0\n' });
+    assert.equal(code, 0, stderr);
+    const argv = JSON.parse(lines(stdout)[0]);
+    assert.ok(argv.includes('--max-semi-space-size=4') && argv.includes('--no-warnings'), stdout);
+  });
+
+  test('--detect-leaks counts leaked descriptors in the summary; --recycle-on-leak retires the worker', async () => {
+    const report = file('leaks.json');
+    const leaks = await corral(
+      ['run', `${TASKS}#leakFd`, '--detect-leaks', '--workers', '1', '--report', report],
+      {
+        input: '1\n2\n3\n',
+      },
+    );
+    assert.equal(leaks.code, 0, leaks.stderr);
+    assert.match(leaks.stderr, /3 descriptors leaked/);
+    assert.equal(JSON.parse(readFileSync(report, 'utf8')).leakedFds, 3);
+    const recycled = await corral(
+      ['run', `${TASKS}#leakFd`, '--recycle-on-leak', '--workers', '1', '--report', report, '-q'],
+      { input: '1\n2\n3\n' },
+    );
+    assert.equal(recycled.code, 0, recycled.stderr);
+    assert.ok(JSON.parse(readFileSync(report, 'utf8')).recycles >= 2, readFileSync(report, 'utf8'));
+  });
+
+  test('the other new flags reach the pool: its refusals name the option', async () => {
+    const cases = [
+      [['--init-args', '{"a":1}'], /--init-args expects a JSON array/],
+      [['--idle-timeout', 'soon'], /idleTimeout: expected a duration/],
+      [['--cancel-grace', 'soon'], /cancelGrace: expected a duration/],
+      [['--sample-interval', 'often'], /sampleInterval: expected a duration/],
+      [['--start-timeout', 'later'], /startTimeout: expected a duration/],
+      [['--recycle-rss', 'big', '--runtime', 'process'], /whenRssAbove: expected a size/],
+      [['--recycle-heap', 'big'], /whenHeapAbove: expected a size/],
+      [['--initializer', 'nope'], /nope/],
+    ];
+    for (const [flags, pattern] of cases) {
+      const { code, stderr } = await corral(['run', `${TASKS}#square`, ...flags, '-q'], { input: '1\n' });
+      assert.equal(code, 2, `${flags.join(' ')}: ${stderr}`);
+      assert.match(stderr, pattern, flags.join(' '));
+    }
+    const ok = await corral(
+      [
+        'run',
+        `${TASKS}#square`,
+        '--idle-timeout',
+        '50ms',
+        '--sample-interval',
+        '20ms',
+        '--start-timeout',
+        '10s',
+        '--recycle-heap',
+        '1GiB',
+        '-q',
+      ],
+      { input: '3\n' },
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, '9\n');
+  });
+
+  test('--help names the flag of every pool option, or says why there is none', async () => {
+    const { stdout: text } = await corral(['run', '--help']);
+    const help = text.replace(/\n {20,}/g, ' ');
+    const { POOL_OPTION_FLAGS } = await import('../dist/src/cli/run-args.js');
+    for (const [option, flag] of Object.entries(POOL_OPTION_FLAGS)) {
+      if (typeof flag === 'string') {
+        for (const f of flag.match(/--[a-z-]+/g) ?? [])
+          assert.match(help, new RegExp(`^ +(-\\w, )?${f} `, 'm'), `${option}: ${f}`);
+      } else assert.ok(help.includes(`  ${option}: ${flag.none}`), option);
+    }
+  });
+});
+
 describe('corral run: Ctrl-C and streaming', () => {
   /** Waits until the plain progress line says at least `n` items are done, then calls `then`. */
   const whenDone = (n, then) => {

@@ -15,7 +15,9 @@ import { native, nativeStatus, requireNative } from '../dist/src/native/index.js
 
 const MODULE_URL = new URL('../dist/src/native/index.js', import.meta.url).href;
 const ERRORS_URL = new URL('../dist/src/errors.js', import.meta.url).href;
-const ADDON = fileURLToPath(new URL('../native/build/Release/corral.node', import.meta.url));
+const ADDON = fileURLToPath(
+  new URL(`../prebuilds/${process.platform}-${process.arch}/corral.napi.node`, import.meta.url),
+);
 
 // The in-process tests mean the real addon, whatever the caller's shell exported.
 delete process.env.CORRAL_NO_NATIVE;
@@ -103,7 +105,7 @@ function addon() {
 }
 
 describe('native addon', () => {
-  test('loads once from native/build/Release and reports itself available', () => {
+  test('loads once from prebuilds/<platform>-<arch> and reports itself available', () => {
     const n = addon();
     assert.equal(native(), n);
     assert.equal(native(), native());

@@ -85,6 +85,15 @@ for (const runtime of RUNTIMES) {
       assert.ok(error instanceof TaskTimeoutError);
     });
 
+    test('a timeout of Infinity is no deadline, for the pool and for one call', async () => {
+      // A timer armed with Infinity ms fires after 1 ms: this failed every task at once.
+      const { pool } = makePool({ runtime, workers: 1, taskTimeout: Infinity });
+      assert.equal(await pool.apply('sleep', [150, 'no deadline']), 'no deadline');
+      const { pool: strict } = makePool({ runtime, workers: 1, taskTimeout: 50 });
+      assert.deepEqual(await strict.map('sleep', [150, 150], { timeout: Infinity }), [undefined, undefined]);
+      assert.equal(await strict.apply('spinFor', [150, 'lifted'], { timeout: Infinity }), 'lifted');
+    });
+
     test('the deadline counts from when a task starts, not from when it was queued', async () => {
       const { pool, events } = makePool({ runtime, workers: 1, taskTimeout: 400 });
       await ready(events, 1);

@@ -3,6 +3,7 @@
  * list a flag that does not exist or a default that is not the real one.
  */
 import { parseArgs } from 'node:util';
+import type { Duration } from '../index.js';
 import { closest } from './format.js';
 
 /** A mistake of the person typing the command: printed with a hint, exit status 2. */
@@ -135,9 +136,11 @@ export function sizeValue(raw: string): string | number {
 
 /**
  * Durations: a bare number is milliseconds, as in the library; '30s', '2m' otherwise, any length (the
- * pool validates them). 'none' or 'Infinity': no limit, which is the pool's default (undefined).
+ * pool validates them: the cast passes on what the type does not know, and the pool's ConfigError then
+ * names the option and the forms). 'none' or 'Infinity': no limit, which is the pool's default
+ * (undefined).
  */
-export function durationValue(raw: string): string | number | undefined {
+export function durationValue(raw: string): Duration | undefined {
   if (/^\s*(none|infinity)\s*$/i.test(raw)) return undefined;
-  return /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : raw;
+  return /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : (raw as Duration);
 }

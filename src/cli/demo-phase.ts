@@ -28,8 +28,10 @@ export function poolSetup(
   // workerEnv(): process workers ignore the terminal's Ctrl-C (the demo decides) and print to stderr.
   const base = { module: fileURLToPath(TASKS), runtime, workers, taskTimeout: '60s', env: workerEnv() };
   const limits: Record<string, unknown> = { heap };
-  if (runtime === 'process') limits.rss = rss;
-  const text = `heap ${heap}${runtime === 'process' ? `, rss ${rss}` : ''} each`;
+  // The rss watchdog reads /proc: elsewhere the pool refuses it, and heap alone still bounds the demo.
+  const withRss = runtime === 'process' && process.platform === 'linux';
+  if (withRss) limits.rss = rss;
+  const text = `heap ${heap}${withRss ? `, rss ${rss}` : ''} each`;
   return { options: { ...base, limits }, limitsText: text, viaLimits: true };
 }
 

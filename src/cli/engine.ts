@@ -10,7 +10,7 @@
  * `chunksize: N`: items travel through `pool.imap` / `imapUnordered` in chunks of N, the library's fastest
  * path for tiny tasks; as with `map` in the library (and Python), the first failed item ends the run.
  */
-import type { Pool } from '../index.js';
+import type { Duration, Pool } from '../index.js';
 
 /** A pool over any module whose tasks take one input: what the command runs. */
 export type CliPool = Pool<Record<string, (input: unknown) => unknown>>;
@@ -44,7 +44,7 @@ export interface EngineSpec {
   /** Tasks the pool runs at once (workers x concurrency): the window never goes below twice this. */
   slots: number;
   chunksize: number | 'auto';
-  call: { timeout?: number | string; retries?: number };
+  call: { timeout?: Duration; retries?: number };
   onFailure(record: FailureRecord): void;
   /** Called for every success, in output order. */
   onResult?(index: number, input: unknown, result: unknown): void;

@@ -127,7 +127,7 @@ function formatSystemInfo(info: Record<string, unknown>): string {
   const memory = info.memory as ReturnType<typeof probeMemory>;
   const rl = info.rlimits as Record<string, Rl>;
   const shm = info.shm as Shm | null;
-  const native = info.native as { available: boolean; path?: string; reason?: string };
+  const native = info.native as { available: boolean; path?: string; reason?: string; fix?: string };
   const caps = (info.capabilities ?? {}) as Record<string, unknown>;
   const pools = info.poolSize as { cpu: number; io: number };
   const lines = [paint.bold(`corral info  (Node ${info.node}, ${info.platform})`)];
@@ -163,14 +163,14 @@ function formatSystemInfo(info: Record<string, unknown>): string {
   lines.push(
     native.available
       ? `  native      ${paint.green('built')} (${native.path}): rlimits and the parent-death signal work`
-      : `  native      ${paint.yellow('not built')}: ${native.reason ?? ''} (npm run build:native); limits other than heap and rss are refused`,
+      : `  native      ${paint.yellow('missing')}: ${native.reason ?? ''}; limits other than heap and rss are refused${native.fix ? `. Fix: ${native.fix}` : ''}`,
   );
-  const shared = info.sharedMemory as { crossProcess?: boolean; reason?: string } | undefined;
+  const shared = info.sharedMemory as { crossProcess?: boolean; reason?: string; fix?: string } | undefined;
   if (shared && typeof shared.crossProcess === 'boolean') {
     lines.push(
       shared.crossProcess
         ? `  shared mem  ${paint.green('available')}: segments in /dev/shm can be shared between worker processes`
-        : `  shared mem  ${paint.yellow('threads only')}${shared.reason ? `: ${shared.reason}` : ''}`,
+        : `  shared mem  ${paint.yellow('threads only')}${shared.reason ? `: ${shared.reason}` : ''}${shared.fix ? `. Fix: ${shared.fix}` : ''}`,
     );
   }
   if (typeof caps.minAddressSpace === 'number' || typeof caps.minData === 'number') {

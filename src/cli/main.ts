@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `corral` command: run, info, bench, demo. Uses only the library's public API (../index.js).
+ * The `corral` command: run, info, bench, demo, build-native. Uses only the library's public API
+ * (../index.js); build-native runs the package's scripts/build-native.mjs.
  * Exit status: 0 success, 1 some items failed, 2 usage or setup error, 130 interrupted.
  */
 import { UsageError } from './args.js';
@@ -24,6 +25,10 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<(argv: strin
     demo: {
       about: 'a built-in job on all cores: progress, speedup, memory, a contained memory breach',
       load: async () => (await import('./demo.js')).demoCommand,
+    },
+    'build-native': {
+      about: 'build the native addons from source, where no prebuilt one fits this machine',
+      load: async () => (await import('./build-native.js')).buildNativeCommand,
     },
   };
 

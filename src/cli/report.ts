@@ -99,6 +99,8 @@ export interface RunReport {
   recycles: number;
   crashes: number;
   timeouts: number;
+  /** Descriptors left open by tasks, counted with --detect-leaks. */
+  leakedFds: number;
   workers: (Omit<WorkerRecord, 'rss' | 'startedAt' | 'exit'> & {
     exit: { reason: string; signal: string | null; exitCode: number | null } | null;
   })[];
@@ -169,6 +171,7 @@ export function buildReport(args: {
         tracker.list().filter((w) => w.exit?.reason === 'crashed' && breachOf.has(w.id)).length,
     ),
     timeouts: tracker.timeouts,
+    leakedFds: tracker.leakedFds,
     workers: tracker.list().map((w) => ({
       id: w.id,
       runtime: w.runtime,
@@ -247,7 +250,8 @@ export function formatSummary(r: RunReport, title: string): string {
   const inferred = r.breaches.list.some((b) => b.inferred) ? ' (V8 heap abort recognised in the crash)' : '';
   lines.push(
     `  limits    ${r.breaches.total ? paint.yellow(`${r.breaches.total} breach${r.breaches.total > 1 ? 'es' : ''}: ${kinds}${inferred}`) : '0 breaches'}, ` +
-      `${r.recycles} recycled, ${r.crashes} crashed, ${r.timeouts} timed out`,
+      `${r.recycles} recycled, ${r.crashes} crashed, ${r.timeouts} timed out` +
+      (r.leakedFds > 0 ? `, ${paint.yellow(`${r.leakedFds} descriptors leaked`)}` : ''),
   );
   const rows = [['worker', 'runtime', 'pid/thread', 'tasks', 'peak RSS', 'ended']];
   for (const w of r.workers) {

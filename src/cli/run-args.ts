@@ -147,6 +147,46 @@ function runFlags(): FlagSpec[] {
       group: 'Pool',
     },
     {
+      name: 'cancel-grace',
+      type: 'string',
+      value: 'DUR',
+      default: '1s',
+      help: 'how long a timed-out item may take to return after its signal aborted, before its worker is stopped',
+      group: 'Pool',
+    },
+    {
+      name: 'idle-timeout',
+      type: 'string',
+      value: 'DUR',
+      default: 'never',
+      help: 'a worker idle this long exits; another starts when work arrives',
+      group: 'Pool',
+    },
+    {
+      name: 'initializer',
+      type: 'string',
+      value: 'EXPORT',
+      default: 'none',
+      help: "an export of the module run once in each worker before its first item (Python's initializer)",
+      group: 'Pool',
+    },
+    {
+      name: 'init-args',
+      type: 'string',
+      value: 'JSON',
+      default: '[]',
+      help: "the initializer's arguments, as a JSON array",
+      group: 'Pool',
+    },
+    {
+      name: 'exec-argv',
+      type: 'string',
+      value: "'FLAGS'",
+      default: 'none',
+      help: "Node flags for the workers, space-separated, e.g. '--max-semi-space-size=16 --no-warnings'",
+      group: 'Pool',
+    },
+    {
       name: 'chunksize',
       type: 'string',
       value: 'N|auto',
@@ -211,6 +251,52 @@ function runFlags(): FlagSpec[] {
       group: 'Limits (per worker)',
     },
     {
+      name: 'sample-interval',
+      type: 'string',
+      value: 'DUR',
+      default: '100ms',
+      help: 'how often worker memory is sampled (for --rss, --recycle-rss and --memory-budget)',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'start-timeout',
+      type: 'string',
+      value: 'DUR',
+      default: '20s',
+      help: 'longest a worker may take to start before it is killed',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'recycle-rss',
+      type: 'string',
+      value: 'SIZE',
+      default: 'none',
+      help: 'retire a worker process between items once its resident memory is above this',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'recycle-heap',
+      type: 'string',
+      value: 'SIZE',
+      default: 'none',
+      help: 'retire a worker between items once its V8 heap in use is above this',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'detect-leaks',
+      type: 'boolean',
+      default: 'off',
+      help: 'count descriptors before and after each item in process workers; a leak is reported in the summary',
+      group: 'Limits (per worker)',
+    },
+    {
+      name: 'recycle-on-leak',
+      type: 'boolean',
+      default: 'off',
+      help: 'retire a worker process whose item leaked descriptors (implies --detect-leaks)',
+      group: 'Limits (per worker)',
+    },
+    {
       name: 'memory-budget',
       type: 'string',
       value: 'SIZE|auto',
@@ -229,7 +315,11 @@ Blank input lines are skipped. A line that is not valid JSON is a failed item wi
 longer than a JavaScript string can hold (512 Mi characters) with code ERR_INPUT_TOO_LONG.
 Whatever tasks print to stdout goes to stderr, so the output holds results only.`;
 
-const FOOTER = `<module>#<export>: a .js/.mjs/.cjs file and the name of a function it exports ('default' if omitted).
+const footer =
+  (): string => `<module>#<export>: a .js/.mjs/.cjs file and the name of a function it exports ('default' if omitted).
+
+Every pool option has a flag above, except:
+${notFlags()}
 
 Exit status: 0 every item succeeded; 1 some items failed; 2 usage or setup error (bad flag, module not found,
 unknown export, an option the pool refuses); 130 interrupted (Ctrl-C).
@@ -240,12 +330,60 @@ examples:
   corral run tasks.mjs#resize --input images.jsonl --output out.jsonl --errors failed.jsonl
   seq 1000 | corral run tasks.mjs#square --runtime process --heap 256MiB --timeout 30s > squares.jsonl`;
 
+/**
+ * Every pool option and the flag that sets it, or why none does. Typed over PoolOptions' keys, so a
+ * new option does not compile until it is given a flag or a reason here (and so in --help).
+ */
+export const POOL_OPTION_FLAGS = {
+  module: '<module>#<export>',
+  runtime: '--runtime',
+  workers: '--workers',
+  kind: '--kind',
+  concurrency: '--concurrency',
+  taskTimeout: '--timeout',
+  cancelGrace: '--cancel-grace',
+  maxQueue: {
+    none: 'the run already bounds what is queued with --window; a smaller maxQueue would only fail items',
+  },
+  maxTasksPerWorker: '--max-tasks-per-worker',
+  retries: '--retries',
+  initializer: '--initializer',
+  initArgs: '--init-args',
+  idleTimeout: '--idle-timeout',
+  execArgv: '--exec-argv',
+  env: { none: "workers inherit corral's environment: set variables on the command, FOO=1 corral run ..." },
+  limits:
+    '--heap, --rss, --address-space, --data, --open-files, --cpu-time, --sample-interval, --start-timeout',
+  recycle: '--recycle-rss, --recycle-heap, --recycle-on-leak (recycle.afterTasks: --max-tasks-per-worker)',
+  memoryBudget: '--memory-budget',
+  detectLeaks: '--detect-leaks',
+} as const satisfies Record<keyof PoolOptions, string | { none: string }>;
+
+function notFlags(): string {
+  return Object.entries(POOL_OPTION_FLAGS)
+    .flatMap(([option, flag]) => (typeof flag === 'string' ? [] : [`  ${option}: ${flag.none}`]))
+    .join('\n');
+}
+
+/** `--init-args '[1, "a"]'`: a JSON array, as the initializer's arguments. */
+function jsonArray(flag: string, raw: string): unknown[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (error) {
+    throw new UsageError(`--${flag} expects a JSON array, e.g. '[1, "a"]': ${(error as Error).message}`);
+  }
+  if (!Array.isArray(value))
+    throw new UsageError(`--${flag} expects a JSON array, e.g. '[1, "a"]', got ${raw}`);
+  return value;
+}
+
 export function runHelp(): string {
   return formatHelp(
     'corral run <module>#<export> [options] [--input FILE] [--output FILE]',
     ABOUT,
     runFlags(),
-    FOOTER,
+    footer(),
   );
 }
 
@@ -328,11 +466,24 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   if (timeout !== undefined) poolOptions.taskTimeout = timeout;
   if (retries !== undefined) poolOptions.retries = retries;
   if (maxTasks !== undefined) poolOptions.maxTasksPerWorker = maxTasks;
-  if (Object.keys(limits).length > 0) poolOptions.limits = limits;
   if (str('memory-budget') !== undefined) {
     const raw = str('memory-budget')!;
     poolOptions.memoryBudget = raw === 'auto' ? 'auto' : sizeValue(raw);
   }
+  if (str('cancel-grace') !== undefined) poolOptions.cancelGrace = durationValue(str('cancel-grace')!);
+  if (str('idle-timeout') !== undefined) poolOptions.idleTimeout = durationValue(str('idle-timeout')!);
+  if (str('initializer') !== undefined) poolOptions.initializer = str('initializer')!;
+  if (str('init-args') !== undefined) poolOptions.initArgs = jsonArray('init-args', str('init-args')!);
+  if (str('exec-argv') !== undefined) poolOptions.execArgv = str('exec-argv')!.split(/\s+/).filter(Boolean);
+  if (str('sample-interval') !== undefined) limits.sampleInterval = durationValue(str('sample-interval')!);
+  if (str('start-timeout') !== undefined) limits.startTimeout = durationValue(str('start-timeout')!);
+  if (Object.keys(limits).length > 0) poolOptions.limits = limits;
+  const recycle: Record<string, unknown> = {};
+  if (str('recycle-rss') !== undefined) recycle.whenRssAbove = sizeValue(str('recycle-rss')!);
+  if (str('recycle-heap') !== undefined) recycle.whenHeapAbove = sizeValue(str('recycle-heap')!);
+  if (v['recycle-on-leak']) recycle.onLeak = true;
+  if (Object.keys(recycle).length > 0) poolOptions.recycle = recycle;
+  if (v['detect-leaks']) poolOptions.detectLeaks = true;
 
   const nWorkers = workers === 'auto' ? (kind === 'io' ? Math.max(2, 2 * cpuCount()) : cpuCount()) : workers;
   const perWorker = concurrency ?? (kind === 'io' ? 8 : 1);

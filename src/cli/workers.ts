@@ -117,6 +117,8 @@ export class WorkerTracker {
   /** From the pool's stats(): limit breaches and workers retired between tasks. */
   breaches = 0;
   poolRecycles = 0;
+  /** Descriptors tasks left open (detectLeaks), from the pool's stats. */
+  leakedFds = 0;
   budget: number | undefined;
 
   sample(memory = true): void {
@@ -129,6 +131,7 @@ export class WorkerTracker {
     this.lastSample = performance.now();
     this.breaches = stats.breaches ?? 0;
     this.poolRecycles = stats.recycles ?? 0;
+    this.leakedFds = stats.leakedFds ?? 0;
     this.budget = stats.memory?.budget;
     let total = 0;
     if (memory) {

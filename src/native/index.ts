@@ -1,7 +1,9 @@
 /**
- * Loader for corral's optional native addons:
- *  - native/corral.c (Node-API 8, one build for every Node): `native()`, `requireNative()`;
- *  - native/shm.cc (V8 API, one build per Node ABI in native/build-shm/abi<N>/, picked by
+ * Loader for corral's optional native addons, all in prebuilds/<platform>-<arch>/ (shipped for
+ * linux-x64 and linux-arm64; `corral build-native` writes a source build to the same place):
+ *  - corral.napi.node, from native/corral.c (Node-API 8, one build for every Node): `native()`,
+ *    `requireNative()`;
+ *  - corral_shm.abi<N>.node, from native/shm.cc (V8 API, one build per Node ABI, picked by
  *    `process.versions.modules`) and its tracker executable: `shmNative()`, `requireShmNative()`.
  *
  * The addons are optional by design: corral must run where no compiler was available, so
@@ -10,9 +12,9 @@
  * `require*` forms, which fail with an error that says why and how to fix it.
  */
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { resolve } from 'node:path';
+import { resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeUnavailableError } from '../errors.js';
 
@@ -54,14 +56,27 @@ export interface NativeStatus {
   path: string;
   /** Why it is not available; absent when it is. */
   reason?: string;
+  /** What to do about it, when something can be done; absent when available. */
+  fix?: string;
 }
 
 const FUNCTIONS = ['setPdeathsig', 'getppid', 'getrlimit', 'setrlimit', 'prlimit'] as const;
 
-// dist/src/native/index.js → <package root>/native/build/Release/corral.node
-const DEFAULT_PATH = fileURLToPath(new URL('../../../native/build/Release/corral.node', import.meta.url));
+// dist/src/native/index.js → <package root>. The addons live in prebuilds/<platform>-<arch>/,
+// shipped in the package for linux-x64 and linux-arm64 and written there by a source build.
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const TARGET = `${process.platform}-${process.arch}`;
+const PREBUILD_DIR = resolve(PACKAGE_ROOT, 'prebuilds', TARGET);
 
-const BUILD_HINT = 'run `npm run build:native` in the corral package (needs python3, make and a C compiler)';
+/**
+ * The command that builds the addons from source for this machine and this Node: in an
+ * installed package the `corral` bin (npm runs it from the project), in a clone the npm script.
+ * `npx corral` inside a clone would not find the clone's own bin and would ask the registry.
+ */
+const BUILD_COMMAND = PACKAGE_ROOT.split(sep).includes('node_modules')
+  ? 'npx corral build-native'
+  : 'npm run build:native';
+const BUILD_HINT = `build it from source with \`${BUILD_COMMAND}\` (needs python3, make and a C/C++ compiler)`;
 
 type Loaded = { binding: NativeBinding | undefined; status: NativeStatus; hint: string };
 let loaded: Loaded | undefined;
@@ -74,6 +89,23 @@ function disabledByEnv(): boolean {
 /** Why an addon cannot be used, and what to do about it. */
 type Refusal = { reason: string; hint: string };
 
+/** What a missing file means: the whole platform has no prebuilds, or only this file is absent. */
+function missingReason(path: string, what: string): string {
+  if (!existsSync(PREBUILD_DIR)) {
+    let shipped: string[] = [];
+    try {
+      shipped = readdirSync(resolve(PACKAGE_ROOT, 'prebuilds'));
+    } catch {
+      // no prebuilds at all (a clone before its first build)
+    }
+    return (
+      `no ${what} for ${TARGET} in this package` +
+      (shipped.length > 0 ? ` (it ships ${shipped.sort().join(', ')})` : ' (it has no prebuilds/ directory)')
+    );
+  }
+  return `${path} does not exist (${what})`;
+}
+
 /**
  * The checks both addons go through, in the order a user would want them explained: disabled,
  * wrong platform, not built, not loadable, stale (a build left over from an older corral would
@@ -84,6 +116,7 @@ function loadAddon(
   functions: readonly string[],
   notBuilt: string,
   hint: string,
+  elsewhere: string,
 ): { exports: Record<string, unknown> } | Refusal {
   if (disabledByEnv()) {
     return {
@@ -92,14 +125,16 @@ function loadAddon(
     };
   }
   if (process.platform !== 'linux') {
-    return { reason: `corral's native addons are Linux-only (this is ${process.platform})`, hint: '' };
+    return { reason: `corral's native addons are Linux-only (this is ${process.platform})`, hint: elsewhere };
   }
   // Checked up front so the usual case reads "not built" instead of a require() stack.
-  if (!existsSync(path)) return { reason: `${path} does not exist (${notBuilt})`, hint };
+  if (!existsSync(path)) return { reason: notBuilt, hint };
   let exports: unknown;
   try {
     exports = createRequire(import.meta.url)(path);
   } catch (err) {
+    // e.g. "version `GLIBC_2.34' not found" on an older distribution: a source build links
+    // against the machine's own C library.
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
     return { reason: `${path} failed to load: ${why}`, hint };
   }
@@ -114,15 +149,23 @@ function load(): Loaded {
   const override = process.env.CORRAL_NATIVE_PATH;
   // Relative to the working directory, like any path a user types; require() alone would
   // resolve it against this module's directory instead.
-  const path = override ? resolve(override) : DEFAULT_PATH;
+  const path = override ? resolve(override) : resolve(PREBUILD_DIR, 'corral.napi.node');
   const r = loadAddon(
     path,
     FUNCTIONS,
-    override ? 'CORRAL_NATIVE_PATH points there' : 'the addon was not built',
+    override
+      ? `${path} does not exist (CORRAL_NATIVE_PATH points there)`
+      : missingReason(path, 'native addon (prebuilt or built from source)'),
     BUILD_HINT,
+    'use limits.heap, which works on every platform, or run on Linux for the rlimits (addressSpace, ' +
+      'data, openFiles, cpuTime)',
   );
   if (!('exports' in r))
-    return { binding: undefined, status: { available: false, path, reason: r.reason }, hint: r.hint };
+    return {
+      binding: undefined,
+      status: { available: false, path, reason: r.reason, ...(r.hint ? { fix: r.hint } : {}) },
+      hint: r.hint,
+    };
   return { binding: r.exports as unknown as NativeBinding, status: { available: true, path }, hint: '' };
 }
 
@@ -199,37 +242,38 @@ const SHM_FUNCTIONS = [
   'trackerState',
 ];
 
-// dist/src/native/index.js → <package root>/native/build-shm/abi<N>/
-const SHM_DEFAULT_DIR = fileURLToPath(
-  new URL(`../../../native/build-shm/abi${process.versions.modules}/`, import.meta.url),
-);
-
-const SHM_BUILD_HINT =
-  `run \`npm run build:native\` in the corral package with this Node (needs python3, make and a C++ ` +
-  `compiler), or \`node scripts/build-native.mjs --node${process.versions.node.split('.')[0]}\` with another one`;
+const SHM_FILE = `corral_shm.abi${process.versions.modules}.node`;
 
 type ShmLoaded = { binding: ShmBinding | undefined; status: ShmNativeStatus; hint: string };
 let shmLoaded: ShmLoaded | undefined;
 
 function loadShm(): ShmLoaded {
   const override = process.env.CORRAL_SHM_NATIVE_DIR;
-  const dir = override ? resolve(override) : SHM_DEFAULT_DIR;
-  const path = resolve(dir, 'corral_shm.node');
+  const dir = override ? resolve(override) : PREBUILD_DIR;
+  const path = resolve(dir, SHM_FILE);
   const tracker = resolve(dir, 'corral-shm-tracker');
+  const what = `shared-memory addon for Node ${process.versions.node} (ABI ${process.versions.modules})`;
   const notBuilt = override
-    ? 'CORRAL_SHM_NATIVE_DIR points there'
-    : `the addon was not built for Node ${process.versions.node}, ABI ${process.versions.modules}`;
-  let r = loadAddon(path, SHM_FUNCTIONS, notBuilt, SHM_BUILD_HINT);
+    ? `${path} does not exist (CORRAL_SHM_NATIVE_DIR points there)`
+    : missingReason(path, what);
+  let r = loadAddon(
+    path,
+    SHM_FUNCTIONS,
+    notBuilt,
+    BUILD_HINT,
+    "use runtime 'thread' (SharedMemory between worker threads works on every platform), or run on " +
+      'Linux to share segments with worker processes',
+  );
   if ('exports' in r && r.exports.abi !== Number(process.versions.modules)) {
     r = {
       reason: `${path} was built for ABI ${String(r.exports.abi)}, this Node ${process.versions.node} has ${process.versions.modules}`,
-      hint: SHM_BUILD_HINT,
+      hint: BUILD_HINT,
     };
   }
   if (!('exports' in r)) {
     return {
       binding: undefined,
-      status: { available: false, path, tracker, reason: r.reason },
+      status: { available: false, path, tracker, reason: r.reason, ...(r.hint ? { fix: r.hint } : {}) },
       hint: r.hint,
     };
   }

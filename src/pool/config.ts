@@ -30,10 +30,26 @@ export type TaskResult<M, K extends keyof M> = M[K] extends (...args: never[]) =
   ? Awaited<R>
   : never;
 /** The first parameter of a task: what map() passes for each item. */
-export type TaskItem<M, K extends keyof M> =
-  TaskArgs<M, K> extends [infer First, ...unknown[]] ? First : never;
+export type TaskItem<M, K extends keyof M> = TaskArgs<M, K> extends readonly [] ? never : TaskArgs<M, K>[0];
+/**
+ * The tasks map()/imap()/imapUnordered() can call with one item each: one required parameter
+ * (optional ones after it keep their defaults). A task of two or more takes each item spread as its
+ * arguments: that is starmap().
+ */
+export type MapTaskNames<M> = {
+  [K in TaskNames<M>]: TaskArgs<M, K> extends readonly [unknown, unknown, ...unknown[]]
+    ? never
+    : 1 extends TaskArgs<M, K>['length']
+      ? K
+      : never;
+}[TaskNames<M>];
 /** What an untyped Pool assumes: any export name, unknown arguments and results. */
-export type AnyModule = Record<string, (...args: never[]) => unknown>;
+export type AnyModule = Record<string, (...args: unknown[]) => unknown>;
+/**
+ * A duration: milliseconds as a number, Infinity (or 'Infinity') for no limit, or a number with a
+ * unit, e.g. '500ms', '30s', '2m', '1h', '7d'.
+ */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}` | 'Infinity';
 
 export interface PoolOptions<M = AnyModule> {
   /** The task module: its function exports are the tasks. Path or file URL; .js, .mjs, .cjs (.ts where Node runs it). */
@@ -51,13 +67,13 @@ export interface PoolOptions<M = AnyModule> {
    * the call rejects with TaskTimeoutError and the task's signal aborts (see corral/task); its worker is
    * stopped only if the task has not returned within cancelGrace.
    */
-  taskTimeout?: number | string;
+  taskTimeout?: Duration;
   /**
    * How long a timed-out or aborted task may take to return after its signal aborted, before its worker
    * is stopped (default 1s; 0 stops it at once). Tasks sharing the worker (kind 'io') are never stopped
    * with it: the worker takes no new work and stops once they are done.
    */
-  cancelGrace?: number | string;
+  cancelGrace?: Duration;
   /** Most tasks waiting for a worker; past it apply() rejects with QueueFullError and imap stops reading. */
   maxQueue?: number;
   /** Replace a worker after it ran this many tasks (a map chunk counts as one, as in Python). */
@@ -68,7 +84,7 @@ export interface PoolOptions<M = AnyModule> {
   initializer?: TaskNames<M>;
   initArgs?: unknown[];
   /** A worker idle this long exits; a new one starts when work arrives. Default: never. */
-  idleTimeout?: number | string;
+  idleTimeout?: Duration;
   /** Node flags for workers (default none). */
   execArgv?: string[];
   /** Environment of process workers (threads share the parent's). */
@@ -185,13 +201,29 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
         "per-thread bound exists. Use runtime 'process' or 'auto', or only limits.heap with threads.",
     );
   }
+  // Worker RSS and descriptor counts are read from /proc: elsewhere these would be accepted and
+  // never act, so they are refused like an rlimit without its addon.
+  const needsProc = [
+    ...(limits.rss !== undefined ? ['limits.rss'] : []),
+    ...(recycle.whenRssAbove !== undefined ? ['recycle.whenRssAbove'] : []),
+    ...(o.memoryBudget !== undefined ? ['memoryBudget'] : []),
+    ...(detectLeaks ? [o.detectLeaks ? 'detectLeaks' : 'recycle.onLeak'] : []),
+  ];
+  if (needsProc.length > 0 && process.platform !== 'linux') {
+    throw new NativeUnavailableError(
+      needsProc.join(', '),
+      `corral reads worker memory and descriptors from /proc, which only Linux has (this is ` +
+        `${process.platform}). Fix: use limits.heap and recycle.whenHeapAbove, which work on every platform`,
+    );
+  }
   const rlimitKeys = ['addressSpace', 'data', 'openFiles', 'cpuTime'] as const;
   const wantsRlimits = rlimitKeys.filter((k) => limits[k] !== undefined);
   if (wantsRlimits.length > 0 && !nativeStatus().available) {
+    const { reason, fix } = nativeStatus();
     throw new NativeUnavailableError(
       `limits.${wantsRlimits.join(', limits.')}`,
-      `${nativeStatus().reason ?? 'the native addon is not built'}; rlimits are set by corral's native addon ` +
-        '(run `npm run build:native`), and a limit silently not enforced would be worse than none',
+      `${reason ?? 'the native addon is not built'}; rlimits are set by corral's native addon, and a limit ` +
+        `silently not enforced would be worse than none${fix ? `. Fix: ${fix}` : ''}`,
     );
   }
   return {
@@ -224,7 +256,7 @@ export interface CallOptions {
   /** Aborts the call: queued work is dropped, running work has its worker stopped. */
   signal?: AbortSignal;
   /** Deadline of each task of this call (per item for map), overriding taskTimeout. */
-  timeout?: number | string;
+  timeout?: Duration;
   /** Times to re-run a failed task of this call, overriding the pool's retries. */
   retries?: number;
   /** Bytes the task is expected to need; with memoryBudget, it starts only when that much is free. */

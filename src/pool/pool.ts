@@ -14,6 +14,7 @@ import {
   type AnyModule,
   type CallOptions,
   type MapOptions,
+  type MapTaskNames,
   type PoolOptions,
   resolveCallOptions,
   resolvePoolOptions,
@@ -130,7 +131,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   }
 
   /** Like Python's Pool.map: every result, in input order. Rejects with the first failure. */
-  async map<K extends TaskNames<M>>(
+  async map<K extends MapTaskNames<M>>(
     name: K,
     items: Iterable<TaskItem<M, K>> | AsyncIterable<TaskItem<M, K>>,
     options?: MapOptions,
@@ -148,7 +149,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   }
 
   /** Results in input order, lazily: input is read only as far as the consumer keeps up. */
-  imap<K extends TaskNames<M>>(
+  imap<K extends MapTaskNames<M>>(
     name: K,
     items: Iterable<TaskItem<M, K>> | AsyncIterable<TaskItem<M, K>>,
     options?: MapOptions,
@@ -157,7 +158,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   }
 
   /** Results as they complete: a slow item never holds back the others. */
-  imapUnordered<K extends TaskNames<M>>(
+  imapUnordered<K extends MapTaskNames<M>>(
     name: K,
     items: Iterable<TaskItem<M, K>> | AsyncIterable<TaskItem<M, K>>,
     options?: MapOptions,

@@ -148,7 +148,6 @@ export function unavailable(capability: string): NativeUnavailableError {
   return new NativeUnavailableError(
     capability,
     `it needs corral's shared-memory addon to map /dev/shm, and ${status.reason}. Without it SharedMemory ` +
-      'works between worker threads of one process only (runtime: "thread"). Fix: run `npm run build:native` ' +
-      'with this Node (python3, make and a C++ compiler needed)',
+      `works between worker threads of one process only (runtime: "thread")${status.fix ? `. Fix: ${status.fix}` : ''}`,
   );
 }

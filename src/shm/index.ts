@@ -31,6 +31,8 @@ export interface ShmStatus {
   crossProcess: boolean;
   /** Why not, when not. */
   reason?: string;
+  /** What to do about it, when something can be done. */
+  fix?: string;
   /** The addon file for this Node's ABI. */
   addon: string;
   /** /dev/shm size and free bytes, when it can be read. */
@@ -46,6 +48,7 @@ export function shmStatus(): ShmStatus {
   return {
     crossProcess: binding !== undefined,
     ...(status.reason === undefined ? {} : { reason: status.reason }),
+    ...(status.fix === undefined ? {} : { fix: status.fix }),
     addon: status.path,
     ...(space ? { space } : {}),
     tracker: trackerStatus(binding),

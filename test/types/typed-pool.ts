@@ -40,6 +40,27 @@ export async function typedPool(): Promise<void> {
   await pool.map('square', ['a']);
   // @ts-expect-error initializer must be a task name
   new Pool<Tasks>({ module: 'x.mjs', initializer: 'nope' });
+  // map and imap pass one item per call: a two-argument task is starmap's (it returned [NaN, NaN])
+  // @ts-expect-error add takes two arguments
+  await pool.map('add', [1, 2]);
+  // @ts-expect-error add takes two arguments
+  pool.imap('add', [1, 2]);
+  // @ts-expect-error add takes two arguments
+  pool.imapUnordered('add', [1, 2]);
+  // Durations are a number of ms (Infinity: none) or a number with a unit
+  await pool.apply('square', [3], { timeout: '30s' });
+  await pool.map('square', [3], { timeout: 1500 });
+  await pool.map('square', [3], { timeout: Infinity });
+  new Pool<Tasks>({ module: 'x.mjs', taskTimeout: '2.5m', idleTimeout: '500ms' });
+  // @ts-expect-error not a duration
+  await pool.apply('square', [3], { timeout: 'soon' });
+  // @ts-expect-error a unit is needed after the number, and only ms, s, m or h
+  new Pool<Tasks>({ module: 'x.mjs', taskTimeout: '30 sec' });
+  // An untyped pool takes any task name and any items
+  const untyped = new Pool({ module: 'x.mjs' });
+  const anything: unknown[] = await untyped.map('whatever', [1, 'two']);
+  const one: unknown = await untyped.apply('whatever', [1, 2]);
+  void [anything, one];
   void [n, s, squares, sums, viaProxy, wrong];
   await pool.close();
 }
