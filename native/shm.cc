@@ -85,9 +85,11 @@ struct Tracked {
   EnvState* owner;
 };
 
-// Process-wide, shared by the main thread and every Worker that loads the addon.
-std::mutex g_mutex;
-std::vector<Tracked> g_tracked;
+// Process-wide, shared by the main thread and every Worker that loads the addon. Allocated and
+// never freed: V8 may release a SharedArrayBuffer shared between threads (and so call Unmap, which
+// takes the mutex) after static destructors ran at exit, which crashed the process with SIGSEGV.
+std::mutex& g_mutex = *new std::mutex();
+std::vector<Tracked>& g_tracked = *new std::vector<Tracked>();
 int g_tracker_fd = -1;
 int g_tracker_pid = 0;
 
@@ -104,7 +106,7 @@ struct Backlog {
 };
 Backlog* const g_backlog = new Backlog();
 // Every mapping this addon made and V8 has not released yet, by address.
-std::unordered_map<void*, size_t> g_mappings;
+std::unordered_map<void*, size_t>& g_mappings = *new std::unordered_map<void*, size_t>();
 
 // One per environment (main thread or Worker) that loaded the addon.
 struct EnvState {

@@ -10,6 +10,11 @@
       'defines': ['_GNU_SOURCE'],
       'cflags_cc': ['-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-cast-function-type'],
       'libraries': ['-lrt'],
+      # Never unloaded: a SharedArrayBuffer made in a Worker outlives it in the threads it was
+      # shared with, and V8 calls our deleter (Unmap) when the last one goes, even at the
+      # process's exit; had Node unloaded the addon with the Worker, that call would land in
+      # unmapped code (SIGSEGV at exit, seen with a thread pool task returning a segment).
+      'ldflags': ['-Wl,-z,nodelete'],
     },
     {
       'target_name': 'corral-shm-tracker',

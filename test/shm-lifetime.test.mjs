@@ -7,6 +7,7 @@
 // (test/shm.test.mjs then proves that process use fails with NativeUnavailableError).
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SharedMemory, shmStatus } from '../dist/src/shm/index.js';
@@ -190,6 +191,28 @@ describe('the creator owns the segment', { skip }, () => {
     } finally {
       if (tracker) process.kill(tracker, 'SIGCONT');
       await creator.stop();
+    }
+  });
+
+  test('a segment a pool thread made and returned outlives the thread, and the process exits cleanly', () => {
+    // The thread's addon instance made the mapping; the main thread holds the last view when the
+    // process exits. Before the addon was marked NODELETE, Node unloaded it with the thread and V8's
+    // release of the mapping at exit jumped into unmapped code: SIGSEGV (exit 139), 4 runs in 5.
+    const script = `
+      import { Pool } from ${JSON.stringify(new URL('../dist/src/index.js', import.meta.url).href)};
+      const pool = new Pool({ module: ${JSON.stringify(new URL('./fixtures/shm-tasks.mjs', import.meta.url).href)},
+        runtime: 'thread', workers: 1, maxTasksPerWorker: 1 });
+      const shm = await pool.apply('makeSegment', [4]);
+      await pool.close();
+      console.log([...shm.view(Float64Array)].join());
+      shm.unlink();`;
+    for (let i = 0; i < 3; i++) {
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(run.status, 0, `run ${i}: exit ${run.status} ${run.signal ?? ''} ${run.stderr}`);
+      assert.equal(run.stdout.trim(), '7,7,7,7');
     }
   });
 
