@@ -197,7 +197,7 @@ async function runCase(c) {
 
 /** What the pool is waiting for, to make a hang's report useful (white-box). */
 function inside(pool) {
-  const d = pool.dispatcher;
+  const d = pool.backend;
   const workers = [...d.workers].map(
     (w) =>
       `${w.id}:${w.state}${w.cause ? `(${w.cause.kind})` : ''} inflight ${w.inflight.size} zombies ${w.zombies.size}`,

@@ -264,7 +264,7 @@ for (const runtime of RUNTIMES) {
       // One at a time: each call takes the worker from idle to busy and back.
       for (let i = 0; i < 20_000; i++) await pool.apply('square', [i]);
       // White-box: no array or map on the worker object grows with the number of tasks it ran.
-      const worker = [...pool.dispatcher.workers][0];
+      const worker = [...pool.backend.workers][0];
       for (const [key, value] of Object.entries(worker)) {
         const size = Array.isArray(value) ? value.length : value instanceof Map ? value.size : 0;
         assert.ok(size < 100, `worker.${key} holds ${size} entries after 20,000 tasks`);

@@ -278,7 +278,7 @@ export interface ResolvedCall {
 
 export function resolveCallOptions(
   options: unknown,
-  config: PoolConfig,
+  config: Pick<PoolConfig, 'taskTimeout' | 'retries'>,
   known: readonly string[] = ['signal', 'timeout', 'retries', 'memoryHint', 'withUsage'],
 ): ResolvedCall {
   if (options === undefined) {

@@ -19,6 +19,7 @@
  * loop did not even acknowledge the cancel: other tasks on it are never collateral of a cancel.
  */
 
+import type { Backend, Job } from '../backend/types.js';
 import { channelFrame, channelLinkGone } from '../channel/hub.js';
 import { deadlines } from '../deadline.js';
 import {
@@ -51,9 +52,10 @@ import type { RuntimeExit } from '../runtime/types.js';
 import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
 import { Deque } from './deque.js';
-import { PoolLifecycle } from './lifecycle.js';
+import { PoolLifecycle, type PoolState } from './lifecycle.js';
 import { MemoryGuard } from './memory.js';
 import { SignalWatch } from './signals.js';
+import { type PoolStats, snapshot } from './stats.js';
 import { stealFor } from './steal.js';
 import type { Unit } from './unit.js';
 import { describeCause, type PoolWorker, type StopCause } from './worker.js';
@@ -65,12 +67,6 @@ export interface DispatcherEvents {
   workerError(error: Error): void;
   leak(info: { workerId: number; pid: number | undefined; task: string; fds: number }): void;
   breach(error: MemoryLimitError | CpuTimeLimitError): void;
-}
-
-/** A map job: what close() waits for and lets finish (see MapJob). */
-export interface Job {
-  /** close() was called: read the rest of the input now, keeping results for the consumer. */
-  drain(): void;
 }
 
 /**
@@ -88,7 +84,7 @@ function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
   return floor;
 }
 
-export class Dispatcher {
+export class Dispatcher implements Backend {
   readonly queue = new Deque<Unit>();
   readonly workers: WorkerSet;
   readonly life: PoolLifecycle;
@@ -146,6 +142,14 @@ export class Dispatcher {
   }
 
   // ── submission ────────────────────────────────────────────────────────────────────────────
+
+  get state(): PoolState {
+    return this.life.state;
+  }
+
+  stats(): PoolStats {
+    return snapshot(this);
+  }
 
   /** The error a new call gets right now, if any. */
   refusal(): Error | undefined {

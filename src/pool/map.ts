@@ -4,11 +4,11 @@
  * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
  */
 
+import type { Backend, Job } from '../backend/types.js';
 import { AbortError, TaskError } from '../errors.js';
 import { codecError, encodeArgs } from '../runtime/codec.js';
 import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
 import type { ResolvedCall } from './config.js';
-import type { Dispatcher, Job } from './dispatcher.js';
 import { Unit, type UnitSink } from './unit.js';
 
 /** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
@@ -96,7 +96,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly dispatcher: Dispatcher,
+    private readonly dispatcher: Backend,
     private readonly spec: MapSpec,
   ) {
     const { source } = spec;

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { Backend } from '../backend/types.js';
 import type { WorkerExit } from '../errors.js';
 import {
   AbortError,
@@ -26,7 +27,7 @@ import {
 import { Dispatcher } from './dispatcher.js';
 import type { PoolState } from './lifecycle.js';
 import { MapJob } from './map.js';
-import { type PoolStats, snapshot } from './stats.js';
+import type { PoolStats } from './stats.js';
 import { PromiseSink, Unit } from './unit.js';
 
 const MAP_OPTIONS = ['signal', 'timeout', 'retries', 'chunksize', 'memoryHint'] as const;
@@ -58,12 +59,12 @@ export interface WithUsage<R> {
  * names, arguments and results type-checked.
  */
 export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
-  private readonly dispatcher: Dispatcher;
+  private readonly backend: Backend;
 
   constructor(options: PoolOptions<M>) {
     super();
     const config = resolvePoolOptions(options);
-    this.dispatcher = new Dispatcher(config, {
+    this.backend = new Dispatcher(config, {
       workerStart: (info) => this.emit('workerStart', info),
       workerExit: (info) => this.emit('workerExit', info),
       workerError: (error) => this.emit('workerError', error),
@@ -78,7 +79,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     args: TaskArgs<M, K>,
     options?: CallOptions,
   ): Promise<TaskResult<M, K>> {
-    const d = this.dispatcher;
+    const d = this.backend;
     if (typeof name !== 'string') {
       return Promise.reject(
         new ConfigError('name', 'expected the name of a task (an export of the task module)'),
@@ -181,11 +182,11 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     ) {
       throw new ConfigError('items', 'expected an array, an iterable or an async iterable of task inputs');
     }
-    const refusal = this.dispatcher.refusal();
+    const refusal = this.backend.refusal();
     if (refusal) throw refusal;
-    const call = resolveCallOptions(options, this.dispatcher.config, MAP_OPTIONS);
+    const call = resolveCallOptions(options, this.backend.config, MAP_OPTIONS);
     const chunksize = parseChunksize(isPlainObject(options) ? options.chunksize : undefined);
-    return new MapJob(this.dispatcher, {
+    return new MapJob(this.backend, {
       name,
       mode,
       source: items as Iterable<unknown>,
@@ -206,22 +207,22 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   }
 
   stats(): PoolStats {
-    return snapshot(this.dispatcher);
+    return this.backend.stats();
   }
 
   /** Finishes queued and running work, then stops the workers. New work is refused. */
   close(): Promise<void> {
-    return this.dispatcher.close();
+    return this.backend.close();
   }
 
   /** The pool's state: 'open', 'closing', 'closed', 'terminated' or 'broken' (its workers cannot start). */
   get state(): PoolState {
-    return this.dispatcher.life.state;
+    return this.backend.state;
   }
 
   /** Stops now: queued and running tasks reject with PoolClosedError. */
   terminate(): Promise<void> {
-    return this.dispatcher.terminate();
+    return this.backend.terminate();
   }
 
   /** `await using pool = new Pool(...)` closes it: finishes the work, unlike Python's terminate(). */

@@ -11,7 +11,7 @@
  * The worker loads this module only when a unit carries handles (worker/extras.ts).
  */
 import { channelsEverUsed, decodeChannels, encodeChannels } from '../channel/handles.js';
-import { CorralError, SerializationError, SharedMemoryNotFoundError } from '../errors.js';
+import { ConfigError, CorralError, SerializationError, SharedMemoryNotFoundError } from '../errors.js';
 import { DEFAULT_BUDGET, decodeShm, encodeShm } from '../shm/handle.js';
 import { shmEverUsed } from '../shm/used.js';
 import { fromWireError, UNIT_CHAN, UNIT_SHM, type WireError } from './protocol.js';
@@ -32,9 +32,21 @@ export interface Encoded {
  * Pool side, before a unit is queued. Throws the typed error its call rejects with (a SharedMemory
  * that was closed, a queue of another thread): nothing has been sent yet.
  */
-export function encodeArgs(payload: unknown, runtime: RuntimeKind): Encoded {
+export function encodeArgs(payload: unknown, runtime: RuntimeKind | 'remote'): Encoded {
   let flags = 0;
   if (payload === null || typeof payload !== 'object') return { payload, flags };
+  if (runtime === 'remote') {
+    if (
+      (shmEverUsed() && encodeShm(payload, budget(payload), { runtime: 'process' }).found) ||
+      (channelsEverUsed() && encodeChannels(payload, budget(payload)).found)
+    ) {
+      throw new ConfigError(
+        'args',
+        "a SharedMemory, Queue or Pipe cannot travel to a worker on another machine: it lives in this machine's memory. Send its contents instead.",
+      );
+    }
+    return { payload, flags };
+  }
   if (shmEverUsed()) {
     const shm = encodeShm(payload, budget(payload), { runtime });
     if (shm.found) {
