@@ -342,6 +342,9 @@ export const POOL_OPTION_FLAGS = {
   concurrency: '--concurrency',
   taskTimeout: '--timeout',
   cancelGrace: '--cancel-grace',
+  priorityAging: {
+    none: 'a run is one map: priorities order calls of several callers, and it is the only one',
+  },
   maxQueue: {
     none: 'the run already bounds what is queued with --window; a smaller maxQueue would only fail items',
   },

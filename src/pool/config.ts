@@ -74,6 +74,8 @@ export interface PoolOptions<M = AnyModule> {
    * with it: the worker takes no new work and stops once they are done.
    */
   cancelGrace?: Duration;
+  /** How long a queued call waits for its priority to rise by one (default '1s'; Infinity: no aging). */
+  priorityAging?: Duration;
   /** Most tasks waiting for a worker; past it apply() rejects with QueueFullError and imap stops reading. */
   maxQueue?: number;
   /** Replace a worker after it ran this many tasks (a map chunk counts as one, as in Python). */
@@ -107,6 +109,7 @@ export interface PoolConfig {
   concurrency: number;
   taskTimeout: number;
   cancelGrace: number;
+  priorityAging: number;
   maxQueue: number;
   maxTasksPerWorker: number;
   retries: number;
@@ -129,6 +132,7 @@ const KNOWN = [
   'concurrency',
   'taskTimeout',
   'cancelGrace',
+  'priorityAging',
   'maxQueue',
   'maxTasksPerWorker',
   'retries',
@@ -235,6 +239,8 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
       o.concurrency === undefined ? (kind === 'cpu' ? 1 : 8) : parseCount('concurrency', o.concurrency, 1),
     taskTimeout: o.taskTimeout === undefined ? Infinity : parseDuration('taskTimeout', o.taskTimeout, true),
     cancelGrace: o.cancelGrace === undefined ? 1000 : parseDuration('cancelGrace', o.cancelGrace),
+    priorityAging:
+      o.priorityAging === undefined ? 1000 : parseDuration('priorityAging', o.priorityAging, true),
     // 0 would refuse every call on an idle pool: a queue must hold at least the call being made.
     maxQueue: o.maxQueue === undefined ? Infinity : parseCount('maxQueue', o.maxQueue, 1, true),
     // recycle.afterTasks and maxTasksPerWorker say the same thing; the stricter one wins.
@@ -261,6 +267,16 @@ export interface CallOptions {
   retries?: number;
   /** Bytes the task is expected to need; with memoryBudget, it starts only when that much is free. */
   memoryHint?: number | string;
+  /**
+   * Higher goes first (default 0; any finite number). Equal priorities keep their order, and waiting
+   * raises a call's priority by one per `priorityAging`, so low priorities are delayed, never starved.
+   */
+  priority?: number;
+  /**
+   * Fair queuing: calls of different keys take turns for workers. Each map/imap is a key of its own
+   * unless given one, and single calls without a key share one, so a huge map never starves them.
+   */
+  key?: string | number;
 }
 
 export interface MapOptions extends CallOptions {
@@ -274,12 +290,16 @@ export interface ResolvedCall {
   retries: number;
   memoryHint: number;
   withUsage: boolean;
+  priority: number;
+  key: string | number | undefined;
 }
+
+export const CALL_OPTIONS = ['signal', 'timeout', 'retries', 'memoryHint', 'priority', 'key'] as const;
 
 export function resolveCallOptions(
   options: unknown,
   config: Pick<PoolConfig, 'taskTimeout' | 'retries'>,
-  known: readonly string[] = ['signal', 'timeout', 'retries', 'memoryHint', 'withUsage'],
+  known: readonly string[] = [...CALL_OPTIONS, 'withUsage'],
 ): ResolvedCall {
   if (options === undefined) {
     return {
@@ -288,6 +308,8 @@ export function resolveCallOptions(
       retries: config.retries,
       memoryHint: 0,
       withUsage: false,
+      priority: 0,
+      key: undefined,
     };
   }
   if (!isPlainObject(options))
@@ -306,5 +328,25 @@ export function resolveCallOptions(
     retries: o.retries === undefined ? config.retries : parseCount('retries', o.retries, 0),
     memoryHint: o.memoryHint === undefined ? 0 : parseSize('memoryHint', o.memoryHint),
     withUsage: o.withUsage === true,
+    priority: o.priority === undefined ? 0 : parsePriority(o.priority),
+    key: o.key === undefined ? undefined : parseKey(o.key),
   };
+}
+
+function parsePriority(value: unknown): number {
+  if (typeof value === 'number' && Number.isFinite(value)) return value;
+  throw new ConfigError(
+    'priority',
+    `expected a finite number (higher goes first; default 0); got ${String(value)}`,
+  );
+}
+
+function parseKey(value: unknown): string | number {
+  if ((typeof value === 'string' && value !== '') || (typeof value === 'number' && Number.isFinite(value))) {
+    return value;
+  }
+  throw new ConfigError(
+    'key',
+    `expected a non-empty string or a number naming the caller; got ${String(value)}`,
+  );
 }

@@ -51,9 +51,9 @@ import {
 import type { RuntimeExit } from '../runtime/types.js';
 import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
-import { Deque } from './deque.js';
 import { PoolLifecycle, type PoolState } from './lifecycle.js';
 import { MemoryGuard } from './memory.js';
+import { Scheduler } from './scheduler.js';
 import { SignalWatch } from './signals.js';
 import { type PoolStats, snapshot } from './stats.js';
 import { stealFor } from './steal.js';
@@ -85,7 +85,7 @@ function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
 }
 
 export class Dispatcher implements Backend {
-  readonly queue = new Deque<Unit>();
+  readonly queue: Scheduler;
   readonly workers: WorkerSet;
   readonly life: PoolLifecycle;
   /** Units queued, not counting ones settled while waiting (aborted) that are skipped lazily. */
@@ -115,6 +115,7 @@ export class Dispatcher implements Backend {
     private readonly events: DispatcherEvents,
   ) {
     const { limits, recycle } = config;
+    this.queue = new Scheduler(config.priorityAging);
     this.life = new PoolLifecycle(() => this.schedule());
     this.workers = new WorkerSet(config, {
       message: (w, m) => this.onMessage(w, m),

@@ -280,6 +280,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     );
     unit.flags = encoded?.flags ?? 0;
     unit.memoryHint = call.memoryHint;
+    unit.priority = call.priority;
+    // A map is a key of its own unless its caller names one: fair turns with other callers' work.
+    unit.key = call.key ?? this;
     if (error) this.unencodable.set(unit, error);
     return unit;
   }
@@ -365,6 +368,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     );
     again.flags = unit.flags;
     again.memoryHint = unit.memoryHint;
+    again.priority = unit.priority;
+    again.key = unit.key;
     again.attempts = unit.attempts; // the items' tries go on counting
     this.units.set(again, retry.index);
     this.itemRetries.set(again, { index: retry.index, results: retry.results, positions, errors: [] });

@@ -13,6 +13,7 @@ import { codecError, type Encoded, encodeArgs } from '../runtime/codec.js';
 import { type TaskUsage, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
 import {
   type AnyModule,
+  CALL_OPTIONS,
   type CallOptions,
   type MapOptions,
   type MapTaskNames,
@@ -30,7 +31,7 @@ import { MapJob } from './map.js';
 import type { PoolStats } from './stats.js';
 import { PromiseSink, Unit } from './unit.js';
 
-const MAP_OPTIONS = ['signal', 'timeout', 'retries', 'chunksize', 'memoryHint'] as const;
+const MAP_OPTIONS = [...CALL_OPTIONS, 'chunksize'] as const;
 
 /** One async method per task export: `await pool.proxy().square(3)`. */
 export type PoolProxy<M> = {
@@ -123,6 +124,8 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       );
       unit.flags = encoded.flags;
       unit.memoryHint = call.memoryHint;
+      unit.priority = call.priority;
+      unit.key = call.key;
       if (call.withUsage) {
         unit.wantUsage = true;
         unit.flags |= UNIT_USAGE;

@@ -31,6 +31,12 @@ export class Unit {
   memoryHint = 0;
   /** Its word on the worker's claim board (see steal.ts). */
   slot = 0;
+  /** Higher goes first (scheduler.ts); ages while it waits. */
+  priority = 0;
+  /** Units of one key take turns with other keys' (fair queuing): a map job's own, or the caller's. */
+  key: unknown = undefined;
+  /** When it was first queued (performance.now()), for aging. */
+  queuedAt = 0;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,
