@@ -18,6 +18,7 @@ export type CorralErrorCode =
   | 'ERR_NATIVE_UNAVAILABLE'
   | 'ERR_MEMORY_LIMIT'
   | 'ERR_CPU_TIME_LIMIT'
+  | 'ERR_POISON_TASK'
   | 'ERR_SHM_NOT_FOUND'
   | 'ERR_SHM_EXISTS'
   | 'ERR_SHM_CLOSED'
@@ -317,5 +318,43 @@ export class SharedMemoryClosedError extends CorralError {
       `shared memory '${segment}' was used after close() (${operation}); attach again with SharedMemory.attach() to keep using it`,
     );
     this.segment = segment;
+  }
+}
+
+/** One death of a worker while it ran a task: the history a PoisonTaskError carries. */
+export interface CrashRecord {
+  workerId: number;
+  pid: number | undefined;
+  threadId: number | undefined;
+  exitCode: number | null;
+  signal: string | null;
+  /** The limit it breached, when the death was a breach ('heap', 'rss', 'cpu-time', ...). */
+  breach: string | undefined;
+  /** The worker's highest sampled RSS and V8 heap in bytes, when they were measured. */
+  peakRss: number | undefined;
+  peakHeapUsed: number | undefined;
+  /** ms since the epoch. */
+  at: number;
+}
+
+/**
+ * The task's input killed `poisonAfter` workers (crashes or breaches while it ran): it is not run
+ * again, whatever retries are left. `crashes` says how each worker died.
+ */
+export class PoisonTaskError extends CorralError {
+  readonly task: string;
+  readonly crashes: readonly CrashRecord[];
+  constructor(task: string, crashes: readonly CrashRecord[], options?: { cause?: unknown }) {
+    const how = crashes
+      .map((c) => c.breach ?? (c.signal ? `signal ${c.signal}` : `exit code ${c.exitCode}`))
+      .join(', ');
+    super(
+      'ERR_POISON_TASK',
+      `task '${task}' killed ${crashes.length} workers (${how}) and is not run again: its input is poison. ` +
+        'Fix the input or the task; poisonAfter sets how many deaths are tolerated',
+      options,
+    );
+    this.task = task;
+    this.crashes = crashes;
   }
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { shmStatus } from '../dist/src/index.js';
-import { lines, RUNTIMES, rejection, settles, sleep, test, usePools, useTempDir } from './helpers.mjs';
+import { lines, RUNTIMES, ready, rejection, settles, sleep, test, usePools, useTempDir } from './helpers.mjs';
 
 const cooperative = new URL('./fixtures/cooperative.mjs', import.meta.url);
 const makePool = usePools(cooperative);
@@ -72,6 +72,7 @@ for (const runtime of RUNTIMES) {
 
     test('cancelGrace 0 stops the worker at once', async () => {
       const { pool, events } = makePool({ runtime, workers: 1, cancelGrace: 0 });
+      await ready(events, 1);
       const controller = new AbortController();
       const call = pool.apply('cooperative', [30_000], { signal: controller.signal });
       await sleep(150);
@@ -117,7 +118,8 @@ for (const runtime of RUNTIMES) {
     const board = runtime === 'thread' || shmStatus().crossProcess || 'needs the shared-memory addon';
     test('an aborted map chunk stops between items', { skip: board !== true && board }, async () => {
       const log = newFile();
-      const { pool } = makePool({ runtime, workers: 1, cancelGrace: 10_000 });
+      const { pool, events } = makePool({ runtime, workers: 1, cancelGrace: 10_000 });
+      await ready(events, 1);
       const controller = new AbortController();
       const items = Array.from({ length: 100 }, (_, i) => [i, log]);
       const map = pool.map('slowItem', items, { chunksize: 100, signal: controller.signal });

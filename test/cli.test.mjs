@@ -164,6 +164,43 @@ describe('corral run: failures', () => {
     assert.equal(r.resumeLine, 8);
   });
 
+  test('an item that kills its workers is quarantined: --errors holds its crash history, the run goes on', async () => {
+    const out = file('out.jsonl');
+    const errors = file('errors.jsonl');
+    const { code } = await corral(
+      [
+        'run',
+        `${TASKS}#poisonSeven`,
+        '--retries',
+        '5',
+        '--workers',
+        '1',
+        '--output',
+        out,
+        '--errors',
+        errors,
+        '-q',
+      ],
+      { input: jsonl(numbers(20)) },
+    );
+    assert.equal(code, 1);
+    assert.deepEqual(
+      lines(readFileSync(out, 'utf8')).map(Number),
+      numbers(20)
+        .filter((x) => x !== 7)
+        .map((x) => x * x),
+    );
+    const [failed, ...more] = lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l));
+    assert.equal(more.length, 0);
+    assert.equal(failed.input, 7);
+    assert.equal(failed.error.code, 'ERR_POISON_TASK');
+    assert.equal(failed.error.crashes.length, 2);
+    assert.deepEqual(
+      failed.error.crashes.map((c) => c.exitCode),
+      [9, 9],
+    );
+  });
+
   test('failed items go to --errors with index, input and code; the run goes on; exit 1', async () => {
     const out = file('out.jsonl');
     const errors = file('errors.jsonl');

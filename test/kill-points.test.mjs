@@ -255,6 +255,10 @@ function allowedCodes(c, how, terminated) {
   // Consumers of a JoinableQueue exit on purpose: only tasks sharing their worker may go with them.
   if (sharing && c.ops.some((op) => op.kind === 'joinable')) codes.add('ERR_WORKER_CRASHED');
   if (how === 'throw') codes.add('ERR_TASK_FAILED');
+  // With retries, an input whose workers died twice is quarantined: its own crash, or deaths it shared.
+  if (c.pool.retries > 0 && codes.has('ERR_WORKER_CRASHED')) codes.add('ERR_POISON_TASK');
+  if (c.pool.retries > 0 && (how === 'heap' || (sharing && c.pool.limits?.heap)))
+    codes.add('ERR_POISON_TASK');
   if (how === 'hang' || (sharing && c.pool.taskTimeout)) codes.add('ERR_TASK_TIMEOUT');
   if (c.pool.limits?.heap && (how === 'heap' || sharing)) codes.add('ERR_MEMORY_LIMIT');
   return codes;

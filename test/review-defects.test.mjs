@@ -76,7 +76,7 @@ for (const runtime of RUNTIMES) {
 
     test('2: retries still run while the pool is closing', async () => {
       const file = newFile();
-      const { pool } = makePool({ runtime, workers: 1 });
+      const { pool } = makePool({ runtime, workers: 1, poisonAfter: Infinity });
       const call = pool.apply('failTimes', [file, 3], { retries: 3 });
       const closed = pool.close();
       assert.equal(await settles(call, 'the retried task', 15_000), 'ok');

@@ -439,6 +439,8 @@ export function failureRecord(index: number | null, input: unknown, error: unkno
     'timeout',
     'workerId',
     'pid',
+    'stderrTail',
+    'crashes',
   ] as const) {
     const v = e[key];
     if (v !== undefined && v !== null && (typeof v !== 'object' || Array.isArray(v))) out[key] = v;

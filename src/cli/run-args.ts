@@ -139,6 +139,14 @@ function runFlags(): FlagSpec[] {
       group: 'Pool',
     },
     {
+      name: 'poison-after',
+      type: 'string',
+      value: 'N',
+      default: '2',
+      help: "workers an item may kill before it is quarantined (not retried; its crashes go to --errors); 'Infinity': never",
+      group: 'Pool',
+    },
+    {
       name: 'max-tasks-per-worker',
       type: 'string',
       value: 'N',
@@ -342,6 +350,7 @@ export const POOL_OPTION_FLAGS = {
   concurrency: '--concurrency',
   taskTimeout: '--timeout',
   cancelGrace: '--cancel-grace',
+  poisonAfter: '--poison-after',
   priorityAging: {
     none: 'a run is one map: priorities order calls of several callers, and it is the only one',
   },
@@ -468,6 +477,12 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   const timeout = str('timeout') === undefined ? undefined : durationValue(str('timeout')!);
   if (timeout !== undefined) poolOptions.taskTimeout = timeout;
   if (retries !== undefined) poolOptions.retries = retries;
+  const poison = str('poison-after');
+  if (poison !== undefined) {
+    poolOptions.poisonAfter = /^infinity$/i.test(poison)
+      ? Infinity
+      : (parseIntFlag('poison-after', poison, 1) as number);
+  }
   if (maxTasks !== undefined) poolOptions.maxTasksPerWorker = maxTasks;
   if (str('memory-budget') !== undefined) {
     const raw = str('memory-budget')!;

@@ -76,6 +76,11 @@ export interface PoolOptions<M = AnyModule> {
   cancelGrace?: Duration;
   /** How long a queued call waits for its priority to rise by one (default '1s'; Infinity: no aging). */
   priorityAging?: Duration;
+  /**
+   * Workers a task's input may kill (crashes and breaches while it runs) before it is quarantined:
+   * not retried again, failed with PoisonTaskError and its crash history. Default 2; Infinity: never.
+   */
+  poisonAfter?: number;
   /** Most tasks waiting for a worker; past it apply() rejects with QueueFullError and imap stops reading. */
   maxQueue?: number;
   /** Replace a worker after it ran this many tasks (a map chunk counts as one, as in Python). */
@@ -110,6 +115,7 @@ export interface PoolConfig {
   taskTimeout: number;
   cancelGrace: number;
   priorityAging: number;
+  poisonAfter: number;
   maxQueue: number;
   maxTasksPerWorker: number;
   retries: number;
@@ -133,6 +139,7 @@ const KNOWN = [
   'taskTimeout',
   'cancelGrace',
   'priorityAging',
+  'poisonAfter',
   'maxQueue',
   'maxTasksPerWorker',
   'retries',
@@ -241,6 +248,7 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     cancelGrace: o.cancelGrace === undefined ? 1000 : parseDuration('cancelGrace', o.cancelGrace),
     priorityAging:
       o.priorityAging === undefined ? 1000 : parseDuration('priorityAging', o.priorityAging, true),
+    poisonAfter: o.poisonAfter === undefined ? 2 : parseCount('poisonAfter', o.poisonAfter, 1, true),
     // 0 would refuse every call on an idle pool: a queue must hold at least the call being made.
     maxQueue: o.maxQueue === undefined ? Infinity : parseCount('maxQueue', o.maxQueue, 1, true),
     // recycle.afterTasks and maxTasksPerWorker say the same thing; the stricter one wins.

@@ -25,8 +25,10 @@ import { deadlines } from '../deadline.js';
 import {
   AbortError,
   CpuTimeLimitError,
+  type CrashRecord,
   MemoryLimitError,
   ModuleLoadError,
+  PoisonTaskError,
   PoolClosedError,
   SerializationError,
   TaskError,
@@ -60,6 +62,21 @@ import { stealFor } from './steal.js';
 import type { Unit } from './unit.js';
 import { describeCause, type PoolWorker, type StopCause } from './worker.js';
 import { WorkerSet } from './workers.js';
+
+/** How a worker died under a unit, for the unit's crash history (PoisonTaskError). */
+function crashRecord(w: PoolWorker, exit: RuntimeExit, breach: Breach | undefined): CrashRecord {
+  return {
+    workerId: w.id,
+    pid: w.rt.pid,
+    threadId: w.rt.threadId,
+    exitCode: exit.exitCode,
+    signal: exit.signal,
+    breach: breach ? (breach.type === 'cpu' ? 'cpu-time' : breach.kind) : undefined,
+    peakRss: w.peakRss || undefined,
+    peakHeapUsed: w.peakHeapUsed || undefined,
+    at: Date.now(),
+  };
+}
 
 export interface DispatcherEvents {
   workerStart(info: { workerId: number; pid: number | undefined; threadId: number | undefined }): void;
@@ -437,7 +454,8 @@ export class Dispatcher implements Backend {
         if (breach) {
           // The task caught the failed allocation, but its worker is at the wall: replace it.
           this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
-          this.failWithBreach(u, breach, w, cause);
+          const error = this.breachError(u, breach, w, cause);
+          if (!this.retry(u)) this.settleFail(u, error);
         } else if (!this.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
         break;
       }
@@ -486,7 +504,8 @@ export class Dispatcher implements Backend {
     }
   }
 
-  private failWithBreach(u: Unit, breach: Breach, w: PoolWorker, cause?: unknown): void {
+  /** The typed error of a breach (counted, and told to 'breach' listeners). */
+  private breachError(u: Unit, breach: Breach, w: PoolWorker, cause?: unknown): Error {
     const who = { workerId: w.id, pid: w.rt.pid, signal: w.exit?.signal ?? null };
     const error =
       breach.type === 'cpu'
@@ -495,7 +514,7 @@ export class Dispatcher implements Backend {
     this.breaches++;
     w.breaches++;
     this.events.breach(error);
-    if (!this.retry(u)) this.settleFail(u, error);
+    return error;
   }
 
   settleFail(u: Unit, error: Error): void {
@@ -512,9 +531,14 @@ export class Dispatcher implements Backend {
     if (this.life.state === 'closing') this.schedule();
   }
 
-  /** Runs the unit again if it has tries left and the pool still runs work (closing included). */
+  /** Whether the unit has tries left, the pool still runs work (closing included) and someone waits for it. */
+  private retriable(u: Unit): boolean {
+    return u.attempts <= u.retries && this.life.running && u.sink.wants(u);
+  }
+
+  /** Runs the unit again if it may (see retriable). */
   private retry(u: Unit): boolean {
-    if (u.attempts > u.retries || !this.life.running || !u.sink.wants(u)) return false;
+    if (!this.retriable(u)) return false;
     deadlines.cancel(u.deadline);
     u.deadline = undefined;
     u.worker = undefined;
@@ -633,17 +657,28 @@ export class Dispatcher implements Backend {
         return;
       }
       const breach = classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
-      if (breach) {
-        this.failWithBreach(u, breach, w);
-        return;
+      const error = breach
+        ? this.breachError(u, breach, w)
+        : new WorkerCrashedError(
+            u.name,
+            info,
+            cause
+              ? `worker ${w.id} was stopped (${describeCause(cause)}) while running task '${u.name}'`
+              : undefined,
+          );
+      // The task's own doing (it crashed, or breached a limit), not the pool's: it counts toward
+      // quarantine, and a chunk runs again item by item so that the next death names its item.
+      if (!cause || cause.kind === 'breach') {
+        (u.crashes ??= []).push(crashRecord(w, exit, breach));
+        if (u.crashes.length >= this.config.poisonAfter) {
+          this.settleFail(u, new PoisonTaskError(u.name, u.crashes, { cause: error }));
+          return;
+        }
+        if (this.retriable(u) && u.sink.split?.(u)) {
+          this.handedOver(u);
+          return;
+        }
       }
-      const error = new WorkerCrashedError(
-        u.name,
-        info,
-        cause
-          ? `worker ${w.id} was stopped (${describeCause(cause)}) while running task '${u.name}'`
-          : undefined,
-      );
       if (!this.retry(u)) this.settleFail(u, error);
     });
     w.zombies.clear();
@@ -652,6 +687,14 @@ export class Dispatcher implements Backend {
       if (terminated) this.settleFail(requeue[i]!, new PoolClosedError());
       else this.submit(requeue[i]!, true);
     }
+  }
+
+  /** Its sink took the unit over (split into new units): it is no longer this dispatcher's. */
+  private handedOver(u: Unit): void {
+    deadlines.cancel(u.deadline);
+    u.deadline = undefined;
+    u.state = 'settled';
+    this.signals.unwatch(u);
   }
 
   private failQueued(error: Error): void {

@@ -29,7 +29,8 @@ const WINDOW_ITEMS = 4096;
 interface ChunkOutcome {
   /** An array, or a Float64Array when every result was a number. */
   results: ArrayLike<unknown>;
-  itemErrors: [number, WireError][] | undefined;
+  /** Items that failed, by position in the chunk: a task's throw (WireError) or corral's own error. */
+  itemErrors: [number, WireError | Error][] | undefined;
   error: Error | undefined;
 }
 
@@ -42,16 +43,23 @@ export interface MapSpec {
   call: ResolvedCall;
 }
 
-/** A chunk whose failed items are being run again: where their results go back to. */
-interface ItemRetry {
+/** A chunk some of whose items run again (they threw, or their worker died): what they go back to. */
+interface Rerun {
   /** The chunk's place in the input. */
   index: number;
-  /** The chunk's results so far, filled in as retried items succeed. */
+  /** The chunk's results so far, filled in as its items succeed. */
   results: unknown[];
-  /** For each item of the retry unit, its position in the chunk. */
-  positions: number[];
   /** Items that failed for good, by chunk position. */
-  errors: [number, WireError][];
+  errors: [number, WireError | Error][];
+  /** Units of the chunk still out. */
+  pending: number;
+}
+
+/** A unit that runs some of a chunk's items again. */
+interface Part {
+  chunk: Rerun;
+  /** For each item of the unit, its position in the chunk. */
+  positions: number[];
 }
 
 export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
@@ -83,8 +91,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private currentPos = 0;
   /** This job's units not yet settled, with their chunk's position in the input. */
   private readonly units = new Map<Unit, number>();
-  /** Retry units of failed items, and where their results go. */
-  private readonly itemRetries = new Map<Unit, ItemRetry>();
+  /** Units that run some of a chunk's items again, and where their results go. */
+  private readonly parts = new Map<Unit, Part>();
   private waiter: { resolve: () => void } | undefined = undefined;
   private sourceError: Error | undefined = undefined;
   private readonly onAbort: (() => void) | undefined;
@@ -300,19 +308,22 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     const index = this.units.get(unit);
     if (index === undefined) return;
     this.units.delete(unit);
-    const retry = this.itemRetries.get(unit);
-    if (retry) {
-      this.itemRetries.delete(unit);
+    const part = this.parts.get(unit);
+    if (part) {
+      this.parts.delete(unit);
+      const { chunk, positions } = part;
       const results = value as ArrayLike<unknown>;
-      const failed = new Set<number>();
-      for (const [i, wire] of itemErrors ?? []) {
-        failed.add(i);
-        retry.errors.push([retry.positions[i]!, wire]);
+      const failed = new Map<number, WireError | Error>(itemErrors ?? []);
+      for (let i = 0; i < positions.length; i++) {
+        if (!failed.has(i)) chunk.results[positions[i]!] = results[i];
       }
-      for (let i = 0; i < retry.positions.length; i++) {
-        if (!failed.has(i)) retry.results[retry.positions[i]!] = results[i];
-      }
-      this.settleChunk(unit, retry);
+      chunk.pending--;
+      this.rerun(
+        unit,
+        chunk,
+        [...failed].map(([i, wire]) => [positions[i]!, wire]),
+        positions,
+      );
       return;
     }
     // Later chunks aim at TARGET_CHUNK_MS of work, from the time chunks took in their worker. Items
@@ -326,54 +337,88 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
       this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
       return;
     }
-    this.settleChunk(unit, { index, results: value as unknown[], positions: [], errors: itemErrors });
+    const chunk: Rerun = { index, results: value as unknown[], errors: [], pending: 0 };
+    this.rerun(unit, chunk, itemErrors, undefined);
   }
 
   /**
-   * A chunk with failed items: while the call's retries allow, only those items run again (the others
-   * are not run twice), as a unit of their own at the front of the queue; then the chunk is stored with
-   * whatever failed for good.
+   * Items of `unit` failed (`failed`, by chunk position): while the call's retries allow, only they run
+   * again (the others are not run twice), as one unit at the front of the queue; otherwise they fail for
+   * good. The chunk is stored once none of its units is out.
    */
-  private settleChunk(unit: Unit, retry: ItemRetry): void {
-    const errors = retry.errors;
-    if (
-      errors.length === 0 ||
-      unit.attempts > unit.retries ||
-      this.dispatcher.jobRefusal() ||
-      this.finished
-    ) {
-      this.store(retry.index, {
-        results: retry.results,
-        itemErrors: errors.length > 0 ? errors.sort((a, b) => a[0] - b[0]) : undefined,
-        error: undefined,
-      });
-      return;
+  private rerun(
+    unit: Unit,
+    chunk: Rerun,
+    failed: [number, WireError | Error][],
+    positions: number[] | undefined,
+    retriable = true,
+  ): void {
+    if (failed.length > 0) {
+      if (!retriable || unit.attempts > unit.retries || this.dispatcher.jobRefusal() || this.finished) {
+        chunk.errors.push(...failed);
+      } else {
+        this.again(
+          unit,
+          chunk,
+          failed.map(([p]) => p).sort((a, b) => a - b),
+          positions,
+        );
+      }
     }
-    const positions = errors.map(([p]) => p).sort((a, b) => a - b);
-    // The failed unit's own payload (handles already encoded): a retry sends the very same items. A
-    // first failure's unit holds the whole chunk; a retry's, only the chunk positions it was given.
+    if (chunk.pending > 0) return;
+    this.store(chunk.index, {
+      results: chunk.results,
+      itemErrors: chunk.errors.length > 0 ? chunk.errors.sort((a, b) => a[0] - b[0]) : undefined,
+      error: undefined,
+    });
+  }
+
+  /**
+   * Queues a unit of the chunk items at `picked` (chunk positions), taken from `unit`'s own payload
+   * (its handles already encoded: a rerun sends the very same items). `positions`: the chunk positions
+   * of `unit`'s items, or undefined when `unit` is the whole chunk.
+   */
+  private again(unit: Unit, chunk: Rerun, picked: number[], positions: number[] | undefined): void {
     const source = unit.payload as ArrayLike<unknown>;
-    const at = (p: number): number => (retry.positions.length === 0 ? p : retry.positions.indexOf(p));
-    const picked = positions.map((p) => source[at(p)]);
-    const payload = unit.mode === UnitMode.MapNumbers ? Float64Array.from(picked as number[]) : picked;
-    const again = new Unit(
+    const items = picked.map((p) => source[positions ? positions.indexOf(p) : p]);
+    const payload = unit.mode === UnitMode.MapNumbers ? Float64Array.from(items as number[]) : items;
+    const next = new Unit(
       unit.name,
       unit.mode,
       payload,
-      positions.length,
+      picked.length,
       this,
-      this.spec.call.timeout * positions.length,
+      this.spec.call.timeout * picked.length,
       unit.retries,
       unit.signal,
     );
-    again.flags = unit.flags;
-    again.memoryHint = unit.memoryHint;
-    again.priority = unit.priority;
-    again.key = unit.key;
-    again.attempts = unit.attempts; // the items' tries go on counting
-    this.units.set(again, retry.index);
-    this.itemRetries.set(again, { index: retry.index, results: retry.results, positions, errors: [] });
-    this.queue(again);
+    next.flags = unit.flags;
+    next.memoryHint = unit.memoryHint;
+    next.priority = unit.priority;
+    next.key = unit.key;
+    next.attempts = unit.attempts; // the items' tries go on counting
+    if (unit.crashes) next.crashes = [...unit.crashes];
+    this.units.set(next, chunk.index);
+    this.parts.set(next, { chunk, positions: picked });
+    chunk.pending++;
+    this.queue(next);
+  }
+
+  /**
+   * A chunk's worker died under it and the chunk is to run again: its items run one by one instead, so
+   * that if one of them kills workers, its next death names it (and poisonAfter quarantines it alone).
+   */
+  split(unit: Unit): boolean {
+    const index = this.units.get(unit);
+    if (index === undefined || unit.size < 2) return false;
+    this.units.delete(unit);
+    const part = this.parts.get(unit);
+    this.parts.delete(unit);
+    const chunk: Rerun = part?.chunk ?? { index, results: new Array(unit.size), errors: [], pending: 0 };
+    if (part) chunk.pending--;
+    const positions = part?.positions;
+    for (let i = 0; i < unit.size; i++) this.again(unit, chunk, [positions ? positions[i]! : i], positions);
+    return true;
   }
 
   wants(unit: Unit): boolean {
@@ -384,8 +429,23 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     const index = this.units.get(unit);
     if (index === undefined) return;
     this.units.delete(unit);
-    this.itemRetries.delete(unit);
-    this.store(index, { results: [], itemErrors: undefined, error });
+    const part = this.parts.get(unit);
+    this.parts.delete(unit);
+    if (!part) {
+      this.store(index, { results: [], itemErrors: undefined, error });
+      return;
+    }
+    // A part of a chunk failed whole (its worker died, it was quarantined, aborted): its items carry
+    // the error, and the chunk's other items keep their results.
+    const { chunk, positions } = part;
+    chunk.pending--;
+    this.rerun(
+      unit,
+      chunk,
+      positions.map((p) => [p, error]),
+      positions,
+      false,
+    );
   }
 
   private store(index: number, outcome: ChunkOutcome): void {
@@ -419,7 +479,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
       this.sourceError = error;
     }
     this.units.clear();
-    this.itemRetries.clear();
+    this.parts.clear();
     if (!this.exhausted) {
       this.exhausted = true;
       this.closeInput();
@@ -486,11 +546,11 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     }
   }
 
-  private itemError(chunk: ChunkOutcome, pos: number): TaskError | undefined {
+  private itemError(chunk: ChunkOutcome, pos: number): Error | undefined {
     const found = chunk.itemErrors?.find(([i]) => i === pos);
     if (!found) return undefined;
     this.end(undefined);
-    return new TaskError(this.spec.name, fromWireError(found[1]));
+    return found[1] instanceof Error ? found[1] : new TaskError(this.spec.name, fromWireError(found[1]));
   }
 
   /** The next result; concurrent calls are served one after the other, each with its own item. */

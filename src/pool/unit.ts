@@ -1,4 +1,5 @@
 import type { Deadline } from '../deadline.js';
+import type { CrashRecord } from '../errors.js';
 import type { TaskUsage, UnitMode, WireError } from '../runtime/protocol.js';
 import type { PoolWorker } from './worker.js';
 
@@ -8,6 +9,11 @@ export interface UnitSink {
   fail(unit: Unit, error: Error): void;
   /** Whether anyone still waits for the unit (a map that already failed does not): retries only then. */
   wants(unit: Unit): boolean;
+  /**
+   * A chunk whose worker died under it, about to be retried: the sink may run its items one by one
+   * instead (so the next death names the poison item). True when it took the unit over.
+   */
+  split?(unit: Unit): boolean;
 }
 
 /**
@@ -37,6 +43,8 @@ export class Unit {
   key: unknown = undefined;
   /** When it was first queued (performance.now()), for aging. */
   queuedAt = 0;
+  /** Workers that died while running it (poison quarantine); shared by the items of a split chunk. */
+  crashes: CrashRecord[] | undefined = undefined;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,
