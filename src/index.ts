@@ -24,10 +24,13 @@ export type {
   MapOptions,
   MapTaskNames,
   PoolOptions,
+  StreamNames,
+  StreamOptions,
   TaskArgs,
   TaskItem,
   TaskNames,
   TaskResult,
+  TaskYield,
 } from './pool/config.js';
 export type { PoolState } from './pool/lifecycle.js';
 export { Pool, type PoolEvents, type PoolProxy, type WithUsage } from './pool/pool.js';
@@ -43,4 +46,4 @@ export {
   shmStatus,
   type ViewConstructor,
 } from './shm/index.js';
-export type { TaskContext } from './task.js';
+export type { Cloneable, TaskContext } from './task.js';

@@ -18,6 +18,27 @@
 // AbortSignal and DOMException come from @types/node for a consumer whose lib has no DOM: see index.ts.
 /// <reference types="node" preserve="true" />
 
+/**
+ * What progress() and emit() accept: data that can be structured-cloned to the pool's thread
+ * (functions, symbols and class instances with methods cannot).
+ */
+export type Cloneable =
+  | string
+  | number
+  | boolean
+  | bigint
+  | null
+  | undefined
+  | Date
+  | RegExp
+  | Error
+  | ArrayBuffer
+  | ArrayBufferView
+  | readonly Cloneable[]
+  | ReadonlyMap<Cloneable, Cloneable>
+  | ReadonlySet<Cloneable>
+  | { readonly [key: string]: Cloneable };
+
 /** The context of the task being run. */
 export interface TaskContext {
   /**
@@ -31,7 +52,19 @@ export interface TaskContext {
   readonly attempt: number;
   /** The pool's id of the worker running it. */
   readonly workerId: number;
+  /**
+   * Reports progress to the caller (`onProgress`). Never blocks: values are batched, and only the
+   * latest one of a burst is sent. Throws a DataCloneError at once for a value that cannot travel.
+   * Ignored once the call has settled.
+   */
+  progress(value: Cloneable): void;
+  /** Sends an event to the caller (`onEvent(name, data)`); every one is delivered, in order. */
+  emit(name: string, data?: Cloneable): void;
 }
+
+/** Kinds of what a running call sends besides its result (Yield: an item of pool.stream). */
+export const CallEvent = { Progress: 0, Event: 1, Yield: 2 } as const;
+export type CallEvent = (typeof CallEvent)[keyof typeof CallEvent];
 
 /**
  * The worker's side of a running call, as the run loop keeps it. Shared through a global slot, not a
@@ -48,6 +81,10 @@ export interface RunningCall {
   cancelled: 'timeout' | 'abort' | undefined;
   /** Its index on the worker's claim board, where the pool can mark it cancelled without a message. */
   claimIndex: number;
+  /** The run loop's outlet for progress and events: undefined once the call settled. */
+  post: ((kind: CallEvent, item: number, name: string | undefined, data: unknown) => void) | undefined;
+  /** The map chunk item being run (0 for a single call). */
+  item: number;
 }
 
 interface Slot {
@@ -87,7 +124,31 @@ export function context(): TaskContext {
     controller = call.controller = new AbortController();
     if (call.cancelled) controller.abort(cancelReason(call.cancelled));
   }
-  return { signal: controller.signal, task: call.task, attempt: call.attempt, workerId: call.workerId };
+  const item = call.item;
+  return {
+    signal: controller.signal,
+    task: call.task,
+    attempt: call.attempt,
+    workerId: call.workerId,
+    progress: (value) => send(call, CallEvent.Progress, item, undefined, value),
+    emit: (name, data) => {
+      if (typeof name !== 'string') throw new TypeError('corral/task: emit(name, data) needs a string name');
+      send(call, CallEvent.Event, item, name, data);
+    },
+  };
+}
+
+function send(
+  call: RunningCall,
+  kind: CallEvent,
+  item: number,
+  name: string | undefined,
+  data: unknown,
+): void {
+  const post = call.post;
+  if (!post) return; // the call has settled: nothing outlives it
+  // Cloned now, so that a value that cannot travel fails here, in the task, not later in a batch.
+  post(kind, item, name, data === undefined ? undefined : structuredClone(data));
 }
 
 /** Shorthand for `context().signal`. */

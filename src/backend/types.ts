@@ -50,6 +50,8 @@ export interface Backend {
   /** A job has input left or units out (close() waits for it), and when it has none. */
   jobWorking(job: Job): void;
   jobDone(job: Job): void;
+  /** A stream's consumer took `n` items (pool.stream); absent where streams are not supported. */
+  credit?(unit: Unit, n: number): void;
   stats(): PoolStats;
   close(): Promise<void>;
   terminate(): Promise<void>;

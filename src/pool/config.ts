@@ -21,6 +21,7 @@ import {
   resolveModule,
 } from '../options.js';
 import type { RuntimeKind } from '../runtime/types.js';
+import type { CallListeners } from './unit.js';
 
 /** Functions exported by a task module, by name. */
 export type TaskFunction = (...args: never[]) => unknown;
@@ -29,6 +30,31 @@ export type TaskArgs<M, K extends keyof M> = M[K] extends (...args: infer A) => 
 export type TaskResult<M, K extends keyof M> = M[K] extends (...args: never[]) => infer R
   ? Awaited<R>
   : never;
+/** What a generator task yields: the items pool.stream() gives. */
+export type TaskYield<M, K extends keyof M> = M[K] extends (...args: never[]) => infer R
+  ? unknown extends R
+    ? unknown
+    : R extends AsyncIterable<infer Y> | Iterable<infer Y>
+      ? Y
+      : never
+  : never;
+/** The tasks pool.stream() can run: exports that return an iterator (generator functions). */
+export type StreamNames<M> = {
+  [K in keyof M]: M[K] extends (...args: never[]) => infer R
+    ? unknown extends R
+      ? K
+      : R extends AsyncIterable<unknown> | Iterable<unknown>
+        ? K
+        : never
+    : never;
+}[keyof M] &
+  string;
+
+/** Options of pool.stream(): a call's, with `window` (items the task may run ahead; default 64). */
+export interface StreamOptions extends Omit<CallOptions, 'retries' | 'memoryHint'> {
+  window?: number;
+}
+
 /** The first parameter of a task: what map() passes for each item. */
 export type TaskItem<M, K extends keyof M> = TaskArgs<M, K> extends readonly [] ? never : TaskArgs<M, K>[0];
 /**
@@ -285,6 +311,13 @@ export interface CallOptions {
    * unless given one, and single calls without a key share one, so a huge map never starves them.
    */
   key?: string | number;
+  /**
+   * The task's `context().progress(value)` reports, batched (of a burst, the latest). `index`: the
+   * item's position in a map's input (0 for apply).
+   */
+  onProgress?: (value: unknown, index: number) => void;
+  /** The task's `context().emit(name, data)` events, every one, in order. */
+  onEvent?: (name: string, data: unknown, index: number) => void;
 }
 
 export interface MapOptions extends CallOptions {
@@ -300,9 +333,19 @@ export interface ResolvedCall {
   withUsage: boolean;
   priority: number;
   key: string | number | undefined;
+  listeners: CallListeners | undefined;
 }
 
-export const CALL_OPTIONS = ['signal', 'timeout', 'retries', 'memoryHint', 'priority', 'key'] as const;
+export const CALL_OPTIONS = [
+  'signal',
+  'timeout',
+  'retries',
+  'memoryHint',
+  'priority',
+  'key',
+  'onProgress',
+  'onEvent',
+] as const;
 
 export function resolveCallOptions(
   options: unknown,
@@ -318,6 +361,7 @@ export function resolveCallOptions(
       withUsage: false,
       priority: 0,
       key: undefined,
+      listeners: undefined,
     };
   }
   if (!isPlainObject(options))
@@ -338,7 +382,16 @@ export function resolveCallOptions(
     withUsage: o.withUsage === true,
     priority: o.priority === undefined ? 0 : parsePriority(o.priority),
     key: o.key === undefined ? undefined : parseKey(o.key),
+    listeners:
+      o.onProgress === undefined && o.onEvent === undefined
+        ? undefined
+        : { onProgress: callback('onProgress', o.onProgress), onEvent: callback('onEvent', o.onEvent) },
   };
+}
+
+function callback<F>(option: string, value: F | undefined): F | undefined {
+  if (value === undefined || typeof value === 'function') return value;
+  throw new ConfigError(option, `expected a function; got ${typeof value}`);
 }
 
 function parsePriority(value: unknown): number {

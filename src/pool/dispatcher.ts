@@ -385,6 +385,15 @@ export class Dispatcher implements Backend {
       case 'cancelled':
         if (w.zombies.has(m.seq)) w.acked.add(m.seq);
         return;
+      case 'events':
+        // Only for calls still waited for: nothing a task sends outlives its settlement.
+        for (const [seq, item, kind, name, data] of m.events) {
+          const u = w.inflight.get(seq);
+          if (u && u.state === 'sent' && u.worker === w && !w.zombies.has(seq)) {
+            u.sink.event?.(u, item, kind, name, data);
+          }
+        }
+        return;
       case 'fatal': {
         // A module that cannot load will not load on the next try either: fail loudly, once.
         const cause = fromWireError(m.error);
@@ -616,6 +625,17 @@ export class Dispatcher implements Backend {
       if (!w.zombies.has(seq)) return;
     }
     this.workers.stop(w, w.cause ?? { kind: 'retired', reason: 'retired' }, w.inflight.size > 0);
+  }
+
+  /** A stream's consumer took `n` items: its task may yield that many more. */
+  credit(u: Unit, n: number): void {
+    const w = u.worker;
+    if (!w || u.state !== 'sent') return;
+    try {
+      w.rt.send({ t: 'credit', seq: u.seq, n });
+    } catch {
+      // A dead channel: the exit settles the unit.
+    }
   }
 
   /** Cancels units of a job that failed or was abandoned: queued ones are dropped, running ones finish. */

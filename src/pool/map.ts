@@ -9,7 +9,7 @@ import { AbortError, TaskError } from '../errors.js';
 import { codecError, encodeArgs } from '../runtime/codec.js';
 import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
 import type { ResolvedCall } from './config.js';
-import { Unit, type UnitSink } from './unit.js';
+import { deliver, Unit, type UnitSink } from './unit.js';
 
 /** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
 const TARGET_CHUNK_MS = 4;
@@ -53,6 +53,8 @@ interface Rerun {
   errors: [number, WireError | Error][];
   /** Units of the chunk still out. */
   pending: number;
+  /** The position of the chunk's first item in the input. */
+  base: number;
 }
 
 /** A unit that runs some of a chunk's items again. */
@@ -82,6 +84,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private reading = false;
   private finished = false;
   private nextIndex = 0;
+  /** Items read from the input so far: the next chunk's first item's position. */
+  private itemsRead = 0;
   private emitIndex = 0;
   private outstanding = 0;
   private readonly workers: number;
@@ -257,6 +261,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private submit(items: unknown[]): void {
     const numbers = this.spec.mode === UnitMode.Map ? packNumbers(items) : undefined;
     const unit = this.newUnit(numbers ? UnitMode.MapNumbers : this.spec.mode, numbers ?? items);
+    unit.base = this.itemsRead;
+    this.itemsRead += items.length;
     this.units.set(unit, this.nextIndex++);
     this.outstanding++;
     this.queue(unit);
@@ -337,7 +343,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
       this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
       return;
     }
-    const chunk: Rerun = { index, results: value as unknown[], errors: [], pending: 0 };
+    const chunk: Rerun = { index, results: value as unknown[], errors: [], pending: 0, base: unit.base };
     this.rerun(unit, chunk, itemErrors, undefined);
   }
 
@@ -414,7 +420,13 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     this.units.delete(unit);
     const part = this.parts.get(unit);
     this.parts.delete(unit);
-    const chunk: Rerun = part?.chunk ?? { index, results: new Array(unit.size), errors: [], pending: 0 };
+    const chunk: Rerun = part?.chunk ?? {
+      index,
+      results: new Array(unit.size),
+      errors: [],
+      pending: 0,
+      base: unit.base,
+    };
     if (part) chunk.pending--;
     const positions = part?.positions;
     for (let i = 0; i < unit.size; i++) this.again(unit, chunk, [positions ? positions[i]! : i], positions);
@@ -423,6 +435,14 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
 
   wants(unit: Unit): boolean {
     return this.units.has(unit);
+  }
+
+  event(unit: Unit, item: number, kind: number, name: string | undefined, data: unknown): void {
+    const listeners = this.spec.call.listeners;
+    if (!listeners || !this.units.has(unit)) return;
+    const part = this.parts.get(unit);
+    const index = part ? part.chunk.base + part.positions[item]! : unit.base + item;
+    deliver(listeners, kind, name, data, index);
   }
 
   fail(unit: Unit, error: Error): void {

@@ -20,18 +20,25 @@ import {
   type PoolOptions,
   resolveCallOptions,
   resolvePoolOptions,
+  type StreamNames,
+  type StreamOptions,
   type TaskArgs,
   type TaskItem,
   type TaskNames,
   type TaskResult,
+  type TaskYield,
 } from './config.js';
 import { Dispatcher } from './dispatcher.js';
 import type { PoolState } from './lifecycle.js';
 import { MapJob } from './map.js';
 import type { PoolStats } from './stats.js';
+import { StreamJob } from './stream.js';
 import { PromiseSink, Unit } from './unit.js';
 
 const MAP_OPTIONS = [...CALL_OPTIONS, 'chunksize'] as const;
+const STREAM_OPTIONS = CALL_OPTIONS.filter((o) => o !== 'retries' && o !== 'memoryHint');
+/** Items a streamed task may run ahead of its consumer, unless the call says otherwise. */
+const STREAM_WINDOW = 64;
 
 /** One async method per task export: `await pool.proxy().square(3)`. */
 export type PoolProxy<M> = {
@@ -111,7 +118,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     const { signal } = call;
     if (signal?.aborted) return Promise.reject(new AbortError(name, signal.reason));
     return new Promise<TaskResult<M, K>>((resolve, reject) => {
-      const sink = new PromiseSink(resolve as (value: unknown) => void, reject);
+      const sink = new PromiseSink(resolve as (value: unknown) => void, reject, call.listeners);
       const unit = new Unit(
         name,
         UnitMode.Apply,
@@ -197,6 +204,62 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       ordered,
       call,
     });
+  }
+
+  /**
+   * Runs a generator export and yields its items as they come, with back pressure: the task runs at
+   * most `window` items (default 64) ahead of this loop. `for await (const row of pool.stream('rows',
+   * [file])) {}`. Breaking out cancels the task; its worker's death ends the loop with the typed error
+   * after every item yielded before it. Streams are never retried.
+   */
+  stream<K extends StreamNames<M>>(
+    name: K,
+    args: TaskArgs<M, K>,
+    options?: StreamOptions,
+  ): AsyncIterableIterator<TaskYield<M, K>> {
+    const b = this.backend;
+    if (typeof name !== 'string') throw new ConfigError('name', 'expected the name of a generator export');
+    if (!Array.isArray(args)) {
+      throw new ConfigError(
+        'args',
+        `expected an array of arguments for task '${name}', e.g. pool.stream('${name}', [x])`,
+      );
+    }
+    if (!b.credit) {
+      throw new ConfigError('stream', "this pool's backend does not stream results; use apply() or map()");
+    }
+    const refusal = b.refusal() ?? (b.hasRoom ? undefined : new QueueFullError(b.config.maxQueue));
+    if (refusal) throw refusal;
+    const rest = isPlainObject(options) ? { ...options } : options;
+    const window =
+      isPlainObject(rest) && rest.window !== undefined ? parseCount('window', rest.window, 1) : STREAM_WINDOW;
+    if (isPlainObject(rest)) delete rest.window;
+    const call = resolveCallOptions(rest, b.config, STREAM_OPTIONS);
+    if (call.signal?.aborted)
+      return StreamJob.aborted(name, call.signal) as AsyncIterableIterator<TaskYield<M, K>>;
+    let encoded: Encoded;
+    try {
+      encoded = encodeArgs(args, b.config.runtime);
+    } catch (error) {
+      throw codecError(name, 'arguments', error);
+    }
+    const job = new StreamJob(b, window, call);
+    const unit = new Unit(
+      name,
+      UnitMode.Stream,
+      [window, encoded.payload],
+      1,
+      job,
+      call.timeout,
+      0,
+      call.signal,
+    );
+    unit.flags = encoded.flags;
+    unit.priority = call.priority;
+    unit.key = call.key;
+    job.unit = unit;
+    b.submit(unit);
+    return job as AsyncIterableIterator<TaskYield<M, K>>;
   }
 
   /** An object with one async method per task export. */

@@ -1,6 +1,7 @@
 import type { Deadline } from '../deadline.js';
 import type { CrashRecord } from '../errors.js';
 import type { TaskUsage, UnitMode, WireError } from '../runtime/protocol.js';
+import { CallEvent } from '../task.js';
 import type { PoolWorker } from './worker.js';
 
 /** Where a unit's outcome goes: a promise for apply(), the owning job for map chunks. */
@@ -14,6 +15,20 @@ export interface UnitSink {
    * instead (so the next death names the poison item). True when it took the unit over.
    */
   split?(unit: Unit): boolean;
+  /** Progress, an event or a stream item the running task sent (`item`: its position in the chunk). */
+  event?(unit: Unit, item: number, kind: number, name: string | undefined, data: unknown): void;
+}
+
+/** Calls a user's callback; one that throws is reported as a warning and never reaches the pool. */
+export function callBack(what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    process.emitWarning(
+      `corral: the ${what} callback threw and was ignored: ${error instanceof Error ? error.message : String(error)}`,
+      { code: 'CORRAL_CALLBACK_THREW', detail: error instanceof Error ? error.stack : undefined },
+    );
+  }
 }
 
 /**
@@ -45,6 +60,8 @@ export class Unit {
   queuedAt = 0;
   /** Workers that died while running it (poison quarantine); shared by the items of a split chunk. */
   crashes: CrashRecord[] | undefined = undefined;
+  /** The position of its first item in its map's input (progress and events name items by it). */
+  base = 0;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,
@@ -58,12 +75,39 @@ export class Unit {
   ) {}
 }
 
+/** What a call's caller hears from its running task (see corral/task). */
+export interface CallListeners {
+  onProgress?: ((value: unknown, index: number) => void) | undefined;
+  onEvent?: ((name: string, data: unknown, index: number) => void) | undefined;
+}
+
+/** Hands a task's progress or event to the caller's callbacks. */
+export function deliver(
+  listeners: CallListeners,
+  kind: number,
+  name: string | undefined,
+  data: unknown,
+  index: number,
+): void {
+  if (kind === CallEvent.Progress && listeners.onProgress) {
+    const fn = listeners.onProgress;
+    callBack('onProgress', () => fn(data, index));
+  } else if (kind === CallEvent.Event && listeners.onEvent) {
+    const fn = listeners.onEvent;
+    callBack('onEvent', () => fn(name!, data, index));
+  }
+}
+
 /** apply()'s sink: the unit resolves or rejects one promise. */
 export class PromiseSink implements UnitSink {
   constructor(
     private readonly resolve: (value: unknown) => void,
     private readonly reject: (error: Error) => void,
+    private readonly listeners?: CallListeners,
   ) {}
+  event(_unit: Unit, _item: number, kind: number, name: string | undefined, data: unknown): void {
+    if (this.listeners) deliver(this.listeners, kind, name, data, 0);
+  }
   ok(unit: Unit, value: unknown): void {
     this.resolve(unit.wantUsage ? { result: value, usage: unit.usage } : value);
   }

@@ -20,6 +20,11 @@ export enum UnitMode {
   Starmap = 2,
   /** A Map chunk whose items are all numbers, sent as one Float64Array: a memcpy instead of a clone. */
   MapNumbers = 3,
+  /**
+   * pool.stream: payload is [window, args]; the task returns an iterator whose items go to the pool as
+   * Yield events, at most `window` ahead of what the consumer took (the pool sends credit as it does).
+   */
+  Stream = 4,
 }
 
 /** [seq, task name, mode, payload]: payload is the args array (Apply) or the chunk's items. */
@@ -152,6 +157,8 @@ export type ToWorker =
   | { t: 'stop' }
   /** Cancel a unit (its timeout passed or its signal fired): abort its task's signal, or drop it if not started. */
   | { t: 'cancel'; seq: number; why: 'timeout' | 'abort' }
+  /** A stream's consumer took `n` more items: the worker may yield that many more. */
+  | { t: 'credit'; seq: number; n: number }
   | ChanDown;
 
 export type FromWorker =
@@ -161,7 +168,15 @@ export type FromWorker =
   | { t: 'done'; results: ResultFrame[]; heap?: number }
   /** A cancel was received while the unit ran: the worker's event loop is alive. */
   | { t: 'cancelled'; seq: number }
+  /** Progress, events and stream items of running units, in the order they were sent, before their results. */
+  | { t: 'events'; events: EventFrame[] }
   | ChanUp;
+
+/** [seq, item (position in the chunk), kind (CallEvent), name (events), data] */
+export type EventFrame = [seq: number, item: number, kind: number, name: string | undefined, data: unknown];
+
+/** How long a worker holds progress and events before it sends them (a task's burst becomes one message). */
+export const EVENT_FLUSH_MS = 10;
 
 /** How often at most a worker reports its V8 heap (with a result batch). */
 export const HEAP_REPORT_MS = 100;

@@ -106,6 +106,7 @@ async function main(): Promise<void> {
     else if (msg.t === 'arena') runner.arena(msg.segment);
     else if (msg.t === 'chan') runner.channel(msg);
     else if (msg.t === 'cancel') runner.cancel(msg.seq, msg.why);
+    else if (msg.t === 'credit') runner.credit(msg.seq, msg.n);
     else if (msg.t === 'stop') runner.stop();
   });
   io.post({ t: 'ready', exports: [...tasks.keys()], heap: process.memoryUsage().heapUsed });

@@ -24,7 +24,8 @@ import {
   UnitMode,
 } from '../runtime/protocol.js';
 import { shmEverUsed } from '../shm/used.js';
-import { cancelReason, type RunningCall, taskSlot } from '../task.js';
+import { CallEvent, cancelReason, type RunningCall, taskSlot } from '../task.js';
+import { EventOutbox } from './events.js';
 import type { UnitProbe } from './limits.js';
 
 export type Task = (...args: unknown[]) => unknown;
@@ -83,6 +84,12 @@ export class Runner {
   /** Units cancelled before they started: skipped when their turn comes. */
   private readonly dropped = new Set<number>();
   private readonly slot = taskSlot();
+  private readonly events: EventOutbox;
+  /** Streamed calls: items they may still yield before the consumer takes more, and who waits for credit. */
+  private readonly streams = new Map<
+    number,
+    { credits: number; wake: (() => void) | undefined; error: unknown }
+  >();
 
   constructor(
     private readonly workerId: number,
@@ -99,6 +106,16 @@ export class Runner {
     this.needsExtras = shm ? NEEDS_EXTRAS & ~UNIT_ARENA : NEEDS_EXTRAS;
     this.board = board && new Int32Array(board);
     if (extras) this.adopt(extras);
+    this.events = new EventOutbox(
+      (m) => io.post(m),
+      (seq, error) => {
+        const stream = this.streams.get(seq);
+        if (stream) {
+          stream.error = error;
+          stream.wake?.();
+        }
+      },
+    );
   }
 
   private adopt(extras: Extras): void {
@@ -169,6 +186,7 @@ export class Runner {
       if (call.cancelled) return;
       call.cancelled = why;
       call.controller?.abort(cancelReason(why));
+      this.streams.get(seq)?.wake?.();
       this.io.post({ t: 'cancelled', seq });
       return;
     }
@@ -178,6 +196,14 @@ export class Runner {
         return;
       }
     }
+  }
+
+  /** A stream's consumer took `n` items: it may yield that many more. */
+  credit(seq: number, n: number): void {
+    const stream = this.streams.get(seq);
+    if (!stream) return;
+    stream.credits += n;
+    stream.wake?.();
   }
 
   channel(frame: ChanDown): void {
@@ -216,7 +242,11 @@ export class Runner {
         controller: undefined,
         cancelled: undefined,
         claimIndex: (flags & UNIT_CANCELLABLE) !== 0 && this.board ? this.dequeued - 1 : -1,
+        post: undefined,
+        item: 0,
       };
+      const seq = unit[0];
+      call.post = (kind, item, name, data) => this.events.add(seq, item, kind, name, data);
       this.calls.set(unit[0], call);
       const start = performance.now();
       const outcome = this.run(unit, call);
@@ -251,7 +281,10 @@ export class Runner {
 
   private finish(frame: ResultFrame): void {
     this.running--;
+    const call = this.calls.get(frame[0]);
+    if (call) call.post = undefined; // nothing it reports from now on outlives it
     this.calls.delete(frame[0]);
+    this.streams.delete(frame[0]);
     // A result may hand back SharedMemory too (a segment the task created): send its handle.
     if (shmEverUsed() && this.need()) this.encodeResult(frame);
     this.outbox.push(frame);
@@ -275,6 +308,7 @@ export class Runner {
   private flush(): void {
     this.extras?.flushChannels(); // a task's queue puts arrive before its result
     if (this.outbox.length === 0) return;
+    this.events.flush(); // and so do its progress, events and stream items
     const results = this.outbox;
     this.outbox = [];
     let transfer: ArrayBuffer[] | undefined;
@@ -328,6 +362,7 @@ export class Runner {
     }
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
+    if (mode === UnitMode.Stream) return this.stream(seq, name, fn, payload as [number, unknown[]], call);
     if (mode === UnitMode.Apply) {
       const slot = this.slot;
       slot.current = call;
@@ -347,6 +382,79 @@ export class Runner {
       }
     }
     return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>, inArena, call);
+  }
+
+  /**
+   * pool.stream: the task returns an iterator (a generator); its items go to the pool as events, no
+   * more than the consumer's credit allows ahead of it; the generator's return value is the result.
+   */
+  private stream(
+    seq: number,
+    name: string,
+    fn: Task,
+    [window, args]: [number, unknown[]],
+    call: RunningCall,
+  ): ResultFrame | Promise<ResultFrame> {
+    let made: unknown;
+    this.slot.current = call;
+    try {
+      made = fn(...args);
+    } catch (error) {
+      return [seq, ResultStatus.Threw, toWireError(error), 0];
+    } finally {
+      this.slot.current = undefined;
+    }
+    const it = made as Partial<AsyncIterator<unknown> & AsyncIterable<unknown> & Iterable<unknown>> | null;
+    const iterator =
+      it?.[Symbol.asyncIterator]?.() ??
+      (typeof it?.[Symbol.iterator] === 'function' ? it[Symbol.iterator]!() : undefined);
+    if (!iterator) {
+      const error = new TypeError(
+        `task '${name}' returned ${made === null ? 'null' : typeof made}, not an iterator: pool.stream() needs a generator function (function* or async function*)`,
+      );
+      return [seq, ResultStatus.Threw, toWireError(error), 0];
+    }
+    const state = {
+      credits: window,
+      wake: undefined as (() => void) | undefined,
+      error: undefined as unknown,
+    };
+    this.streams.set(seq, state);
+    const wait = (): Promise<void> =>
+      new Promise<void>((resolve) => {
+        state.wake = () => {
+          state.wake = undefined;
+          resolve();
+        };
+      });
+    const drive = async (): Promise<ResultFrame> => {
+      for (;;) {
+        if (call.cancelled || state.error !== undefined) {
+          await Promise.resolve(iterator.return?.()).catch(() => {});
+          return state.error !== undefined
+            ? [seq, ResultStatus.Uncloneable, toWireError(state.error), 0]
+            : [seq, ResultStatus.Cancelled, 0, 0];
+        }
+        if (state.credits <= 0) {
+          this.events.flush(); // the consumer must see what it is owed before it grants more
+          await wait();
+          continue;
+        }
+        let next: IteratorResult<unknown>;
+        this.slot.current = call;
+        try {
+          next = await iterator.next();
+        } catch (error) {
+          return [seq, ResultStatus.Threw, toWireError(error), 0];
+        } finally {
+          this.slot.current = undefined;
+        }
+        if (next.done) return [seq, ResultStatus.Ok, next.value, 0];
+        state.credits--;
+        this.events.add(seq, 0, CallEvent.Yield, undefined, next.value);
+      }
+    };
+    return drive();
   }
 
   /** A chunk runs its items in order; per-item failures are reported beside the other results. */
@@ -385,6 +493,7 @@ export class Runner {
         // A cancelled chunk stops between items: its remaining items would be thrown away anyway.
         for (; i < items.length && !revoked(); i++) {
           try {
+            call.item = i;
             const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
             if (isThenable(value)) {
               const at = i;
