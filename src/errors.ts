@@ -91,10 +91,14 @@ export class QueueEmptyError extends CorralError {
 /** The task's own code threw; `cause` is the remote error rebuilt with its name, message, stack and fields. */
 export class TaskError extends CorralError {
   readonly task: string;
+  /** What the task wrote to stdout/stderr while it ran (pools with captureOutput: true). */
+  readonly output: string | undefined;
   constructor(task: string, cause: unknown) {
     const why = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
     super('ERR_TASK_FAILED', `task '${task}' failed: ${why}`, { cause });
     this.task = task;
+    const output = (cause as { output?: unknown } | null)?.output;
+    this.output = typeof output === 'string' ? output : undefined;
   }
 }
 

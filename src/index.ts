@@ -33,7 +33,13 @@ export type {
   TaskYield,
 } from './pool/config.js';
 export type { PoolState } from './pool/lifecycle.js';
-export { Pool, type PoolEvents, type PoolProxy, type WithUsage } from './pool/pool.js';
+export {
+  type BroadcastOutcome,
+  Pool,
+  type PoolEvents,
+  type PoolProxy,
+  type WithUsage,
+} from './pool/pool.js';
 export type { MemoryStats, PoolStats, WorkerStats } from './pool/stats.js';
 export type { WorkerState } from './pool/worker.js';
 export type { TaskUsage } from './runtime/protocol.js';

@@ -441,6 +441,7 @@ export function failureRecord(index: number | null, input: unknown, error: unkno
     'pid',
     'stderrTail',
     'crashes',
+    'output',
   ] as const) {
     const v = e[key];
     if (v !== undefined && v !== null && (typeof v !== 'object' || Array.isArray(v))) out[key] = v;

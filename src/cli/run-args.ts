@@ -92,9 +92,9 @@ function runFlags(): FlagSpec[] {
       name: 'workers',
       short: 'w',
       type: 'string',
-      value: 'N|auto',
+      value: 'N|auto|MIN..MAX',
       default: `auto = ${cpus} here (2x for --kind io)`,
-      help: 'number of workers',
+      help: 'number of workers; MIN..MAX: elastic, more while items wait, back to MIN when idle',
       group: 'Pool',
     },
     {
@@ -168,6 +168,28 @@ function runFlags(): FlagSpec[] {
       value: 'DUR',
       default: 'never',
       help: 'a worker idle this long exits; another starts when work arrives',
+      group: 'Pool',
+    },
+    {
+      name: 'teardown',
+      type: 'string',
+      value: 'EXPORT',
+      default: 'none',
+      help: 'an export of the module run once in each worker that retires in good order (idle, recycled, the end of the run)',
+      group: 'Pool',
+    },
+    {
+      name: 'stop-timeout',
+      type: 'string',
+      value: 'DUR',
+      default: '5s',
+      help: 'how long a worker told to stop (its teardown included) may take before it is killed',
+      group: 'Pool',
+    },
+    {
+      name: 'capture-output',
+      type: 'boolean',
+      help: "keep what an item's task writes to stdout/stderr and put it on its --errors line when it fails",
       group: 'Pool',
     },
     {
@@ -360,6 +382,9 @@ export const POOL_OPTION_FLAGS = {
   maxTasksPerWorker: '--max-tasks-per-worker',
   retries: '--retries',
   initializer: '--initializer',
+  teardown: '--teardown',
+  stopTimeout: '--stop-timeout',
+  captureOutput: '--capture-output',
   initArgs: '--init-args',
   idleTimeout: '--idle-timeout',
   execArgv: '--exec-argv',
@@ -442,7 +467,13 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
     str('runtime') === undefined
       ? undefined
       : parseChoiceFlag('runtime', str('runtime')!, ['thread', 'process', 'auto'] as const);
-  const workers = workersValue(str('workers'));
+  const elastic = /^(\d+)\.\.(\d+|auto)$/.exec(str('workers') ?? '');
+  const workers = elastic
+    ? {
+        min: parseIntFlag('workers', elastic[1]!, 0) as number,
+        max: elastic[2] === 'auto' ? ('auto' as const) : (parseIntFlag('workers', elastic[2]!, 1) as number),
+      }
+    : workersValue(str('workers'));
   const concurrency =
     str('concurrency') === undefined
       ? undefined
@@ -491,6 +522,9 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   if (str('cancel-grace') !== undefined) poolOptions.cancelGrace = durationValue(str('cancel-grace')!);
   if (str('idle-timeout') !== undefined) poolOptions.idleTimeout = durationValue(str('idle-timeout')!);
   if (str('initializer') !== undefined) poolOptions.initializer = str('initializer')!;
+  if (str('teardown') !== undefined) poolOptions.teardown = str('teardown')!;
+  if (str('stop-timeout') !== undefined) poolOptions.stopTimeout = durationValue(str('stop-timeout')!);
+  if (v['capture-output']) poolOptions.captureOutput = true;
   if (str('init-args') !== undefined) poolOptions.initArgs = jsonArray('init-args', str('init-args')!);
   if (str('exec-argv') !== undefined) poolOptions.execArgv = str('exec-argv')!.split(/\s+/).filter(Boolean);
   if (str('sample-interval') !== undefined) limits.sampleInterval = durationValue(str('sample-interval')!);
@@ -503,7 +537,8 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   if (Object.keys(recycle).length > 0) poolOptions.recycle = recycle;
   if (v['detect-leaks']) poolOptions.detectLeaks = true;
 
-  const nWorkers = workers === 'auto' ? (kind === 'io' ? Math.max(2, 2 * cpuCount()) : cpuCount()) : workers;
+  const most = typeof workers === 'object' ? workers.max : workers;
+  const nWorkers = most === 'auto' ? (kind === 'io' ? Math.max(2, 2 * cpuCount()) : cpuCount()) : most;
   const perWorker = concurrency ?? (kind === 'io' ? 8 : 1);
   const window =
     str('window') === undefined

@@ -82,8 +82,12 @@ export interface PoolOptions<M = AnyModule> {
   module: string | URL;
   /** 'thread' (worker_threads), 'process' (child processes) or 'auto' (threads unless a feature needs processes). */
   runtime?: 'thread' | 'process' | 'auto';
-  /** How many workers: a number, or 'auto' = cpuCount() for kind 'cpu', 2 x cpuCount() for kind 'io'. */
-  workers?: number | 'auto';
+  /**
+   * How many workers: a number, 'auto' (cpuCount() for kind 'cpu', 2 x cpuCount() for kind 'io'), or
+   * elastic, `{ min, max }`: min start, more start while work waits that the live ones cannot take (up
+   * to max, and never past memoryBudget), and idle ones above min retire after idleTimeout (default 10s).
+   */
+  workers?: number | 'auto' | { min: number; max: number | 'auto' };
   /** 'cpu' (default): one task at a time per worker. 'io': several at once per worker (see concurrency). */
   kind?: 'cpu' | 'io';
   /** Tasks a worker runs at once: 1 for kind 'cpu', 8 for kind 'io' unless given. */
@@ -116,6 +120,19 @@ export interface PoolOptions<M = AnyModule> {
   /** An export run once in each worker before its first task, like Python's initializer. */
   initializer?: TaskNames<M>;
   initArgs?: unknown[];
+  /**
+   * An export run once in a worker that retires in good order (idle, recycled, pool closed), before it
+   * exits: release what the initializer took. Not run when a worker crashes or is killed.
+   */
+  teardown?: TaskNames<M>;
+  /** How long a worker told to stop (teardown included) may take before it is killed. Default 5s. */
+  stopTimeout?: Duration;
+  /**
+   * Keep what each task writes to stdout and stderr (the last 16 KiB) and put it on its error
+   * (`error.output`) when it fails. Still written to the terminal too. Exact per task for kind 'cpu';
+   * with kind 'io' a task's output may hold its neighbours' lines.
+   */
+  captureOutput?: boolean;
   /** A worker idle this long exits; a new one starts when work arrives. Default: never. */
   idleTimeout?: Duration;
   /** Node flags for workers (default none). */
@@ -146,6 +163,11 @@ export interface PoolConfig {
   maxTasksPerWorker: number;
   retries: number;
   initializer: string | undefined;
+  teardown: string | undefined;
+  stopTimeout: number;
+  captureOutput: boolean;
+  /** Fewest workers kept alive (elastic pools); `workers` is the most. */
+  minWorkers: number;
   initArgs: unknown[];
   idleTimeout: number;
   execArgv: string[];
@@ -170,6 +192,9 @@ const KNOWN = [
   'maxTasksPerWorker',
   'retries',
   'initializer',
+  'teardown',
+  'stopTimeout',
+  'captureOutput',
   'initArgs',
   'idleTimeout',
   'execArgv',
@@ -195,17 +220,32 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
       ? 'auto'
       : parseChoice('runtime', o.runtime, ['thread', 'process', 'auto'] as const);
   // The CPU probe (and CORRAL_CPU_COUNT) matters only when the pool sizes itself.
-  const workers =
-    o.workers === undefined || o.workers === 'auto'
-      ? kind === 'cpu'
-        ? cpuCount()
-        : ioPoolSize(cpuCount())
-      : parseCount('workers', o.workers, 1);
+  const auto = (): number => (kind === 'cpu' ? cpuCount() : ioPoolSize(cpuCount()));
+  let workers: number;
+  let minWorkers: number;
+  if (isPlainObject(o.workers)) {
+    checkKnownKeys('workers', o.workers, ['min', 'max']);
+    const { min, max } = o.workers as { min: unknown; max: unknown };
+    workers = max === 'auto' ? auto() : parseCount('workers.max', max, 1);
+    minWorkers = parseCount('workers.min', min, 0);
+    if (minWorkers > workers) {
+      throw new ConfigError('workers.min', `must be at most workers.max (${workers}); got ${minWorkers}`);
+    }
+  } else {
+    workers = o.workers === undefined || o.workers === 'auto' ? auto() : parseCount('workers', o.workers, 1);
+    minWorkers = workers;
+  }
   if (o.initArgs !== undefined && !Array.isArray(o.initArgs)) {
     throw new ConfigError('initArgs', 'expected an array of arguments for the initializer');
   }
-  if (o.initializer !== undefined && (typeof o.initializer !== 'string' || o.initializer === '')) {
-    throw new ConfigError('initializer', 'expected the name of a function exported by the task module');
+  for (const hook of ['initializer', 'teardown'] as const) {
+    const name = o[hook];
+    if (name !== undefined && (typeof name !== 'string' || name === '')) {
+      throw new ConfigError(hook, 'expected the name of a function exported by the task module');
+    }
+  }
+  if (o.captureOutput !== undefined && typeof o.captureOutput !== 'boolean') {
+    throw new ConfigError('captureOutput', 'expected true or false');
   }
   if (
     o.execArgv !== undefined &&
@@ -282,7 +322,17 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
     retries: o.retries === undefined ? 0 : parseCount('retries', o.retries, 0),
     initializer: o.initializer,
     initArgs: o.initArgs ?? [],
-    idleTimeout: o.idleTimeout === undefined ? Infinity : parseDuration('idleTimeout', o.idleTimeout),
+    teardown: o.teardown,
+    stopTimeout: o.stopTimeout === undefined ? 5000 : parseDuration('stopTimeout', o.stopTimeout, true),
+    captureOutput: o.captureOutput ?? false,
+    minWorkers,
+    // An elastic pool shrinks back to its minimum once work stops coming, unless told otherwise.
+    idleTimeout:
+      o.idleTimeout !== undefined
+        ? parseDuration('idleTimeout', o.idleTimeout)
+        : minWorkers < workers
+          ? 10_000
+          : Infinity,
     execArgv: o.execArgv ?? [],
     env: o.env,
     limits,

@@ -51,6 +51,7 @@ import {
   type WireError,
 } from '../runtime/protocol.js';
 import type { RuntimeExit } from '../runtime/types.js';
+import { shmStatus } from '../shm/index.js';
 import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
 import { PoolLifecycle, type PoolState } from './lifecycle.js';
@@ -155,8 +156,9 @@ export class Dispatcher implements Backend {
         resumed: () => this.schedule(),
       });
     }
-    for (let i = 0; i < config.workers; i++) this.workers.spawn();
-    this.stealable = config.concurrency === 1 && [...this.workers].every((w) => w.board !== undefined);
+    for (let i = 0; i < config.minWorkers; i++) this.workers.spawn();
+    // Threads always have a claim board; processes with the shared-memory addon.
+    this.stealable = config.concurrency === 1 && (config.runtime === 'thread' || shmStatus().crossProcess);
   }
 
   // ── submission ────────────────────────────────────────────────────────────────────────────
@@ -234,7 +236,36 @@ export class Dispatcher implements Backend {
     );
   }
 
+  /**
+   * broadcast(): one unit per live worker (starting ones included), each bound to its worker: it goes
+   * there ahead of the shared queue, and fails if that worker ends before running it.
+   */
+  broadcast(make: (w: PoolWorker) => Unit): Unit[] {
+    const units: Unit[] = [];
+    for (const w of this.workers) {
+      if (!w.live) continue;
+      const u = make(w);
+      u.pin = w; // not in the shared queue: it stays 'new' until it is sent
+      this.signals.watch(u);
+      w.pinned.push(u);
+      units.push(u);
+    }
+    this.schedule();
+    return units;
+  }
+
+  private sendPinned(): void {
+    for (const w of this.workers) {
+      if (w.pinned.length === 0 || !w.accepting) continue;
+      const batch = w.pinned.filter((u) => u.state !== 'settled');
+      w.pinned = [];
+      for (const u of batch) u.state = 'sent';
+      if (batch.length > 0) this.send(w, batch);
+    }
+  }
+
   private fill(): void {
+    this.sendPinned();
     const prefetch = prefetchFor(this.meanMs, this.stealable);
     const c = this.config.concurrency;
     let running = this.sent;
@@ -566,6 +597,10 @@ export class Dispatcher implements Backend {
   /** The unit's signal fired: a queued unit is dropped, a sent one is cancelled in its worker. */
   abort(u: Unit): void {
     if (u.state === 'settled') return;
+    if (u.pin && u.state === 'new') {
+      this.settleFail(u, new AbortError(u.name, u.signal?.reason));
+      return;
+    }
     const w = u.worker;
     const error = new AbortError(u.name, u.signal?.reason);
     if (u.state === 'sent' && w) this.cancel(w, u, 'abort', error);
@@ -668,6 +703,17 @@ export class Dispatcher implements Backend {
       deadlines.cancel(u.deadline);
       u.deadline = undefined;
       if (i >= this.config.concurrency) {
+        if (u.pin) {
+          this.settleFail(
+            u,
+            new WorkerCrashedError(
+              u.name,
+              info,
+              `worker ${w.id} ended before it ran the broadcast of '${u.name}'`,
+            ),
+          );
+          return;
+        }
         u.attempts--; // never started: this try does not count
         requeue.push(u);
         return;
@@ -703,6 +749,17 @@ export class Dispatcher implements Backend {
     });
     w.zombies.clear();
     w.acked.clear();
+    // broadcast() units meant for this worker alone, which it will now never run.
+    for (const u of w.pinned.splice(0)) {
+      this.settleFail(
+        u,
+        new WorkerCrashedError(
+          u.name,
+          info,
+          `worker ${w.id} ended before it ran the broadcast of '${u.name}'`,
+        ),
+      );
+    }
     for (let i = requeue.length - 1; i >= 0; i--) {
       if (terminated) this.settleFail(requeue[i]!, new PoolClosedError());
       else this.submit(requeue[i]!, true);

@@ -55,6 +55,11 @@ export interface PoolEvents {
   breach: [error: MemoryLimitError | CpuTimeLimitError];
 }
 
+/** One worker's outcome of `pool.broadcast()`. */
+export type BroadcastOutcome<R> =
+  | { workerId: number; status: 'fulfilled'; value: R }
+  | { workerId: number; status: 'rejected'; reason: Error };
+
 /** A result with what its task cost: `pool.apply(name, args, { withUsage: true })`. */
 export interface WithUsage<R> {
   result: R;
@@ -260,6 +265,52 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     job.unit = unit;
     b.submit(unit);
     return job as AsyncIterableIterator<TaskYield<M, K>>;
+  }
+
+  /**
+   * Runs a task once on every live worker (a starting one included), e.g. to reload a cache, and
+   * settles with one outcome per worker, as Promise.allSettled does: `{ workerId, status: 'fulfilled',
+   * value }` or `{ workerId, status: 'rejected', reason }` (a worker that ends first: WorkerCrashedError).
+   * Never retried, never moved to another worker; workers started later do not run it (use
+   * `initializer` for what every worker must do).
+   */
+  async broadcast<K extends TaskNames<M>>(
+    name: K,
+    args: TaskArgs<M, K>,
+    options?: Pick<CallOptions, 'signal' | 'timeout'>,
+  ): Promise<BroadcastOutcome<TaskResult<M, K>>[]> {
+    const b = this.backend;
+    if (typeof name !== 'string') throw new ConfigError('name', 'expected the name of a task');
+    if (!Array.isArray(args))
+      throw new ConfigError('args', `expected an array of arguments for task '${name}'`);
+    if (!(b instanceof Dispatcher)) {
+      throw new ConfigError('broadcast', "this pool's backend has no workers of its own to broadcast to");
+    }
+    const refusal = b.refusal();
+    if (refusal) throw refusal;
+    const call = resolveCallOptions(options, b.config, ['signal', 'timeout']);
+    let encoded: Encoded;
+    try {
+      encoded = encodeArgs(args, b.config.runtime);
+    } catch (error) {
+      throw codecError(name, 'arguments', error);
+    }
+    const outcomes: Promise<BroadcastOutcome<TaskResult<M, K>>>[] = [];
+    b.broadcast((w) => {
+      let sink!: PromiseSink;
+      outcomes.push(
+        new Promise<unknown>((resolve, reject) => {
+          sink = new PromiseSink(resolve, reject);
+        }).then(
+          (value) => ({ workerId: w.id, status: 'fulfilled' as const, value: value as TaskResult<M, K> }),
+          (reason: Error) => ({ workerId: w.id, status: 'rejected' as const, reason }),
+        ),
+      );
+      const unit = new Unit(name, UnitMode.Apply, encoded.payload, 1, sink, call.timeout, 0, call.signal);
+      unit.flags = encoded.flags;
+      return unit;
+    });
+    return Promise.all(outcomes);
   }
 
   /** An object with one async method per task export. */

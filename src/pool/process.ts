@@ -196,6 +196,8 @@ export class Process<
           workerId: this.id,
           concurrency: 1,
           initializer: undefined,
+          teardown: undefined,
+          captureOutput: false,
           initArgs: [],
           limits: {
             rlimits: rlimitsFor(limits),

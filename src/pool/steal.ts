@@ -66,7 +66,7 @@ export function stealFor(workers: Iterable<PoolWorker>): Unit[] {
   for (let i = held.length - 1; i >= keep; i--) {
     const u = held[i]!;
     // A cancelled unit (settled, waiting for its worker to drop it) is not the pool's to hand out.
-    if (u.state === 'settled' || !victim.board!.take(u)) break;
+    if (u.state === 'settled' || u.pin || !victim.board!.take(u)) break;
     victim.inflight.delete(u.seq);
     victim.arena?.free(u.seq);
     u.attempts--; // never started: this try does not count

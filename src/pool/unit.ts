@@ -62,6 +62,8 @@ export class Unit {
   crashes: CrashRecord[] | undefined = undefined;
   /** The position of its first item in its map's input (progress and events name items by it). */
   base = 0;
+  /** broadcast(): the one worker this unit must run on (never stolen, never re-queued elsewhere). */
+  pin: PoolWorker | undefined = undefined;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,

@@ -84,6 +84,8 @@ export class PoolWorker {
   readonly zombies = new Set<number>();
   /** Zombies whose cancel the worker acknowledged: its event loop is alive. */
   readonly acked = new Set<number>();
+  /** broadcast() units for this worker alone, not sent yet: they go before the shared queue. */
+  pinned: Unit[] = [];
   tasksDone = 0;
   busyMs = 0;
   readonly startedAt = performance.now();

@@ -99,6 +99,8 @@ export class WorkerSet implements Iterable<PoolWorker> {
           workerId: w.id,
           concurrency: config.concurrency,
           initializer: config.initializer,
+          teardown: config.teardown,
+          captureOutput: config.captureOutput,
           initArgs: config.initArgs,
           limits: this.limits,
           board: config.runtime === 'thread' ? w.board?.buffer : undefined,
@@ -167,9 +169,19 @@ export class WorkerSet implements Iterable<PoolWorker> {
       deadlines.cancel(w.timer);
       w.timer = deadlines.after(this.config.idleTimeout, () => {
         w.timer = undefined;
-        if (w.state === 'idle' && w.inflight.size === 0) this.retire(w, { kind: 'retired', reason: 'idle' });
+        if (w.state !== 'idle' || w.inflight.size > 0) return;
+        // An elastic pool keeps its minimum; a fixed one lets any idle worker go (idleTimeout).
+        const { minWorkers, workers } = this.config;
+        if (minWorkers < workers && this.liveCount() <= minWorkers) return;
+        this.retire(w, { kind: 'retired', reason: 'idle' });
       });
     }
+  }
+
+  private liveCount(): number {
+    let n = 0;
+    for (const w of this.all) if (w.live) n++;
+    return n;
   }
 
   /**
@@ -204,6 +216,11 @@ export class WorkerSet implements Iterable<PoolWorker> {
     else {
       try {
         w.rt.send({ t: 'stop' });
+        // Its teardown (or a worker that does not answer at all) gets stopTimeout, then it is killed.
+        w.timer = deadlines.after(this.config.stopTimeout, () => {
+          w.timer = undefined;
+          w.rt.kill();
+        });
       } catch {
         w.rt.kill();
       }

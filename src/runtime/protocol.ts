@@ -139,6 +139,10 @@ export interface WorkerInit {
   workerId: number;
   concurrency: number;
   initializer: string | undefined;
+  /** An export run when the worker is told to stop in good order (retired, idle, the pool closed). */
+  teardown: string | undefined;
+  /** Keep each running call's stdout/stderr and send it with its failure (WireError props.output). */
+  captureOutput: boolean;
   initArgs: unknown[];
   limits: WorkerLimits;
   /** Claim words shared with the pool, for work stealing (thread workers). */

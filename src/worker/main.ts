@@ -76,6 +76,17 @@ async function main(): Promise<void> {
     io.post({ t: 'fatal', phase: 'load', error: toWireError(error) });
     return;
   }
+  let teardown: Task | undefined;
+  if (init.teardown !== undefined) {
+    teardown = tasks.get(init.teardown);
+    if (!teardown) {
+      const error = new Error(
+        `teardown '${init.teardown}' is not a function export of the task module; it exports: ${[...tasks.keys()].join(', ')}`,
+      );
+      io.post({ t: 'fatal', phase: 'init', error: toWireError(error) });
+      return;
+    }
+  }
   if (init.initializer !== undefined) {
     try {
       const fn = tasks.get(init.initializer);
@@ -101,13 +112,14 @@ async function main(): Promise<void> {
     board = internalSegment(() => SharedMemory.attach(segment).buffer);
   }
   const runner = new Runner(init.workerId, tasks, init.concurrency, io, init.limits, board, extras, shm);
+  if (init.captureOutput) runner.captureOutput();
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
     else if (msg.t === 'arena') runner.arena(msg.segment);
     else if (msg.t === 'chan') runner.channel(msg);
     else if (msg.t === 'cancel') runner.cancel(msg.seq, msg.why);
     else if (msg.t === 'credit') runner.credit(msg.seq, msg.n);
-    else if (msg.t === 'stop') runner.stop();
+    else if (msg.t === 'stop') void runner.stop(teardown);
   });
   io.post({ t: 'ready', exports: [...tasks.keys()], heap: process.memoryUsage().heapUsed });
 }

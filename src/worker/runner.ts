@@ -7,7 +7,14 @@
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import type { ChanDown } from '../channel/wire.js';
-import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
+import type {
+  FromWorker,
+  ResultFrame,
+  ToWorker,
+  UnitFrame,
+  WireError,
+  WorkerLimits,
+} from '../runtime/protocol.js';
 import {
   claim,
   claimRevoked,
@@ -39,6 +46,8 @@ export type Extras = typeof import('./extras.js');
 export type ShmModule = typeof import('../shm/shared-memory.js');
 /** Unit flags whose handling lives in the lazily loaded extras. */
 const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE | UNIT_ARENA;
+/** captureOutput keeps this much of what a call wrote: the end, where the failure usually shows. */
+const OUTPUT_TAIL = 16 * 1024;
 
 let extrasLoading: Promise<Extras> | undefined;
 /** Loads the extras once; channels learn how to reach the pool as they arrive. */
@@ -85,6 +94,8 @@ export class Runner {
   private readonly dropped = new Set<number>();
   private readonly slot = taskSlot();
   private readonly events: EventOutbox;
+  /** captureOutput: what each running call wrote (a map chunk's current item). */
+  private outputs: Map<number, string> | undefined = undefined;
   /** Streamed calls: items they may still yield before the consumer takes more, and who waits for credit. */
   private readonly streams = new Map<
     number,
@@ -170,9 +181,46 @@ export class Runner {
     return this.arenaView.subarray(at, at + length);
   }
 
-  stop(): void {
+  /** Told to stop in good order: the teardown export (if any) runs, then the worker exits. */
+  async stop(teardown: Task | undefined): Promise<void> {
+    if (teardown) {
+      try {
+        await teardown();
+      } catch (error) {
+        process.stderr.write(
+          `corral worker ${this.workerId}: its teardown failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+        );
+      }
+    }
     this.extras?.flushChannels();
+    this.events.flush();
     process.exit(0);
+  }
+
+  /**
+   * From now on what the worker writes to stdout and stderr is also kept per running call (its last
+   * OUTPUT_TAIL characters; a map chunk's, per item), and a failure carries it (WireError props.output).
+   */
+  captureOutput(): void {
+    this.outputs = new Map();
+    for (const stream of [process.stdout, process.stderr]) {
+      const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+      stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+        const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
+        for (const seq of this.calls.keys()) {
+          this.outputs!.set(seq, ((this.outputs!.get(seq) ?? '') + text).slice(-OUTPUT_TAIL));
+        }
+        return write(chunk, ...rest);
+      }) as typeof stream.write;
+    }
+  }
+
+  /** A task's error as it travels, with what it wrote when output is captured. */
+  private failure(error: unknown, seq: number): WireError {
+    const wire = toWireError(error);
+    const output = this.outputs?.get(seq);
+    if (output) wire.props.output = output;
+    return wire;
   }
 
   /**
@@ -285,6 +333,7 @@ export class Runner {
     if (call) call.post = undefined; // nothing it reports from now on outlives it
     this.calls.delete(frame[0]);
     this.streams.delete(frame[0]);
+    this.outputs?.delete(frame[0]);
     // A result may hand back SharedMemory too (a segment the task created): send its handle.
     if (shmEverUsed() && this.need()) this.encodeResult(frame);
     this.outbox.push(frame);
@@ -371,12 +420,12 @@ export class Runner {
         if (isThenable(value)) {
           return Promise.resolve(value).then(
             (v): ResultFrame => [seq, ResultStatus.Ok, v, 0],
-            (e): ResultFrame => [seq, ResultStatus.Threw, toWireError(e), 0],
+            (e): ResultFrame => [seq, ResultStatus.Threw, this.failure(e, seq), 0],
           );
         }
         return [seq, ResultStatus.Ok, value, 0];
       } catch (error) {
-        return [seq, ResultStatus.Threw, toWireError(error), 0];
+        return [seq, ResultStatus.Threw, this.failure(error, seq), 0];
       } finally {
         slot.current = undefined;
       }
@@ -494,6 +543,7 @@ export class Runner {
         for (; i < items.length && !revoked(); i++) {
           try {
             call.item = i;
+            this.outputs?.set(seq, '');
             const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
             if (isThenable(value)) {
               const at = i;
@@ -503,14 +553,14 @@ export class Runner {
                   return step(at + 1) ?? frame();
                 },
                 (e) => {
-                  errors.push([at, toWireError(e)]);
+                  errors.push([at, this.failure(e, seq)]);
                   return step(at + 1) ?? frame();
                 },
               );
             }
             results[i] = value;
           } catch (error) {
-            errors.push([i, toWireError(error)]);
+            errors.push([i, this.failure(error, seq)]);
           }
         }
         return undefined;
