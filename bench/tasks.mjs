@@ -27,3 +27,10 @@ export function whoami(ms) {
   busy(ms);
   return threadId;
 }
+
+/** About 25 µs of work, then x squared: a small CPU-bound item (bench/fairness.mjs). */
+export function spinSquare(x) {
+  const end = performance.now() + 0.025;
+  while (performance.now() < end) {}
+  return x * x;
+}

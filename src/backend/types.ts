@@ -39,6 +39,8 @@ export interface Backend {
   jobRefusal(): Error | undefined;
   /** Whether a unit may be queued now (maxQueue). */
   readonly hasRoom: boolean;
+  /** Several callers (keys, priorities) compete for the workers now or did a moment ago. */
+  readonly contended: boolean;
   /** Runs the unit; it settles exactly once through unit.sink. */
   submit(unit: Unit, front?: boolean): void;
   /** The unit's signal fired: drop it if queued, cancel it if running. */

@@ -93,6 +93,10 @@ export interface DispatcherEvents {
  * thread may wait milliseconds for the CPU before it can send the next unit, and a unit parked
  * behind a slow one is taken back by work stealing (`stealable`) when another worker goes idle.
  */
+/** Work a worker may hold beyond what it runs while callers compete, and how long that lasts after. */
+const CONTENDED_AHEAD_MS = 1;
+const CONTENDED_HOLD_MS = 250;
+
 function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
   const floor = stealable ? 1 : 0;
   if (meanMs === undefined) return floor;
@@ -121,6 +125,8 @@ export class Dispatcher implements Backend {
   private sent = 0;
   private hinted = 0;
   private dispatchScheduled = false;
+  /** When the queue last held work of several callers (see fill). */
+  private contendedAt = -Infinity;
   private meanMs: number | undefined = undefined;
   /** close() calls waiting for the pool to reach 'closed' (or 'terminated'). */
   private readonly closeWaiters: (() => void)[] = [];
@@ -188,6 +194,10 @@ export class Dispatcher implements Backend {
 
   jobDone(job: Job): void {
     if (this.jobs.delete(job)) this.schedule();
+  }
+
+  get contended(): boolean {
+    return performance.now() - this.contendedAt < CONTENDED_HOLD_MS;
   }
 
   get hasRoom(): boolean {
@@ -266,7 +276,15 @@ export class Dispatcher implements Backend {
 
   private fill(): void {
     this.sendPinned();
-    const prefetch = prefetchFor(this.meanMs, this.stealable);
+    // While several callers (keys or priorities) compete, and for a while after, a worker holds no
+    // more than ~CONTENDED_AHEAD_MS of work beyond what it runs: another caller's next call then waits
+    // for the unit running now, not for a queue of the first caller's units parked behind it.
+    const now = performance.now();
+    if (this.queue.contended) this.contendedAt = now;
+    let prefetch = prefetchFor(this.meanMs, this.stealable);
+    if (now - this.contendedAt < CONTENDED_HOLD_MS) {
+      prefetch = Math.min(prefetch, Math.floor(CONTENDED_AHEAD_MS / Math.max(this.meanMs ?? Infinity, 1e-3)));
+    }
     const c = this.config.concurrency;
     let running = this.sent;
     let reserved = this.hinted;

@@ -13,6 +13,8 @@ import { deliver, Unit, type UnitSink } from './unit.js';
 
 /** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
 const TARGET_CHUNK_MS = 4;
+/** The same while other callers compete for the workers (Backend.contended). */
+const CONTENDED_CHUNK_MS = 1;
 /**
  * Largest automatic chunk for input of unknown length. With the window of chunks read ahead, it
  * bounds what a lazy input costs: at most ~64k items read ahead of the consumer (8 chunks with 2
@@ -176,7 +178,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   /** The automatic size the timings ask for: TARGET_CHUNK_MS of work, at most the cap. */
   private timedSize(): number {
     if (this.perItemMs === undefined) return Math.min(PROBE_CHUNK, this.cap);
-    return Math.max(1, Math.min(this.cap, Math.round(TARGET_CHUNK_MS / Math.max(this.perItemMs, 1e-6))));
+    // While other callers wait for the same workers, chunks shrink: a chunk is how long they wait.
+    const target = this.dispatcher.contended ? CONTENDED_CHUNK_MS : TARGET_CHUNK_MS;
+    return Math.max(1, Math.min(this.cap, Math.round(target / Math.max(this.perItemMs, 1e-6))));
   }
 
   /**

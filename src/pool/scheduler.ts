@@ -84,6 +84,11 @@ export class Scheduler {
     return this.count;
   }
 
+  /** More than one key or priority is waiting: callers compete, and each turn counts. */
+  get contended(): boolean {
+    return this.levels.length > 1 || (this.levels.length === 1 && this.levels[0]!.lanes.size > 1);
+  }
+
   push(u: Unit): void {
     this.add(u, false);
   }
