@@ -134,7 +134,10 @@ export interface WorkerExit {
   detail?: string;
 }
 
-/** The last few KiB a dead process worker wrote to stderr; undefined for threads, whose stderr is the parent's. */
+/**
+ * The last few KiB a dead process worker wrote to stderr, V8's fatal-error dump included (the
+ * parent's terminal is spared it); undefined for threads, which write to the parent's stderr.
+ */
 function stderrTailOf(exit: Pick<WorkerExit, 'pid' | 'detail'>): string | undefined {
   return exit.pid !== undefined ? exit.detail : undefined;
 }
@@ -258,13 +261,15 @@ export class MemoryLimitError extends CorralError {
     options?: { cause?: unknown },
   ) {
     const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
-    super(
-      'ERR_MEMORY_LIMIT',
-      `task '${task}' went over the ${kind} limit of ${mib(limit)}` +
-        (observed !== undefined ? ` (observed ${mib(observed)})` : '') +
-        `; worker ${exit.workerId} was replaced`,
-      options,
-    );
+    // The heap guard stops a worker whose heap is full before V8 gives up on it: what it saw
+    // is live data just under the limit, with no room left to work in.
+    const how =
+      observed === undefined
+        ? `went over the ${kind} limit of ${mib(limit)}`
+        : observed < limit
+          ? `filled the ${kind} limit of ${mib(limit)} (${mib(observed)} still live after a full garbage collection)`
+          : `went over the ${kind} limit of ${mib(limit)} (observed ${mib(observed)})`;
+    super('ERR_MEMORY_LIMIT', `task '${task}' ${how}; worker ${exit.workerId} was replaced`, options);
     this.task = task;
     this.kind = kind;
     this.limit = limit;

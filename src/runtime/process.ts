@@ -80,7 +80,11 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     }, EXIT_GRACE_MS).unref();
     report();
   });
-  child.send({ t: 'init', init: spec.init });
+  // The V8 flag above sets the limit; the guard in the worker (native/heap.cc) enforces it promptly.
+  child.send({
+    t: 'init',
+    init: spec.heapMb === undefined ? spec.init : { ...spec.init, heapGuardMb: spec.heapMb },
+  });
   return {
     pid: child.pid,
     threadId: undefined,

@@ -151,6 +151,8 @@ export interface WorkerInit {
   boardSegment: string | undefined;
   /** The pool's process id, read before the worker started: a worker whose parent is gone must end. */
   parentPid: number;
+  /** For a process worker under --max-old-space-size: arm the heap guard at this limit (MiB). */
+  heapGuardMb?: number;
 }
 
 export type ToWorker =

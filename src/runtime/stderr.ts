@@ -1,8 +1,8 @@
 /**
  * A process worker's stderr on its way to the parent's. The task's own lines pass through (users
  * rely on console.error); what Node and V8 print when the process dies (the heap-OOM report, fatal
- * errors, native stack traces) does not: one breach would otherwise put ~30 lines on the user's
- * terminal. Everything, dumps included, stays in the tail, which is what
+ * errors, native stack traces) and the heap guard's report do not: one breach would otherwise put
+ * ~30 lines on the user's terminal. Everything, dumps included, stays in the tail, which is what
  * the exit report carries and what deaths are classified by.
  *
  * Lines are recognised by the exact texts Node 20-24 print. A dump opens with a line no task
@@ -12,6 +12,8 @@
  * lines also come just before an opener, but a task may print them too: they wait for the next
  * line, or HOLD_MS, to tell which they are.
  */
+import { HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
+
 const TAIL_CHARS = 4096;
 /** How long a line that may open a dump, or a line without its newline yet, waits. */
 const HOLD_MS = 200;
@@ -47,6 +49,14 @@ export class StderrRelay {
       const from = i === 0 ? this.partialSent : 0;
       this.partialSent = 0;
       const line = lines[i]!;
+      const guard = line.indexOf(HEAP_GUARD_MARKER, from);
+      if (guard >= 0) {
+        // The guard's report is the process's last word; a task's unfinished line may precede it.
+        out += this.release();
+        if (guard > from) out += `${line.slice(from, guard)}\n`;
+        this.dying = true;
+        break;
+      }
       if (from > 0) out += `${line.slice(from)}\n`;
       else if (OPENS_DUMP.test(line)) {
         this.held = [];
