@@ -46,7 +46,7 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
       observed: facts.observed.value,
     };
   }
-  const guard = heapGuardKill(facts.exitCode, facts.detail);
+  const guard = heapGuardKill(facts);
   if (guard) {
     // The heap limit comes from limits.heap, or from an address-space or data rlimit (heapMbFor).
     const kind = limits.heap === undefined ? rlimitKind(limits) : undefined;

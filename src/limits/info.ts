@@ -33,8 +33,8 @@ export interface SystemInfo {
     parentDeathSignal: boolean;
     rssWatchdog: boolean;
     /**
-     * A process worker over limits.heap ends within ~100 ms of its heap filling (native/heap.cc),
-     * instead of after V8's own seconds of futile collections.
+     * A worker over limits.heap ends within ~100 ms of its heap filling (native/heap.cc), instead
+     * of after V8's own seconds of futile collections.
      */
     heapGuard: boolean;
     minAddressSpace: number;

@@ -328,7 +328,7 @@ export function requireShmNative(capability: string): ShmBinding {
 
 // --- the heap guard (native/heap.cc), built beside the shared-memory addon ------------------
 
-/** native/heap.cc: ends this process soon after its V8 heap fills (see the file's header). */
+/** native/heap.cc: ends a worker soon after its V8 heap fills (see the file's header). */
 export interface HeapGuardBinding {
   readonly abi: number;
   /**
@@ -337,6 +337,12 @@ export interface HeapGuardBinding {
    * `_exit(exitCode)`s. False when the process is armed already.
    */
   arm(limitBytes: number, exitCode: number, marker: string): boolean;
+  /**
+   * The same in a worker thread: when the limit is reached, `report` (at least three float64s) gets
+   * [used, limit, 1 'full' | 2 'thrash' | 3 'v8'] and the thread's environment is stopped. False when
+   * armed already.
+   */
+  armThread(limitBytes: number, report: SharedArrayBuffer): boolean;
 }
 
 type HeapLoaded = { binding: HeapGuardBinding | undefined; status: NativeStatus };
@@ -346,7 +352,7 @@ function getHeap(): HeapLoaded {
   if (heapLoaded) return heapLoaded;
   const r = loadPerAbi(
     'corral_heap',
-    ['arm'],
+    ['arm', 'armThread'],
     'heap guard',
     'limits.heap still holds, only a breach ends when V8 gives up (up to seconds later)',
   );

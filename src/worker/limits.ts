@@ -52,14 +52,19 @@ function rlimitRefused(resource: 'as' | 'data' | 'nofile', limit: number, error:
 }
 
 /**
- * Arms the heap guard (native/heap.cc) for this process: V8 alone takes up to seconds of futile
- * collections to give up on a full heap. Not with --heapsnapshot-near-heap-limit, whose callback
- * V8 would no longer call, and not without the addon: then V8's own, slower, death stands.
+ * Arms the heap guard (native/heap.cc) for this process, or with `report` for this worker thread:
+ * V8 alone takes up to seconds of futile collections to give up on a full heap. Not with
+ * --heapsnapshot-near-heap-limit, whose snapshot must come first, and not without the addon: then
+ * V8's own, slower, death stands.
  */
-export function armHeapGuard(heapMb: number): boolean {
+export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefined): boolean {
   const flags = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
   if (flags.includes('--heapsnapshot-near-heap-limit')) return false;
-  return heapGuardNative()?.arm(heapMb * 2 ** 20, HEAP_GUARD_EXIT, HEAP_GUARD_MARKER) ?? false;
+  const guard = heapGuardNative();
+  if (!guard) return false;
+  if (report) return guard.armThread(heapMb * 2 ** 20, report);
+  // A process's guard _exits: never from a thread, which would take the whole pool with it.
+  return isMainThread && guard.arm(heapMb * 2 ** 20, HEAP_GUARD_EXIT, HEAP_GUARD_MARKER);
 }
 
 /**
