@@ -34,10 +34,13 @@
  *
  * Ending a worker thread: the same three numbers go into a SharedArrayBuffer the pool handed the
  * thread, and node::Stop() ends the thread's environment, which is what Node's own near-heap-limit
- * callback for Workers does (ERR_WORKER_OUT_OF_MEMORY) when it comes, later. Node's callback stays
- * the backstop there, so a thread's guard adds none of its own. The pool reads the buffer once
- * the thread has exited. (TerminateExecution() alone is not enough: the Worker would go on with
- * its next message, its heap still full.)
+ * callback for Workers does (ERR_WORKER_OUT_OF_MEMORY) when it comes, later. The pool reads the
+ * buffer once the thread has exited. (TerminateExecution() alone is not enough: the Worker would
+ * go on with its next message, its heap still full.) The thread's guard also takes over that
+ * callback: Node's gives a stopping thread 16 MiB more, but one scavenge can promote more than
+ * that past the limit (Node 24's semi-spaces are 64 MiB; seen on Node 22 too, on a busy machine),
+ * and then V8 aborts the whole process, pool and all. Ours gives room for what is already
+ * committed plus a quarter of the limit, a few times at most, while the thread stops.
  */
 
 #include <errno.h>
@@ -71,6 +74,8 @@ constexpr double kFullRoomShare = 0.125;
 constexpr double kThrashHeapShare = 0.80;
 constexpr double kThrashMutatorShare = 0.40;
 constexpr int kThrashStrikes = 2;
+// A stopping thread's heap may grow this many times by a quarter of its limit, then V8 may abort.
+constexpr int kStoppingRaises = 4;
 
 // GCs somebody asked for rather than ones the allocator needed: they say nothing about the
 // task outgrowing its heap (a heap snapshot runs several in a row on purpose).
@@ -95,6 +100,7 @@ struct Guard {
   node::Environment* env;
   std::shared_ptr<v8::BackingStore> report;
   bool stopped;
+  int raises;
 };
 
 // One guard per thread: a process's main thread, or a Worker's.
@@ -108,17 +114,20 @@ double NowMs() {
 
 bool IsYoungSpace(const char* name) { return strncmp(name, "new_", 4) == 0; }
 
-// Live bytes of the old generation: every space but the young ones. Right after a
+// Bytes of the old generation (every space but the young ones): live, or committed. Right after a
 // mark-compact the spaces' used sizes are the marked bytes (what --trace-gc prints after "->").
-size_t OldGenerationUsed(Isolate* isolate) {
-  size_t used = 0;
+size_t OldGeneration(Isolate* isolate, bool committed) {
+  size_t bytes = 0;
   HeapSpaceStatistics space;
   for (size_t i = 0; i < isolate->NumberOfHeapSpaces(); i++) {
     if (!isolate->GetHeapSpaceStatistics(&space, i)) continue;
-    if (!IsYoungSpace(space.space_name())) used += space.space_used_size();
+    if (IsYoungSpace(space.space_name())) continue;
+    bytes += committed ? space.space_size() : space.space_used_size();
   }
-  return used;
+  return bytes;
 }
+
+size_t OldGenerationUsed(Isolate* isolate) { return OldGeneration(isolate, false); }
 
 [[noreturn]] void ExitProcess(const Guard& g, size_t used, By by) {
   char line[512];
@@ -176,11 +185,24 @@ size_t OnNearHeapLimit(void* data, size_t current_heap_limit, size_t initial_hea
   ExitProcess(g, OldGenerationUsed(g.isolate), kV8);
 }
 
+// Threads only, in place of Node's own (see the header): stops the thread like the GC test does and
+// raises the limit past what the heap has committed already.
+size_t OnThreadNearHeapLimit(void* data, size_t current_heap_limit, size_t initial_heap_limit) {
+  Guard& g = *static_cast<Guard*>(data);
+  End(g, OldGenerationUsed(g.isolate), kV8);
+  if (g.raises >= kStoppingRaises) return current_heap_limit;
+  g.raises++;
+  size_t committed = OldGeneration(g.isolate, true);
+  size_t base = committed > current_heap_limit ? committed : current_heap_limit;
+  size_t more = initial_heap_limit / 4 > (16u << 20) ? initial_heap_limit / 4 : (16u << 20);
+  return base + more;
+}
+
 void Disarm(void* data) {
   Guard* g = static_cast<Guard*>(data);
   g->isolate->RemoveGCPrologueCallback(OnGcStart, g);
   g->isolate->RemoveGCEpilogueCallback(OnGcEnd, g);
-  if (g->env == nullptr) g->isolate->RemoveNearHeapLimitCallback(OnNearHeapLimit, 0);
+  g->isolate->RemoveNearHeapLimitCallback(g->env == nullptr ? OnNearHeapLimit : OnThreadNearHeapLimit, 0);
   if (t_guard == g) t_guard = nullptr;
   delete g;
 }
@@ -241,7 +263,7 @@ void Arm(const FunctionCallbackInfo<Value>& args) {
 }
 
 // armThread(limitBytes, report), in a Worker: report is a SharedArrayBuffer of at least three
-// doubles, which get [used, limit, 1 full | 2 thrash] when the guard stops the thread.
+// doubles, which get [used, limit, 1 full | 2 thrash | 3 v8] when the guard stops the thread.
 void ArmThread(const FunctionCallbackInfo<Value>& args) {
   Isolate* isolate = args.GetIsolate();
   if (args.Length() < 2 || !args[0]->IsNumber() || !args[1]->IsSharedArrayBuffer()) {
@@ -260,6 +282,7 @@ void ArmThread(const FunctionCallbackInfo<Value>& args) {
   g->env = env;
   g->report = std::move(report);
   Watch(g);
+  isolate->AddNearHeapLimitCallback(OnThreadNearHeapLimit, g);
   args.GetReturnValue().Set(true);
 }
 

@@ -18,7 +18,7 @@ const LINE = new RegExp(`${HEAP_GUARD_MARKER} used=(\\d+) limit=(\\d+) by=(\\w+)
 export interface HeapGuardKill {
   used: number;
   limit: number;
-  /** 'full', 'thrash' (the guard's own GC test) or 'v8' (V8's near-heap-limit callback, processes). */
+  /** 'full', 'thrash' (the guard's own GC test) or 'v8' (V8's near-heap-limit callback). */
   by: string;
 }
 
