@@ -1,4 +1,4 @@
-# The shared-memory addon and its tracker, built once per Node major by
+# The shared-memory addon, its tracker and the heap guard, built once per Node major by
 # scripts/build-native.mjs (the addon uses the V8 C++ API, whose ABI changes with every
 # major; see shm.cc). Included from a generated binding.gyp in a scratch directory, so
 # paths here are relative to this file and the build output never lands in the source tree.
@@ -14,6 +14,16 @@
       # shared with, and V8 calls our deleter (Unmap) when the last one goes, even at the
       # process's exit; had Node unloaded the addon with the Worker, that call would land in
       # unmapped code (SIGSEGV at exit, seen with a thread pool task returning a segment).
+      'ldflags': ['-Wl,-z,nodelete'],
+    },
+    {
+      # The heap guard (heap.cc): V8 API for the same reason, so built here, once per ABI, as
+      # its own addon: a worker loads it without the shared-memory machinery.
+      'target_name': 'corral_heap',
+      'sources': ['heap.cc'],
+      'cflags_cc': ['-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-cast-function-type'],
+      # Never unloaded either: a Worker's isolate may run a GC after Node unloads what the Worker
+      # loaded, and our GC callbacks must not then point into unmapped code.
       'ldflags': ['-Wl,-z,nodelete'],
     },
     {

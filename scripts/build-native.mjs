@@ -9,6 +9,8 @@
 //                           SharedArrayBuffer before Node 26), so one build per Node ABI
 //                           (process.versions.modules: 115 = Node 20, 127 = 22, 137 = 24).
 //   corral-shm-tracker      native/shm.gypi (shm-tracker.c): the segment cleanup process.
+//   corral_heap.abi<N>.node native/shm.gypi (heap.cc): the heap guard, which ends a worker soon
+//                           after its V8 heap fills; V8 API too, so built beside the shm addon.
 //
 // Usage:
 //   node scripts/build-native.mjs                  this Node, this machine (what `prepare` runs)
@@ -393,15 +395,23 @@ function buildShm(nodeGypJs, major, arch) {
   const node = hostNode(major);
   const outDir = path.join(prebuilds, `${process.platform}-${arch}`);
   const built = gypBuild(nodeGypJs, 'shm.gypi', node, arch, `shm-${arch}-abi${node.abi}.log`);
-  const file = install(built, 'corral_shm.node', outDir, `corral_shm.abi${node.abi}.node`);
   install(built, 'corral-shm-tracker', outDir);
-  const note = verify(
-    file,
-    node,
-    arch,
-    "n.abi === Number(process.versions.modules) && typeof n.create === 'function'",
-  );
-  return `built ${rel(file)} and corral-shm-tracker for Node ${node.version}, ABI ${node.abi} (${note})`;
+  const files = [];
+  let note = '';
+  for (const [name, fn] of [
+    ['corral_shm', 'create'],
+    ['corral_heap', 'arm'],
+  ]) {
+    const file = install(built, `${name}.node`, outDir, `${name}.abi${node.abi}.node`);
+    note = verify(
+      file,
+      node,
+      arch,
+      `n.abi === Number(process.versions.modules) && typeof n.${fn} === 'function'`,
+    );
+    files.push(rel(file));
+  }
+  return `built ${files.join(', ')} and corral-shm-tracker for Node ${node.version}, ABI ${node.abi} (${note})`;
 }
 
 let failures = 0;
@@ -417,7 +427,8 @@ function report(what, fn, consequence) {
 
 function main() {
   const noCorral = 'corral still works, but refuses rlimits (addressSpace, data, openFiles, cpuTime)';
-  const noShm = 'SharedMemory still works between threads, not across processes';
+  const noShm =
+    'SharedMemory still works between threads, not across processes, and a worker over its heap limit dies as slowly as V8 lets it';
   if (process.platform !== 'linux') {
     console.log(
       `corral native addons: not built (they are Linux-only and this is ${process.platform}); ${noCorral}; ${noShm}`,

@@ -134,6 +134,14 @@ export interface WorkerExit {
   detail?: string;
 }
 
+/**
+ * The last few KiB a dead process worker wrote to stderr, V8's fatal-error dump included (the
+ * parent's terminal is spared it); undefined for threads, which write to the parent's stderr.
+ */
+function stderrTailOf(exit: Pick<WorkerExit, 'pid' | 'detail'>): string | undefined {
+  return exit.pid !== undefined ? exit.detail : undefined;
+}
+
 /** The worker running the task died. Tasks it had not started yet are re-queued, not failed. */
 export class WorkerCrashedError extends CorralError {
   readonly task: string;
@@ -142,6 +150,7 @@ export class WorkerCrashedError extends CorralError {
   readonly threadId: number | undefined;
   readonly exitCode: number | null;
   readonly signal: string | null;
+  readonly stderrTail: string | undefined;
   constructor(task: string, exit: WorkerExit, message?: string, options?: { cause?: unknown }) {
     const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.exitCode}`;
     const who = exit.pid !== undefined ? `pid ${exit.pid}` : `thread ${exit.threadId}`;
@@ -158,6 +167,7 @@ export class WorkerCrashedError extends CorralError {
     this.threadId = exit.threadId;
     this.exitCode = exit.exitCode;
     this.signal = exit.signal;
+    this.stderrTail = stderrTailOf(exit);
   }
 }
 
@@ -241,28 +251,32 @@ export class MemoryLimitError extends CorralError {
   readonly observed: number | undefined;
   readonly workerId: number;
   readonly pid: number | undefined;
+  readonly stderrTail: string | undefined;
   constructor(
     task: string,
     kind: MemoryLimitKind,
     limit: number,
     observed: number | undefined,
-    exit: Pick<WorkerExit, 'workerId' | 'pid'>,
+    exit: Pick<WorkerExit, 'workerId' | 'pid' | 'detail'>,
     options?: { cause?: unknown },
   ) {
     const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
-    super(
-      'ERR_MEMORY_LIMIT',
-      `task '${task}' went over the ${kind} limit of ${mib(limit)}` +
-        (observed !== undefined ? ` (observed ${mib(observed)})` : '') +
-        `; worker ${exit.workerId} was replaced`,
-      options,
-    );
+    // The heap guard stops a worker whose heap is full before V8 gives up on it: what it saw
+    // is live data just under the limit, with no room left to work in.
+    const how =
+      observed === undefined
+        ? `went over the ${kind} limit of ${mib(limit)}`
+        : observed < limit
+          ? `filled the ${kind} limit of ${mib(limit)} (${mib(observed)} still live after a full garbage collection)`
+          : `went over the ${kind} limit of ${mib(limit)} (observed ${mib(observed)})`;
+    super('ERR_MEMORY_LIMIT', `task '${task}' ${how}; worker ${exit.workerId} was replaced`, options);
     this.task = task;
     this.kind = kind;
     this.limit = limit;
     this.observed = observed;
     this.workerId = exit.workerId;
     this.pid = exit.pid;
+    this.stderrTail = stderrTailOf(exit);
   }
 }
 
@@ -274,7 +288,8 @@ export class CpuTimeLimitError extends CorralError {
   readonly workerId: number;
   readonly pid: number | undefined;
   readonly signal: string | null;
-  constructor(task: string, limit: number, exit: Pick<WorkerExit, 'workerId' | 'pid' | 'signal'>) {
+  readonly stderrTail: string | undefined;
+  constructor(task: string, limit: number, exit: Pick<WorkerExit, 'workerId' | 'pid' | 'signal' | 'detail'>) {
     super(
       'ERR_CPU_TIME_LIMIT',
       `task '${task}' used more than ${limit} s of CPU time; the kernel stopped worker ${exit.workerId} (${exit.signal}) and it was replaced`,
@@ -284,6 +299,7 @@ export class CpuTimeLimitError extends CorralError {
     this.workerId = exit.workerId;
     this.pid = exit.pid;
     this.signal = exit.signal;
+    this.stderrTail = stderrTailOf(exit);
   }
 }
 

@@ -5,6 +5,7 @@
  * Messages matched here are the ones measured on Node 20, 22 and 24 (shared FACTS §1b, §1c).
  */
 import type { MemoryLimitKind } from '../errors.js';
+import { heapGuardKill } from './heap-guard.js';
 import type { ResolvedLimits } from './limits.js';
 
 export type Breach =
@@ -45,6 +46,14 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
       observed: facts.observed.value,
     };
   }
+  const guard = heapGuardKill(facts);
+  if (guard) {
+    // The heap limit comes from limits.heap, or from an address-space or data rlimit (heapMbFor).
+    const kind = limits.heap === undefined ? rlimitKind(limits) : undefined;
+    return kind
+      ? { type: 'memory', kind: kind[0], limit: kind[1], observed: guard.used }
+      : { type: 'memory', kind: 'heap', limit: limits.heap ?? guard.limit, observed: guard.used };
+  }
   const detail = facts.detail ?? '';
   const aborted =
     facts.code === 'ERR_WORKER_OUT_OF_MEMORY' ||
@@ -62,11 +71,16 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
   if (HEAP_OOM.test(detail) || facts.code === 'ERR_WORKER_OUT_OF_MEMORY' || NATIVE_OOM.test(detail)) {
     if (limits.heap !== undefined)
       return { type: 'memory', kind: 'heap', limit: limits.heap, observed: undefined };
-    if (rlimit) {
-      const kind = limits.addressSpace !== undefined ? 'address-space' : 'data';
-      return { type: 'memory', kind, limit: (limits.addressSpace ?? limits.data)!, observed: undefined };
-    }
+    const kind = rlimitKind(limits);
+    if (kind) return { type: 'memory', kind: kind[0], limit: kind[1], observed: undefined };
   }
+  return undefined;
+}
+
+/** The rlimit a heap sized by heapMbFor was derived from. */
+function rlimitKind(limits: ResolvedLimits): [MemoryLimitKind, number] | undefined {
+  if (limits.addressSpace !== undefined) return ['address-space', limits.addressSpace];
+  if (limits.data !== undefined) return ['data', limits.data];
   return undefined;
 }
 

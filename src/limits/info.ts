@@ -3,7 +3,7 @@
  * it. Plain data, so the CLI and users print or serialise it as they like.
  */
 import { readFileSync, statfsSync } from 'node:fs';
-import { type NativeStatus, nativeStatus } from '../native/index.js';
+import { heapGuardStatus, type NativeStatus, nativeStatus } from '../native/index.js';
 import { type ShmStatus, shmStatus } from '../shm/index.js';
 import { floorsFor } from './limits.js';
 import { type CpuInfo, ioPoolSize, type MemoryInfo, probeCpus, probeMemory } from './system.js';
@@ -32,6 +32,11 @@ export interface SystemInfo {
     rlimits: boolean;
     parentDeathSignal: boolean;
     rssWatchdog: boolean;
+    /**
+     * A worker over limits.heap ends within ~100 ms of its heap filling (native/heap.cc), instead
+     * of after V8's own seconds of futile collections.
+     */
+    heapGuard: boolean;
     minAddressSpace: number;
     minData: number;
   };
@@ -98,6 +103,7 @@ export function systemInfo(): SystemInfo {
       rlimits: native.available,
       parentDeathSignal: native.available,
       rssWatchdog: linux,
+      heapGuard: heapGuardStatus().available,
       minAddressSpace: floors.addressSpace,
       minData: floors.data,
     },

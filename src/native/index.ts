@@ -4,7 +4,9 @@
  *  - corral.napi.node, from native/corral.c (Node-API 8, one build for every Node): `native()`,
  *    `requireNative()`;
  *  - corral_shm.abi<N>.node, from native/shm.cc (V8 API, one build per Node ABI, picked by
- *    `process.versions.modules`) and its tracker executable: `shmNative()`, `requireShmNative()`.
+ *    `process.versions.modules`) and its tracker executable: `shmNative()`, `requireShmNative()`;
+ *  - corral_heap.abi<N>.node, from native/heap.cc (the heap guard, built beside it):
+ *    `heapGuardNative()` (a worker without it dies of a full heap only when V8 gives up).
  *
  * The addons are optional by design: corral must run where no compiler was available, so
  * nothing here throws on a missing or broken build. Callers that can degrade use
@@ -242,44 +244,63 @@ const SHM_FUNCTIONS = [
   'trackerState',
 ];
 
-const SHM_FILE = `corral_shm.abi${process.versions.modules}.node`;
-
 type ShmLoaded = { binding: ShmBinding | undefined; status: ShmNativeStatus; hint: string };
 let shmLoaded: ShmLoaded | undefined;
 
-function loadShm(): ShmLoaded {
+/** The directory of the per-ABI addons: CORRAL_SHM_NATIVE_DIR, or this package's prebuilds. */
+function perAbiDir(): { dir: string; overridden: boolean } {
   const override = process.env.CORRAL_SHM_NATIVE_DIR;
-  const dir = override ? resolve(override) : PREBUILD_DIR;
-  const path = resolve(dir, SHM_FILE);
-  const tracker = resolve(dir, 'corral-shm-tracker');
-  const what = `shared-memory addon for Node ${process.versions.node} (ABI ${process.versions.modules})`;
-  const notBuilt = override
+  return { dir: override ? resolve(override) : PREBUILD_DIR, overridden: Boolean(override) };
+}
+
+/** `loadAddon` for `<name>.abi<N>.node`, plus the check that it was built for this Node. */
+function loadPerAbi(
+  name: string,
+  functions: readonly string[],
+  what: string,
+  elsewhere: string,
+): { path: string } & ({ exports: Record<string, unknown> } | Refusal) {
+  const { dir, overridden } = perAbiDir();
+  const path = resolve(dir, `${name}.abi${process.versions.modules}.node`);
+  const notBuilt = overridden
     ? `${path} does not exist (CORRAL_SHM_NATIVE_DIR points there)`
-    : missingReason(path, what);
-  let r = loadAddon(
-    path,
-    SHM_FUNCTIONS,
-    notBuilt,
-    BUILD_HINT,
-    "use runtime 'thread' (SharedMemory between worker threads works on every platform), or run on " +
-      'Linux to share segments with worker processes',
-  );
+    : missingReason(path, `${what} for Node ${process.versions.node} (ABI ${process.versions.modules})`);
+  const r = loadAddon(path, functions, notBuilt, BUILD_HINT, elsewhere);
   if ('exports' in r && r.exports.abi !== Number(process.versions.modules)) {
-    r = {
+    return {
+      path,
       reason: `${path} was built for ABI ${String(r.exports.abi)}, this Node ${process.versions.node} has ${process.versions.modules}`,
       hint: BUILD_HINT,
     };
   }
+  return { path, ...r };
+}
+
+function loadShm(): ShmLoaded {
+  const tracker = resolve(perAbiDir().dir, 'corral-shm-tracker');
+  const r = loadPerAbi(
+    'corral_shm',
+    SHM_FUNCTIONS,
+    'shared-memory addon',
+    "use runtime 'thread' (SharedMemory between worker threads works on every platform), or run on " +
+      'Linux to share segments with worker processes',
+  );
   if (!('exports' in r)) {
     return {
       binding: undefined,
-      status: { available: false, path, tracker, reason: r.reason, ...(r.hint ? { fix: r.hint } : {}) },
+      status: {
+        available: false,
+        path: r.path,
+        tracker,
+        reason: r.reason,
+        ...(r.hint ? { fix: r.hint } : {}),
+      },
       hint: r.hint,
     };
   }
   return {
     binding: r.exports as unknown as ShmBinding,
-    status: { available: true, path, tracker },
+    status: { available: true, path: r.path, tracker },
     hint: '',
   };
 }
@@ -303,4 +324,54 @@ export function requireShmNative(capability: string): ShmBinding {
   const { binding, status, hint } = getShm();
   if (binding) return binding;
   throw new NativeUnavailableError(capability, hint ? `${status.reason}; ${hint}` : `${status.reason}`);
+}
+
+// --- the heap guard (native/heap.cc), built beside the shared-memory addon ------------------
+
+/** native/heap.cc: ends a worker soon after its V8 heap fills (see the file's header). */
+export interface HeapGuardBinding {
+  readonly abi: number;
+  /**
+   * Watches this process's main isolate against an old-generation limit of `limitBytes`; when it
+   * is reached, writes `<marker> used=<bytes> limit=<bytes> by=<full|thrash|v8>` to fd 2 and
+   * `_exit(exitCode)`s. False when the process is armed already.
+   */
+  arm(limitBytes: number, exitCode: number, marker: string): boolean;
+  /**
+   * The same in a worker thread: when the limit is reached, `report` (at least three float64s) gets
+   * [used, limit, 1 'full' | 2 'thrash' | 3 'v8'] and the thread's environment is stopped. False when
+   * armed already.
+   */
+  armThread(limitBytes: number, report: SharedArrayBuffer): boolean;
+}
+
+type HeapLoaded = { binding: HeapGuardBinding | undefined; status: NativeStatus };
+let heapLoaded: HeapLoaded | undefined;
+
+function getHeap(): HeapLoaded {
+  if (heapLoaded) return heapLoaded;
+  const r = loadPerAbi(
+    'corral_heap',
+    ['arm', 'armThread'],
+    'heap guard',
+    'limits.heap still holds, only a breach ends when V8 gives up (up to seconds later)',
+  );
+  heapLoaded =
+    'exports' in r
+      ? { binding: r.exports as unknown as HeapGuardBinding, status: { available: true, path: r.path } }
+      : {
+          binding: undefined,
+          status: { available: false, path: r.path, reason: r.reason, ...(r.hint ? { fix: r.hint } : {}) },
+        };
+  return heapLoaded;
+}
+
+/** The heap guard, or `undefined` when it is missing, broken, disabled or built for another Node. */
+export function heapGuardNative(): HeapGuardBinding | undefined {
+  return getHeap().binding;
+}
+
+/** Whether the heap guard is usable here and, if not, why. */
+export function heapGuardStatus(): NativeStatus {
+  return { ...getHeap().status };
 }

@@ -564,7 +564,7 @@ export class Dispatcher implements Backend {
 
   /** The typed error of a breach (counted, and told to 'breach' listeners). */
   private breachError(u: Unit, breach: Breach, w: PoolWorker, cause?: unknown): Error {
-    const who = { workerId: w.id, pid: w.rt.pid, signal: w.exit?.signal ?? null };
+    const who = { workerId: w.id, pid: w.rt.pid, signal: w.exit?.signal ?? null, detail: w.exit?.detail };
     const error =
       breach.type === 'cpu'
         ? new CpuTimeLimitError(u.name, breach.limit, who)

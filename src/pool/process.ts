@@ -337,8 +337,13 @@ export class Process<
     }
   }
 
-  private breachError(breach: Breach, cause?: unknown): MemoryLimitError | CpuTimeLimitError {
-    const who = { workerId: this.id, pid: this.rt?.pid, signal: this.sig };
+  /** `detail`: the dead worker's stderr tail, when it died of the breach. */
+  private breachError(
+    breach: Breach,
+    cause?: unknown,
+    detail?: string,
+  ): MemoryLimitError | CpuTimeLimitError {
+    const who = { workerId: this.id, pid: this.rt?.pid, signal: this.sig, detail };
     const error =
       breach.type === 'cpu'
         ? new CpuTimeLimitError(this.fn, breach.limit, who)
@@ -377,7 +382,7 @@ export class Process<
     }
     const breach = classifyDeath({ ...exit, observed: this.observed }, this.config.limits);
     let error: Error;
-    if (breach) error = this.breachError(breach);
+    if (breach) error = this.breachError(breach, undefined, exit.detail);
     else if (this.killed) {
       error = new WorkerCrashedError(
         this.fn,

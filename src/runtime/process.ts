@@ -1,8 +1,8 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { StderrRelay } from './stderr.js';
 import type { RuntimeEvents, RuntimeWorker, SpawnSpec } from './types.js';
 
-const STDERR_TAIL = 4096;
 /** A child that exited but whose channel never closed (a grandchild holds it) is reported anyway. */
 const EXIT_GRACE_MS = 500;
 
@@ -32,11 +32,9 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     detached: true,
   });
   live.add(child);
-  let tail = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    process.stderr.write(chunk);
-    tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL);
-  });
+  const stderr = new StderrRelay((text) => process.stderr.write(text));
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => stderr.push(chunk));
   child.on('message', (m) => events.message(m as never));
 
   // 'exit' can come before the last IPC messages and stderr bytes are read; wait for both to end.
@@ -52,7 +50,7 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     const code = (spawnError as { code?: unknown } | undefined)?.code;
     events.exit({
       ...exited,
-      detail: spawnError ? `${spawnError.name}: ${spawnError.message}` : tail.trim() || undefined,
+      detail: spawnError ? `${spawnError.name}: ${spawnError.message}` : stderr.tail.trim() || undefined,
       code: typeof code === 'string' ? code : undefined,
     });
   };
@@ -62,6 +60,7 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     report();
   });
   child.stderr?.on('close', () => {
+    stderr.end();
     stderrOpen = false;
     report();
   });
@@ -81,7 +80,11 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     }, EXIT_GRACE_MS).unref();
     report();
   });
-  child.send({ t: 'init', init: spec.init });
+  // The V8 flag above sets the limit; the guard in the worker (native/heap.cc) enforces it promptly.
+  child.send({
+    t: 'init',
+    init: spec.heapMb === undefined ? spec.init : { ...spec.init, heapGuardMb: spec.heapMb },
+  });
   return {
     pid: child.pid,
     threadId: undefined,

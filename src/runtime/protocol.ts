@@ -151,6 +151,10 @@ export interface WorkerInit {
   boardSegment: string | undefined;
   /** The pool's process id, read before the worker started: a worker whose parent is gone must end. */
   parentPid: number;
+  /** Under a V8 heap limit: arm the heap guard at this limit (MiB). */
+  heapGuardMb?: number;
+  /** A thread's guard reports here (HEAP_GUARD_REPORT_BYTES); a process's on stderr. */
+  heapGuardReport?: SharedArrayBuffer;
 }
 
 export type ToWorker =

@@ -1,9 +1,18 @@
 import { Worker } from 'node:worker_threads';
+import { HEAP_GUARD_REPORT_BYTES, heapGuardLine, readHeapGuardReport } from '../limits/heap-guard.js';
+import { heapGuardNative } from '../native/index.js';
 import type { RuntimeEvents, RuntimeWorker, SpawnSpec } from './types.js';
 
 export function spawnThread(spec: SpawnSpec, events: RuntimeEvents): RuntimeWorker {
+  // The heap guard (native/heap.cc) ends the thread soon after its heap fills and says so here;
+  // Node's own ERR_WORKER_OUT_OF_MEMORY comes as late as V8 gives up. Loading the addon here
+  // also keeps it mapped while threads use it.
+  const report =
+    spec.heapMb !== undefined && heapGuardNative()
+      ? new SharedArrayBuffer(HEAP_GUARD_REPORT_BYTES)
+      : undefined;
   const worker = new Worker(spec.entry, {
-    workerData: spec.init,
+    workerData: report ? { ...spec.init, heapGuardMb: spec.heapMb, heapGuardReport: report } : spec.init,
     execArgv: spec.execArgv,
     env: spec.env ?? process.env,
     resourceLimits: spec.heapMb !== undefined ? { maxOldGenerationSizeMb: spec.heapMb } : {},
@@ -15,6 +24,12 @@ export function spawnThread(spec: SpawnSpec, events: RuntimeEvents): RuntimeWork
     death = error;
   });
   worker.on('exit', (exitCode) => {
+    const guard = report && readHeapGuardReport(report);
+    if (guard) {
+      // The same breach Node reports as ERR_WORKER_OUT_OF_MEMORY, only sooner.
+      events.exit({ exitCode, signal: null, detail: heapGuardLine(guard), code: 'ERR_WORKER_OUT_OF_MEMORY' });
+      return;
+    }
     const code = (death as { code?: unknown } | undefined)?.code;
     events.exit({
       exitCode,

@@ -5,7 +5,8 @@
 import { readdirSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
-import { native } from '../native/index.js';
+import { HEAP_GUARD_EXIT, HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
+import { heapGuardNative, native } from '../native/index.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
 
 const HEAP_CHECK_MS = 5;
@@ -48,6 +49,22 @@ function rlimitRefused(resource: 'as' | 'data' | 'nofile', limit: number, error:
       code,
     },
   );
+}
+
+/**
+ * Arms the heap guard (native/heap.cc) for this process, or with `report` for this worker thread:
+ * V8 alone takes up to seconds of futile collections to give up on a full heap. Not with
+ * --heapsnapshot-near-heap-limit, whose snapshot must come first, and not without the addon: then
+ * V8's own, slower, death stands.
+ */
+export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefined): boolean {
+  const flags = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
+  if (flags.includes('--heapsnapshot-near-heap-limit')) return false;
+  const guard = heapGuardNative();
+  if (!guard) return false;
+  if (report) return guard.armThread(heapMb * 2 ** 20, report);
+  // A process's guard _exits: never from a thread, which would take the whole pool with it.
+  return isMainThread && guard.arm(heapMb * 2 ** 20, HEAP_GUARD_EXIT, HEAP_GUARD_MARKER);
 }
 
 /**

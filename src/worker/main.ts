@@ -54,6 +54,10 @@ async function main(): Promise<void> {
   });
   // A child must not outlive the pool, even one that dies while this worker starts.
   if (isMainThread) (await import('./orphan.js')).guardAgainstOrphaning(init.parentPid);
+  // Before the rlimits (loading the addon needs a descriptor and memory) and the task module
+  // (which may fill the heap as it loads).
+  if (init.heapGuardMb !== undefined)
+    (await import('./limits.js')).armHeapGuard(init.heapGuardMb, init.heapGuardReport);
   const { rlimits, cpuTime } = init.limits;
   const limited = isMainThread && (rlimits.length > 0 || cpuTime !== undefined);
   // Loaded before the rlimits when there are any: under a descriptor or memory limit the task may
