@@ -400,6 +400,20 @@ describe('corral run: usage and setup errors exit 2 with a message that says wha
 });
 
 describe('corral run: every pool option is a flag, or --help says why not', () => {
+  test('--capture-output puts what a failed item wrote on its --errors line; --workers MIN..MAX is elastic', async () => {
+    const errors = file('errors.jsonl');
+    const { code, stdout, stderr } = await corral(
+      ['run', `${TASKS}#talkative`, '--capture-output', '--workers', '0..2', '--errors', errors, '-q'],
+      { input: jsonl([1, -2, 3]) },
+    );
+    assert.equal(code, 1, stderr);
+    assert.deepEqual(lines(stdout).map(Number), [1, 3]);
+    const [failed] = lines(readFileSync(errors, 'utf8')).map((l) => JSON.parse(l));
+    assert.equal(failed.input, -2);
+    assert.match(failed.error.output, /checking -2/);
+    assert.doesNotMatch(failed.error.output, /checking 1/);
+  });
+
   test('--initializer and --init-args run the initializer in each worker first', async () => {
     for (const runtime of ['thread', 'process']) {
       const args = ['--initializer', 'setup', '--init-args', '["a", 2]', '--runtime', runtime, '-q'];
