@@ -17,6 +17,8 @@ export {
   tempDir,
 } from './limits/scoped.js';
 export { type CpuInfo, cpuCount, type MemoryInfo, probeCpus, probeMemory } from './limits/system.js';
+export type { HistogramSnapshot } from './metrics/histogram.js';
+export type { UnitOutcome, UnitRecord } from './metrics/meter.js';
 export type {
   AnyModule,
   CallOptions,
@@ -33,6 +35,7 @@ export type {
   TaskYield,
 } from './pool/config.js';
 export type { PoolState } from './pool/lifecycle.js';
+export type { MetricsSample, PoolMetrics, TaskMetrics, WorkerMetrics } from './pool/metrics.js';
 export {
   type BroadcastOutcome,
   Pool,

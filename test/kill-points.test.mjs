@@ -259,7 +259,10 @@ function allowedCodes(c, how, terminated) {
   if (c.pool.retries > 0 && codes.has('ERR_WORKER_CRASHED')) codes.add('ERR_POISON_TASK');
   if (c.pool.retries > 0 && (how === 'heap' || (sharing && c.pool.limits?.heap)))
     codes.add('ERR_POISON_TASK');
-  if (how === 'hang' || (sharing && c.pool.taskTimeout)) codes.add('ERR_TASK_TIMEOUT');
+  // A heap bomb filling its heap under load may take longer than the timeout: then it is one.
+  if (how === 'hang' || (how === 'heap' && c.pool.taskTimeout) || (sharing && c.pool.taskTimeout)) {
+    codes.add('ERR_TASK_TIMEOUT');
+  }
   if (c.pool.limits?.heap && (how === 'heap' || sharing)) codes.add('ERR_MEMORY_LIMIT');
   return codes;
 }

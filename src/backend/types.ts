@@ -5,6 +5,7 @@
  * machine) is one backend; a distributed one implements the same few calls.
  */
 import type { PoolState } from '../pool/lifecycle.js';
+import type { PoolMetrics } from '../pool/metrics.js';
 import type { PoolStats } from '../pool/stats.js';
 import type { Unit } from '../pool/unit.js';
 import type { RuntimeKind } from '../runtime/types.js';
@@ -55,6 +56,8 @@ export interface Backend {
   /** A stream's consumer took `n` items (pool.stream); absent where streams are not supported. */
   credit?(unit: Unit, n: number): void;
   stats(): PoolStats;
+  /** What the pool measured (histograms, counters, per-worker memory, the last minutes). */
+  metrics(): PoolMetrics;
   close(): Promise<void>;
   terminate(): Promise<void>;
 }

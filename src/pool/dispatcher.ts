@@ -39,6 +39,7 @@ import {
   WorkerStartError,
 } from '../errors.js';
 import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
+import { Meter, type UnitOutcome } from '../metrics/meter.js';
 import { codecError, codecErrorFromWire, decodeResult } from '../runtime/codec.js';
 import {
   type FromWorker,
@@ -56,6 +57,7 @@ import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
 import { PoolLifecycle, type PoolState } from './lifecycle.js';
 import { MemoryGuard } from './memory.js';
+import { metricsOf, type PoolMetrics, Sampler } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import { SignalWatch } from './signals.js';
 import { type PoolStats, snapshot } from './stats.js';
@@ -131,6 +133,10 @@ export class Dispatcher implements Backend {
   /** close() calls waiting for the pool to reach 'closed' (or 'terminated'). */
   private readonly closeWaiters: (() => void)[] = [];
   private readonly signals = new SignalWatch((u) => this.abort(u));
+  /** What the pool measures about itself (pool.metrics()). */
+  readonly meter = new Meter();
+  /** The once-a-second samples, from the first metrics() call on. */
+  private sampler: Sampler | undefined = undefined;
   /** Map jobs with work left (input to read or chunks unsettled): close() waits for them. */
   private readonly jobs = new Set<Job>();
 
@@ -175,6 +181,11 @@ export class Dispatcher implements Backend {
 
   stats(): PoolStats {
     return snapshot(this);
+  }
+
+  metrics(): PoolMetrics {
+    this.sampler ??= new Sampler(this);
+    return metricsOf(this, this.meter, this.sampler);
   }
 
   /** The error a new call gets right now, if any. */
@@ -256,6 +267,7 @@ export class Dispatcher implements Backend {
       if (!w.live) continue;
       const u = make(w);
       u.pin = w; // not in the shared queue: it stays 'new' until it is sent
+      u.queuedAt = performance.now();
       this.signals.watch(u);
       w.pinned.push(u);
       units.push(u);
@@ -358,6 +370,8 @@ export class Dispatcher implements Backend {
       frames[i] = frame;
     }
     this.workers.noteAlive(w);
+    const now = performance.now();
+    for (const u of batch) this.meter.sent(u.name, now - u.queuedAt);
     try {
       w.rt.send({ t: 'run', units: frames });
       for (const u of batch) this.track(w, u);
@@ -478,6 +492,10 @@ export class Dispatcher implements Backend {
     }
     w.tasksDone++;
     w.busyMs += ms;
+    const ok =
+      status === ResultStatus.Ok || status === ResultStatus.OkNumbers || status === ResultStatus.OkArena;
+    this.meter.ran(u.name, ms, u.size, ok);
+    if (this.meter.following) this.logUnit(w, u, performance.now() - ms, ok ? 'ok' : 'error');
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
     if (report) this.onReport(w, u, report);
     this.guard?.unitDone();
@@ -597,6 +615,7 @@ export class Dispatcher implements Backend {
   /** Runs the unit again if it may (see retriable). */
   private retry(u: Unit): boolean {
     if (!this.retriable(u)) return false;
+    this.meter.retries++;
     deadlines.cancel(u.deadline);
     u.deadline = undefined;
     u.worker = undefined;
@@ -609,6 +628,8 @@ export class Dispatcher implements Backend {
     u.deadline = undefined;
     const w = u.worker;
     if (u.state !== 'sent' || !w) return;
+    this.meter.timeouts++;
+    if (this.meter.following) this.logUnit(w, u, performance.now() - u.timeout, 'timeout');
     this.cancel(w, u, 'timeout', new TaskTimeoutError(u.name, u.timeout));
   }
 
@@ -621,6 +642,7 @@ export class Dispatcher implements Backend {
     }
     const w = u.worker;
     const error = new AbortError(u.name, u.signal?.reason);
+    this.meter.aborts++;
     if (u.state === 'sent' && w) this.cancel(w, u, 'abort', error);
     else this.settleFail(u, error);
   }
@@ -680,6 +702,11 @@ export class Dispatcher implements Backend {
     this.workers.stop(w, w.cause ?? { kind: 'retired', reason: 'retired' }, w.inflight.size > 0);
   }
 
+  /** For the task stream: a unit that ran on `w` from `start` until now, and how it ended. */
+  private logUnit(w: PoolWorker, u: Unit, start: number, outcome: UnitOutcome): void {
+    this.meter.log({ workerId: w.id, task: u.name, items: u.size, start, end: performance.now(), outcome });
+  }
+
   /** A stream's consumer took `n` items: its task may yield that many more. */
   credit(u: Unit, n: number): void {
     const w = u.worker;
@@ -716,6 +743,7 @@ export class Dispatcher implements Backend {
     }
     const terminated = this.life.terminated;
     const requeue: Unit[] = [];
+    if (!terminated && (!cause || cause.kind === 'breach')) this.meter.crashes++;
     held.forEach(([seq, u], i) => {
       if (w.zombies.has(seq) || u.state === 'settled' || u.worker !== w) return;
       deadlines.cancel(u.deadline);
@@ -741,6 +769,7 @@ export class Dispatcher implements Backend {
         return;
       }
       const breach = classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
+      if (this.meter.following) this.logUnit(w, u, w.startedAt, breach ? 'breach' : 'crash');
       const error = breach
         ? this.breachError(u, breach, w)
         : new WorkerCrashedError(

@@ -31,6 +31,7 @@ import {
 import { Dispatcher } from './dispatcher.js';
 import type { PoolState } from './lifecycle.js';
 import { MapJob } from './map.js';
+import type { PoolMetrics } from './metrics.js';
 import type { PoolStats } from './stats.js';
 import { StreamJob } from './stream.js';
 import { PromiseSink, Unit } from './unit.js';
@@ -321,6 +322,16 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
         return (...args: unknown[]) => this.apply(key as TaskNames<M>, args as TaskArgs<M, TaskNames<M>>);
       },
     });
+  }
+
+  /**
+   * What the pool measured, typed: per task the queue wait and run time histograms (p50/p90/p99/max
+   * and OpenMetrics buckets), counts of completions, failures, retries, timeouts, crashes, breaches and
+   * recycles, each worker's utilization, memory and limits, and one sample a second of the last ten
+   * minutes (started by the first call).
+   */
+  metrics(): PoolMetrics {
+    return this.backend.metrics();
   }
 
   stats(): PoolStats {
