@@ -5,7 +5,8 @@
  *   node bench/run.mjs --quick          # 3 runs, smaller inputs (under 2 minutes)
  *   node bench/run.mjs --runs 7 --only map,fib --json out.json
  *
- * Workloads (--only takes names or numbers): 1 map, 2 apply, 3 fib, 4 skewed, 5 startup.
+ * Workloads (--only takes names or numbers): 1 map, 2 apply, 3 fib, 4 skewed, 5 lognormal, 6 startup.
+ * --plot also draws the standings as an SVG (--plot-file, default docs/bench.svg; see plot.mjs).
  * Each runner gets one warm-up run and then --runs timed runs (default 5); the median is printed.
  * Runners take turns run by run (a burst of load on this shared machine hits all alike). Every run
  * starts a fresh pool, waits until all its workers are up, times only the work and shuts the pool
@@ -14,8 +15,9 @@
  * (bench/python_pool.py) that does its own warm-up and runs and reports milliseconds as JSON.
  */
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -23,6 +25,7 @@ import { Piscina } from 'piscina';
 import { Tinypool } from 'tinypool';
 import workerpool from 'workerpool';
 import { Pool } from '../dist/src/index.js';
+import { plot } from './plot.mjs';
 import { fib } from './tasks.mjs';
 
 const WORKERS = 2;
@@ -43,12 +46,14 @@ const { values: flags } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string', multiple: true },
     json: { type: 'string' },
+    plot: { type: 'boolean', default: false },
+    'plot-file': { type: 'string', default: 'docs/bench.svg' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (flags.help) {
   console.log(
-    'usage: node bench/run.mjs [--runs N] [--quick] [--only map,apply,fib,skewed,startup] [--json FILE]',
+    'usage: node bench/run.mjs [--runs N] [--quick] [--only map,apply,fib,skewed,lognormal,startup] [--json FILE] [--plot [--plot-file FILE]]',
   );
   process.exit(0);
 }
@@ -231,12 +236,12 @@ async function interleaved(entries) {
 
 const PYTHON_MISSING = 'python3 not found';
 
-function python(workload, n) {
+function python(workload, n, env = {}) {
   return new Promise((resolve, reject) => {
     execFile(
       'python3',
       [PYTHON_SCRIPT, workload, String(n), String(RUNS)],
-      { timeout: RUN_TIMEOUT_MS * 3, maxBuffer: 1 << 24 },
+      { timeout: RUN_TIMEOUT_MS * 3, maxBuffer: 1 << 24, env: { ...process.env, ...env } },
       (error, stdout, stderr) => {
         if (error?.code === 'ENOENT') reject(new Error(PYTHON_MISSING));
         else if (error) reject(new Error(`python_pool.py ${workload}: ${stderr.trim() || error.message}`));
@@ -250,11 +255,11 @@ function python(workload, n) {
  * Rows from one python_pool.py run: `fields` maps a row label to the JSON field holding its
  * samples. Without python3, or if the script fails, the rows carry the error instead.
  */
-async function pythonRows(workload, n, fields, check = () => {}) {
+async function pythonRows(workload, n, fields, check = () => {}, env = {}) {
   const t0 = performance.now();
   process.stderr.write(`  python_pool.py ${workload} ${n} ${RUNS} ...`);
   try {
-    const out = await python(workload, n);
+    const out = await python(workload, n, env);
     check(out);
     process.stderr.write(` ${seconds(t0)}\n`);
     return Object.entries(fields).map(([runner, field]) => ({
@@ -439,20 +444,57 @@ function skewedOrder() {
   return order;
 }
 
-async function skewedWorkload() {
-  const order = skewedOrder();
+/**
+ * The second mix: 40 durations from a log-normal distribution (median 12 ms, sigma 1.1: most tasks are
+ * short, a few run 100-300 ms), seeded, capped at 400 ms.
+ */
+function lognormalOrder() {
+  const rnd = mulberry32(7);
+  const out = [];
+  for (let i = 0; i < 40; i++) {
+    const z = Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
+    out.push(Math.min(400, Math.max(1, Math.round(12 * Math.exp(1.1 * z)))));
+  }
+  return out;
+}
+
+const skewedWorkload = () =>
+  unevenWorkload(
+    'skewed',
+    skewedOrder(),
+    `skewed: ${SKEW.short} × busy(${SKEW.shortMs} ms) + ${SKEW.long} × busy(${SKEW.longMs} ms), seeded shuffle, makespan`,
+  );
+const lognormalWorkload = () =>
+  unevenWorkload(
+    'lognormal',
+    lognormalOrder(),
+    '40 × busy(log-normal ms: median 12, sigma 1.1, seeded), makespan',
+  );
+
+/** A burst of tasks of uneven cost: how close each pool gets to the ideal makespan (work / workers). */
+async function unevenWorkload(name, order, title) {
   const total = order.reduce((a, b) => a + b, 0);
   const check = (res) => expectEqual(res.length, order.length, 'result count');
   const entries = [];
   for (const runner of CORRAL) {
-    entries.push([
-      `${runner.label} imapUnordered (chunksize 1)`,
-      pooled(runner, async (p) => {
-        const res = [];
-        for await (const r of p.raw.imapUnordered('busy', order, { chunksize: 1 })) res.push(r);
-        check(res);
-      }),
-    ]);
+    entries.push(
+      [
+        `${runner.label} apply burst`,
+        pooled(runner, async (p) => check(await Promise.all(order.map((ms) => p.raw.apply('busy', [ms]))))),
+      ],
+      [
+        `${runner.label} map (auto chunks)`,
+        pooled(runner, async (p) => check(await p.raw.map('busy', order))),
+      ],
+      [
+        `${runner.label} imapUnordered (chunksize 1)`,
+        pooled(runner, async (p) => {
+          const res = [];
+          for await (const r of p.raw.imapUnordered('busy', order, { chunksize: 1 })) res.push(r);
+          check(res);
+        }),
+      ],
+    );
   }
   for (const runner of PEERS) {
     entries.push([
@@ -473,10 +515,11 @@ async function skewedWorkload() {
       order.length,
       { 'python mp imap_unordered (chunksize 1)': 'samples' },
       sameOrder,
+      name === 'skewed' ? {} : { SKEW_ORDER: JSON.stringify(order) },
     )),
   );
   return {
-    title: `skewed: ${SKEW.short} × busy(${SKEW.shortMs} ms) + ${SKEW.long} × busy(${SKEW.longMs} ms), seeded shuffle, makespan`,
+    title,
     unit: 'ms',
     baseline: ideal,
     ratioName: 'ratio to ideal',
@@ -536,6 +579,7 @@ const WORKLOADS = [
   ['apply', applyWorkload],
   ['fib', fibWorkload],
   ['skewed', skewedWorkload],
+  ['lognormal', lognormalWorkload],
   ['startup', startupWorkload],
 ];
 
@@ -633,6 +677,12 @@ async function main() {
     console.log(
       `note: the load average exceeded ${machine.nproc} (other work on this machine); expect noise.`,
     );
+  }
+  if (flags.plot) {
+    const file = flags['plot-file'];
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, plot(results, machine));
+    console.log(`wrote ${file}`);
   }
   if (flags.json) {
     writeFileSync(

@@ -97,6 +97,9 @@ export interface DispatcherEvents {
  */
 /** Work a worker may hold beyond what it runs while callers compete, and how long that lasts after. */
 const CONTENDED_AHEAD_MS = 1;
+/** A worker is stuck once its unit has run this many times its task's usual time, and this long at least. */
+const STUCK_FACTOR = 3;
+const STUCK_MIN_MS = 5;
 const CONTENDED_HOLD_MS = 250;
 
 function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
@@ -130,6 +133,8 @@ export class Dispatcher implements Backend {
   /** When the queue last held work of several callers (see fill). */
   private contendedAt = -Infinity;
   private meanMs: number | undefined = undefined;
+  /** Each task's usual unit time (ms, a moving average): what tells a stuck worker (steal). */
+  private readonly costs = new Map<string, number>();
   /** close() calls waiting for the pool to reach 'closed' (or 'terminated'). */
   private readonly closeWaiters: (() => void)[] = [];
   private readonly signals = new SignalWatch((u) => this.abort(u));
@@ -234,9 +239,14 @@ export class Dispatcher implements Backend {
     this.dispatchScheduled = false;
     for (const w of this.workers) if (w.state === 'draining') this.stopIfDrained(w);
     if (!this.life.running) return;
+    // An idle worker takes back what a busy one holds but has not started: anything, once the queue
+    // is empty; while it is not, only what waits behind a unit running far longer than its task's
+    // usual time (a long task would hold it there, while the idle worker ran the queue's newer work).
+    if (this.config.concurrency === 1 && this.hasIdle()) this.steal(this.queued > 0);
     this.fill();
-    // With nothing left to hand out, idle workers take back what a busy one holds but has not started.
-    if (this.config.concurrency === 1 && this.queued === 0 && this.steal() > 0) this.fill();
+    if (this.config.concurrency === 1 && this.queued === 0 && this.hasIdle() && this.steal(false) > 0) {
+      this.fill();
+    }
     if (!this.guard?.held && !this.workers.backingOff) this.workers.spawnFor(this.queued);
     this.progress();
     if (this.life.state === 'closing') this.finishClosing();
@@ -336,11 +346,20 @@ export class Dispatcher implements Backend {
     }
   }
 
-  private steal(): number {
-    let idle = false;
-    for (const w of this.workers) if (w.accepting && w.inflight.size === 0) idle = true;
-    if (!idle) return 0;
-    const taken = stealFor(this.workers);
+  private hasIdle(): boolean {
+    for (const w of this.workers) if (w.accepting && w.inflight.size === 0) return true;
+    return false;
+  }
+
+  /** Takes back units not started yet for idle workers (see dispatch); `stuckOnly`: from stuck workers. */
+  private steal(stuckOnly: boolean): number {
+    const now = performance.now();
+    const stuck = (w: PoolWorker): boolean => {
+      const head = w.inflight.values().next().value as Unit | undefined;
+      const usual = head && this.costs.get(head.name);
+      return usual !== undefined && now - w.runningSince > Math.max(STUCK_MIN_MS, STUCK_FACTOR * usual);
+    };
+    const taken = stealFor(this.workers, stuckOnly ? stuck : undefined);
     for (const u of taken) {
       this.sent--;
       this.hinted -= u.memoryHint;
@@ -371,6 +390,7 @@ export class Dispatcher implements Backend {
     }
     this.workers.noteAlive(w);
     const now = performance.now();
+    if (w.inflight.size === 0) w.runningSince = now;
     for (const u of batch) this.meter.sent(u.name, now - u.queuedAt);
     try {
       w.rt.send({ t: 'run', units: frames });
@@ -436,6 +456,8 @@ export class Dispatcher implements Backend {
       case 'done':
         w.noteHeap(m.heap);
         for (const frame of m.results) this.onResult(w, frame);
+        // A worker posts a result before it starts the next unit: that one started about now.
+        w.runningSince = performance.now();
         if (w.inflight.size === 0 && w.accepting) this.workers.onEmpty(w);
         else this.armRunning(w);
         this.schedule();
@@ -497,6 +519,8 @@ export class Dispatcher implements Backend {
     this.meter.ran(u.name, ms, u.size, ok);
     if (this.meter.following) this.logUnit(w, u, performance.now() - ms, ok ? 'ok' : 'error');
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
+    const cost = this.costs.get(u.name);
+    this.costs.set(u.name, cost === undefined ? ms : cost * 0.8 + ms * 0.2);
     if (report) this.onReport(w, u, report);
     this.guard?.unitDone();
     if (u.state === 'settled') return;

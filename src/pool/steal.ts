@@ -54,15 +54,21 @@ export class ClaimBoard {
  * unit) to do whenever a worker is idle and the queue is empty, without waiting to see if the unit
  * ahead is slow.
  */
-export function stealFor(workers: Iterable<PoolWorker>): Unit[] {
+export function stealFor(
+  workers: Iterable<PoolWorker>,
+  /** Only these workers: the stuck ones, while the queue still has work of its own. */
+  pick?: (w: PoolWorker) => boolean,
+): Unit[] {
   let victim: PoolWorker | undefined;
   for (const w of workers) {
-    if (w.board && w.inflight.size >= 2 && (!victim || w.inflight.size > victim.inflight.size)) victim = w;
+    if (!w.board || w.inflight.size < 2 || (pick && !pick(w))) continue;
+    if (!victim || w.inflight.size > victim.inflight.size) victim = w;
   }
   if (!victim) return [];
   const held = [...victim.inflight.values()];
   const taken: Unit[] = [];
-  const keep = held.length - Math.ceil((held.length - 1) / 2);
+  // A stuck worker gives up all it holds behind the unit it runs; otherwise the newer half.
+  const keep = pick ? 1 : held.length - Math.ceil((held.length - 1) / 2);
   for (let i = held.length - 1; i >= keep; i--) {
     const u = held[i]!;
     // A cancelled unit (settled, waiting for its worker to drop it) is not the pool's to hand out.

@@ -88,6 +88,8 @@ export class PoolWorker {
   pinned: Unit[] = [];
   tasksDone = 0;
   busyMs = 0;
+  /** When the unit it runs now (the head of `inflight`) started, as far as the pool can tell. */
+  runningSince = 0;
   readonly startedAt = performance.now();
   /** Set when it said it is ready: a death before that is a failed start. */
   readyAt: number | undefined = undefined;
