@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Pool } from '../dist/src/index.js';
+import { mulberry32 as rng } from './rng.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -38,17 +39,6 @@ const EXPECTED = {
   throw: 'ERR_TASK_FAILED',
 };
 const BAD_KINDS = Object.keys(EXPECTED).filter((k) => k !== 'ok');
-
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const r = rng(SEED);
 const dir = mkdtempSync(join(tmpdir(), 'corral-chaos-'));

@@ -26,6 +26,7 @@ import { Tinypool } from 'tinypool';
 import workerpool from 'workerpool';
 import { Pool } from '../dist/src/index.js';
 import { plot } from './plot.mjs';
+import { mulberry32 } from './rng.mjs';
 import { fib } from './tasks.mjs';
 
 const WORKERS = 2;
@@ -419,18 +420,6 @@ async function fibWorkload() {
     ratioName: 'speedup vs inline',
     ratio: (value, base) => base / value,
     rows,
-  };
-}
-
-/** mulberry32: a tiny seeded generator, mirrored in python_pool.py so both shuffle alike. */
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { mulberry32 as rng } from '../bench/rng.mjs';
 import { JoinableQueue, Pool } from '../dist/src/index.js';
 
 const module = new URL('./fixtures/chaos-tasks.mjs', import.meta.url);
@@ -25,17 +26,6 @@ const BATCH = 100;
 const dir = mkdtempSync(join(tmpdir(), 'corral-kill-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** mulberry32: small, fast, good enough to pick cases; the same seed gives the same case. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 const caseSeed = (i) => (Math.imul(SEED ^ 0x9e3779b9, 2654435761) + Math.imul(i + 1, 0x85ebca6b)) >>> 0;
 
 const CRASHES = new Set(['exit', 'kill', 'segv', 'heap', 'buffer']);

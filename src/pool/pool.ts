@@ -94,32 +94,16 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     options?: CallOptions,
   ): Promise<TaskResult<M, K>> {
     const d = this.backend;
-    if (typeof name !== 'string') {
-      return Promise.reject(
-        new ConfigError('name', 'expected the name of a task (an export of the task module)'),
-      );
-    }
-    if (!Array.isArray(args)) {
-      return Promise.reject(
-        new ConfigError(
-          'args',
-          `expected an array of arguments for task '${name}', e.g. pool.apply('${name}', [x])`,
-        ),
-      );
-    }
-    const refusal = d.refusal() ?? (d.hasRoom ? undefined : new QueueFullError(d.config.maxQueue));
-    if (refusal) return Promise.reject(refusal);
     let call: ReturnType<typeof resolveCallOptions>;
-    try {
-      call = resolveCallOptions(options, d.config);
-    } catch (error) {
-      return Promise.reject(error);
-    }
     let encoded: Encoded;
     try {
-      encoded = encodeArgs(args, d.config.runtime);
+      this.checkCall('apply', name, args);
+      const refusal = d.refusal() ?? (d.hasRoom ? undefined : new QueueFullError(d.config.maxQueue));
+      if (refusal) throw refusal;
+      call = resolveCallOptions(options, d.config);
+      encoded = this.encode(name, args);
     } catch (error) {
-      return Promise.reject(codecError(name, 'arguments', error));
+      return Promise.reject(error);
     }
     const { signal } = call;
     if (signal?.aborted) return Promise.reject(new AbortError(name, signal.reason));
@@ -224,13 +208,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     options?: StreamOptions,
   ): AsyncIterableIterator<TaskYield<M, K>> {
     const b = this.backend;
-    if (typeof name !== 'string') throw new ConfigError('name', 'expected the name of a generator export');
-    if (!Array.isArray(args)) {
-      throw new ConfigError(
-        'args',
-        `expected an array of arguments for task '${name}', e.g. pool.stream('${name}', [x])`,
-      );
-    }
+    this.checkCall('stream', name, args);
     if (!b.credit) {
       throw new ConfigError('stream', "this pool's backend does not stream results; use apply() or map()");
     }
@@ -243,12 +221,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     const call = resolveCallOptions(rest, b.config, STREAM_OPTIONS);
     if (call.signal?.aborted)
       return StreamJob.aborted(name, call.signal) as AsyncIterableIterator<TaskYield<M, K>>;
-    let encoded: Encoded;
-    try {
-      encoded = encodeArgs(args, b.config.runtime);
-    } catch (error) {
-      throw codecError(name, 'arguments', error);
-    }
+    const encoded = this.encode(name, args);
     const job = new StreamJob(b, window, call);
     const unit = new Unit(
       name,
@@ -290,12 +263,7 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     const refusal = b.refusal();
     if (refusal) throw refusal;
     const call = resolveCallOptions(options, b.config, ['signal', 'timeout']);
-    let encoded: Encoded;
-    try {
-      encoded = encodeArgs(args, b.config.runtime);
-    } catch (error) {
-      throw codecError(name, 'arguments', error);
-    }
+    const encoded = this.encode(name, args);
     const outcomes: Promise<BroadcastOutcome<TaskResult<M, K>>>[] = [];
     b.broadcast((w) => {
       let sink!: PromiseSink;
@@ -312,6 +280,28 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       return unit;
     });
     return Promise.all(outcomes);
+  }
+
+  /** A call's task name and argument list, checked: a ConfigError says what to pass instead. */
+  private checkCall(method: string, name: unknown, args: unknown): void {
+    if (typeof name !== 'string') {
+      throw new ConfigError('name', 'expected the name of a task (an export of the task module)');
+    }
+    if (!Array.isArray(args)) {
+      throw new ConfigError(
+        'args',
+        `expected an array of arguments for task '${name}', e.g. pool.${method}('${name}', [x])`,
+      );
+    }
+  }
+
+  /** The arguments with their handles encoded for the backend (one codec stage, one error policy). */
+  private encode(name: string, args: unknown[]): Encoded {
+    try {
+      return encodeArgs(args, this.backend.config.runtime);
+    } catch (error) {
+      throw codecError(name, 'arguments', error);
+    }
   }
 
   /** An object with one async method per task export. */
