@@ -4,7 +4,10 @@
 // timeout, a heap limit and an rss limit. Prints one JSON summary on stdout:
 //   lost      calls that never settled
 //   twice     tasks that ran more than once
-//   wrong     calls that settled with another outcome than their behaviour calls for
+//   wrong     calls that settled with another outcome than their behaviour calls for (a Buffer bomb
+//             may time out: filling 300 MiB by first touch takes ~1.5 s of an idle core here, and a
+//             loaded machine can take past the 2 s deadline before the rss limit is reached; a heap
+//             bomb may not: the heap guard ends it once its heap is full)
 // and counts by outcome. test/chaos.test.mjs runs it and also reads its stderr for V8 dumps.
 //
 //   node bench/chaos.mjs [--tasks 10000] [--bad 0.05] [--workers 4] [--seed N]
@@ -92,7 +95,9 @@ plan.forEach(([id, how], i) => {
   const got = outcomes[i];
   if (got === undefined) lost++;
   else byOutcome[`${how} -> ${got}`] = (byOutcome[`${how} -> ${got}`] ?? 0) + 1;
-  if (got !== undefined && got !== EXPECTED[how]) wrong.push({ id, how, got });
+  if (got !== undefined && got !== EXPECTED[how] && !(how === 'buffer' && got === 'ERR_TASK_TIMEOUT')) {
+    wrong.push({ id, how, got });
+  }
   if ((runs.get(id) ?? 0) > 1) twice++;
   if (how === 'ok' && got === 'ok' && runs.get(id) !== 1) twice++;
 });

@@ -45,7 +45,8 @@ function makeCase(seed) {
     retries: r() < 0.5 ? 0 : 1 + int(2),
     ...(io ? { kind: 'io', concurrency: 2 + int(3) } : {}),
     // A process start costs ~150 ms: recycling processes after every task would make a case seconds long.
-    ...(r() < 0.3 ? { maxTasksPerWorker: runtime === 'thread' ? 1 + int(4) : 3 + int(4) } : {}),
+    // (With chunksize 1 a map of 80 items is 80 units: recycling after each would be 80 starts.)
+    ...(r() < 0.3 ? { maxTasksPerWorker: runtime === 'thread' ? 3 + int(6) : 8 + int(8) } : {}),
     ...(timeout ? { taskTimeout: timeout, cancelGrace: 100 } : {}),
     ...(heap ? { limits: { heap } } : {}),
   };
@@ -156,7 +157,7 @@ async function runCase(c) {
   else if (c.ending === 'terminate') ended = sleep(c.endAfter).then(() => pool.terminate());
   else ended = Promise.all([pool.close(), sleep(c.endAfter).then(() => pool.terminate())]);
   try {
-    await within(ended, 30_000, `${c.ending}()`);
+    await within(ended, 60_000, `${c.ending}()`);
   } catch (error) {
     problems.push(`${error.message}; ${inside(pool)}`);
     await pool.terminate();
