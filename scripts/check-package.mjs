@@ -327,16 +327,20 @@ async function main() {
     return `${(r.ms / 1000).toFixed(1)} s`;
   });
 
-  // 5. git URL and local path
-  await check('install from a git URL (prepare builds dist and the addons) and run', () => {
-    const head = must('git', ['rev-parse', 'HEAD'], { cwd: root }).stdout.trim();
-    const gitApp = project('consumer-git');
-    const r = npm(['install', `git+file://${root}#${head}`], { cwd: gitApp, timeout: 15 * 60_000 });
-    facts.push(`install from a git URL: ${(r.ms / 1000).toFixed(1)} s`);
-    const out = jsonLine(must(process.execPath, ['rlimit-error.mjs'], { cwd: gitApp }).stdout);
-    assert(out.ok && out.openFiles === '128', JSON.stringify(out));
-    return `${(r.ms / 1000).toFixed(1)} s (commit ${head.slice(0, 10)}; uncommitted changes are not in it)`;
-  });
+  // 5. git URL and local path. The git URL install rebuilds everything from source (90 s and more
+  // here): CI leaves it out (CORRAL_PACKAGE_GIT=0) to keep within its time, a release check runs it.
+  if (process.env.CORRAL_PACKAGE_GIT === '0') {
+    console.log('ok - install from a git URL # SKIP CORRAL_PACKAGE_GIT=0');
+  } else
+    await check('install from a git URL (prepare builds dist and the addons) and run', () => {
+      const head = must('git', ['rev-parse', 'HEAD'], { cwd: root }).stdout.trim();
+      const gitApp = project('consumer-git');
+      const r = npm(['install', `git+file://${root}#${head}`], { cwd: gitApp, timeout: 15 * 60_000 });
+      facts.push(`install from a git URL: ${(r.ms / 1000).toFixed(1)} s`);
+      const out = jsonLine(must(process.execPath, ['rlimit-error.mjs'], { cwd: gitApp }).stdout);
+      assert(out.ok && out.openFiles === '128', JSON.stringify(out));
+      return `${(r.ms / 1000).toFixed(1)} s (commit ${head.slice(0, 10)}; uncommitted changes are not in it)`;
+    });
   await check('install from a local path (this clone, built) and run', () => {
     const pathApp = project('consumer-path');
     npm(['install', root], { cwd: pathApp });
