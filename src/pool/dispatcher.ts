@@ -39,7 +39,7 @@ import {
   WorkerStartError,
 } from '../errors.js';
 import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
-import { Meter, type UnitOutcome } from '../metrics/meter.js';
+import { Meter, type UnitOutcome, type UnitRecord } from '../metrics/meter.js';
 import { codecError, codecErrorFromWire, decodeResult } from '../runtime/codec.js';
 import {
   type FromWorker,
@@ -186,6 +186,10 @@ export class Dispatcher implements Backend {
   metrics(): PoolMetrics {
     this.sampler ??= new Sampler(this);
     return metricsOf(this, this.meter, this.sampler);
+  }
+
+  follow(listener: (unit: UnitRecord) => void): () => void {
+    return this.meter.follow(listener);
   }
 
   /** The error a new call gets right now, if any. */
