@@ -24,6 +24,7 @@ export {
 } from './metrics/exposition.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';
 export type { UnitOutcome, UnitRecord } from './metrics/meter.js';
+export type { DashboardOptions, DashboardServer } from './observe/dashboard.js';
 export type { ObserveServer, ServeOptions } from './observe/serve.js';
 export type {
   AnyModule,

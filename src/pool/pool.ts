@@ -10,6 +10,7 @@ import {
 } from '../errors.js';
 import { formatMetrics, type MetricsFormat } from '../metrics/exposition.js';
 import type { UnitRecord } from '../metrics/meter.js';
+import type { DashboardOptions, DashboardServer } from '../observe/dashboard.js';
 import type { ObserveServer, ServeOptions } from '../observe/serve.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
 import { codecError, type Encoded, encodeArgs } from '../runtime/codec.js';
@@ -358,6 +359,18 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   async serveMetrics(options?: ServeOptions): Promise<ObserveServer> {
     const { metricsRoute, serve } = await import('../observe/serve.js');
     return serve(options, [metricsRoute(this)], 'metrics endpoint');
+  }
+
+  /**
+   * Serves a live dashboard of the pool at http://127.0.0.1:PORT/: one lane per worker with each task
+   * a bar (failures in colour), memory per worker against its limits, throughput and ETA (give `total`
+   * items for it), breaches, recycles and crashes as they happen; `/metrics` beside it. `port` 0 (the
+   * default) takes a free one: see `url`. Loopback only unless `host` says otherwise; nothing is
+   * loaded from elsewhere; it never keeps the process alive; `close()` stops it.
+   */
+  async dashboard(options?: DashboardOptions): Promise<DashboardServer> {
+    const { startDashboard } = await import('../observe/dashboard.js');
+    return startDashboard(this, options);
   }
 
   /**
