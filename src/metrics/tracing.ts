@@ -69,6 +69,8 @@ export function activeContext(): unknown {
   return api ? api.context.active() : undefined;
 }
 
+const PEAK_READ_MS = 100;
+
 const MODES = ['apply', 'map', 'starmap', 'map', 'stream'];
 
 /** Outcome of a failed unit, by its error's code. */
@@ -133,6 +135,21 @@ export class UnitTracer {
     return this.on;
   }
 
+  /**
+   * A worker's peak RSS (VmHWM) when the pool does not sample it: read from /proc at most every
+   * PEAK_READ_MS per worker, since a read costs tens of µs. The peak only grows, so a value that old
+   * is a lower bound of the true one.
+   */
+  private readonly peaks = new WeakMap<TracedWorker, { at: number; value: number | undefined }>();
+  private peakRss(w: TracedWorker): number | undefined {
+    const now = performance.now();
+    const seen = this.peaks.get(w);
+    if (seen && now - seen.at < PEAK_READ_MS) return seen.value;
+    const value = readPeakRss(w.rt.pid ?? 'self');
+    this.peaks.set(w, { at: now, value });
+    return value;
+  }
+
   /** A span for a unit being queued; null when nothing records it and no trace goes on through it. */
   start(u: TracedUnit): TaskSpan | null {
     if (!this.live(u.queuedAt || performance.now())) return null;
@@ -180,7 +197,7 @@ export class UnitTracer {
       span.setAttribute('corral.outcome', error ? (OUTCOMES[code] ?? 'error') : 'ok');
       span.setAttribute('corral.attempts', Math.max(1, u.attempts));
       if (t.sentAt > 0) span.setAttribute('corral.run_ms', runMs ?? performance.now() - t.sentAt);
-      const peak = u.usage?.peakRss || w?.peakRss || (w ? readPeakRss(w.rt.pid ?? 'self') : undefined);
+      const peak = u.usage?.peakRss || w?.peakRss || (w ? this.peakRss(w) : undefined);
       if (peak) span.setAttribute('corral.worker.peak_rss_bytes', peak);
       if (error) {
         span.recordException(error);
