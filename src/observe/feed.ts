@@ -12,7 +12,10 @@ import type { MetricsSample, PoolMetrics } from '../pool/metrics.js';
 
 /** One message every TICK_MS while a page is connected. */
 export const TICK_MS = 100;
-/** A bar stays open for the next unit of its worker until it is this long (shorter ones are ~1 px). */
+/**
+ * A bar stays open for the next unit of its worker and task until it is this long (shorter ones are
+ * ~1 px).
+ */
 const BAR_MS = 40;
 /** Bars a lane sends per tick at most; past it, units fold into the last one whatever their outcome. */
 const BARS_PER_TICK = 40;
@@ -85,7 +88,7 @@ class Lane {
     if (end > this.lastEnd) this.lastEnd = end;
     const b = this.open;
     if (b !== undefined) {
-      const fits = b[2] - b[1] < BAR_MS && (bad ? b[6] === u.outcome : b[5] === 0);
+      const fits = b[2] - b[1] < BAR_MS && b[7] === u.task && (bad ? b[6] === u.outcome : b[5] === 0);
       if (fits || this.closed.length >= BARS_PER_TICK) {
         if (end > b[2]) b[2] = end;
         if (start < b[1]) b[1] = start;
