@@ -17,8 +17,15 @@ export {
   tempDir,
 } from './limits/scoped.js';
 export { type CpuInfo, cpuCount, type MemoryInfo, probeCpus, probeMemory } from './limits/system.js';
+export {
+  type MetricsFormat,
+  OPENMETRICS_CONTENT_TYPE,
+  PROMETHEUS_CONTENT_TYPE,
+} from './metrics/exposition.js';
 export type { HistogramSnapshot } from './metrics/histogram.js';
 export type { UnitOutcome, UnitRecord } from './metrics/meter.js';
+export type { DashboardOptions, DashboardServer } from './observe/dashboard.js';
+export type { ObserveServer, ServeOptions } from './observe/serve.js';
 export type {
   AnyModule,
   CallOptions,

@@ -4,6 +4,7 @@
  * through their sinks. The local dispatcher (pool/dispatcher.ts: threads and processes on this
  * machine) is one backend; a distributed one implements the same few calls.
  */
+import type { UnitRecord } from '../metrics/meter.js';
 import type { PoolState } from '../pool/lifecycle.js';
 import type { PoolMetrics } from '../pool/metrics.js';
 import type { PoolStats } from '../pool/stats.js';
@@ -58,6 +59,8 @@ export interface Backend {
   stats(): PoolStats;
   /** What the pool measured (histograms, counters, per-worker memory, the last minutes). */
   metrics(): PoolMetrics;
+  /** Calls `listener` with each unit that ends until the returned function is called (the task stream). */
+  follow?(listener: (unit: UnitRecord) => void): () => void;
   close(): Promise<void>;
   terminate(): Promise<void>;
 }

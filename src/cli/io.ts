@@ -184,8 +184,9 @@ export class LineWriter {
   private bufferedChars = 0;
   private scheduled = false;
   private failed: Error | undefined;
-  /** Lines handed to the stream (in the order given). */
+  /** Lines handed to the stream (in the order given), and their bytes with their line ends. */
   lines = 0;
+  bytes = 0;
 
   constructor(
     private readonly stream: Writable,
@@ -214,6 +215,7 @@ export class LineWriter {
     this.buffer.push(line);
     this.bufferedChars += line.length + 1;
     this.lines++;
+    this.bytes += Buffer.byteLength(line) + 1;
     if (this.bufferedChars >= 64 * 1024) this.flush();
     else if (!this.scheduled) {
       this.scheduled = true;
@@ -229,6 +231,15 @@ export class LineWriter {
     this.bufferedChars = 0;
     this.writeFn(chunk, (error) => {
       if (error) this.fail(error);
+    });
+  }
+
+  /** Resolves once every line pushed so far is written to the stream (see cli/journal.ts). */
+  settled(): Promise<void> {
+    this.flush();
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<void>((resolve, reject) => {
+      this.writeFn('', (error) => (error ? reject(error) : resolve()));
     });
   }
 

@@ -31,6 +31,8 @@ export class FailureLog {
   readonly path: string | undefined;
   private readonly stream: WriteStream | undefined;
   private error: Error | undefined;
+  /** Bytes written to the errors file. */
+  bytes = 0;
 
   constructor(
     file: { path: string; stream: WriteStream } | undefined,
@@ -65,7 +67,19 @@ export class FailureLog {
         inferred: true,
       });
     }
-    if (this.stream && !this.error) this.stream.write(`${toJsonLine(record)}\n`);
+    if (this.stream && !this.error) {
+      const line = `${toJsonLine(record)}\n`;
+      this.bytes += Buffer.byteLength(line);
+      this.stream.write(line);
+    }
+  }
+
+  /** Resolves once every line so far is written (see cli/journal.ts). */
+  settled(): Promise<void> {
+    const s = this.stream;
+    if (!s) return Promise.resolve();
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => s.write('', (e) => (e ? reject(e) : resolve())));
   }
 
   async close(): Promise<void> {
@@ -108,6 +122,8 @@ export interface RunReport {
   stopped: string | null;
   /** 1-based input line a stopped run can resume from (e.g. `tail -n +N`), null when all input was read. */
   resumeLine: number | null;
+  /** --journal: its file, and the items a --resume found finished by the runs before (not counted above). */
+  journal?: { file: string; skipped: number };
   exitCode: number;
 }
 
@@ -271,9 +287,16 @@ export function formatSummary(r: RunReport, title: string): string {
     } else lines.push(`    this process (the parent): peak RSS ${formatBytes(r.parentPeakRss)}`);
   }
   if (r.stopped) lines.push(paint.yellow(`  ${STOPPED[r.stopped] ?? r.stopped}`));
+  if (r.journal && r.journal.skipped > 0) {
+    lines.push(
+      `  resumed: ${formatCount(r.journal.skipped)} items finished before were skipped (${r.journal.file})`,
+    );
+  }
   if (r.resumeLine !== null && r.command === 'run') {
     lines.push(
-      `  to resume, start from input line ${formatCount(r.resumeLine)} (e.g. tail -n +${r.resumeLine} FILE)`,
+      r.journal
+        ? `  to finish it, run the same command with --resume (the journal ${r.journal.file} says where it stopped)`
+        : `  to resume, start from input line ${formatCount(r.resumeLine)} (e.g. tail -n +${r.resumeLine} FILE)`,
     );
   }
   if (r.failures.first.length > 0) {

@@ -334,8 +334,62 @@ function runFlags(): FlagSpec[] {
       help: 'keep the pool (all workers and this process) under this much memory',
       group: 'Limits (per worker)',
     },
+    {
+      name: 'journal',
+      type: 'string',
+      value: 'FILE',
+      default: 'none',
+      help: 'record finished input lines in FILE (fsync about 5 times a second, after the output), so that --resume can finish a run that was killed; needs --output FILE',
+      group: 'Watch and resume',
+    },
+    {
+      name: 'resume',
+      type: 'boolean',
+      default: 'off',
+      help: 'finish the run --journal recorded: lines it holds are skipped, --output and --errors are cut back to what it holds and appended to (starts afresh if FILE does not exist yet)',
+      group: 'Watch and resume',
+    },
+    {
+      name: 'metrics-port',
+      type: 'string',
+      value: 'N',
+      default: 'none',
+      help: 'serve OpenMetrics / Prometheus text at http://HOST:N/metrics while the run lasts (0: any free port)',
+      group: 'Watch and resume',
+    },
+    {
+      name: 'dashboard',
+      type: 'string',
+      value: '[PORT]',
+      default: 'off; PORT: any free one',
+      help: 'serve a live dashboard of the pool at http://HOST:PORT/ while the run lasts (its address is printed)',
+      group: 'Watch and resume',
+    },
+    {
+      name: 'host',
+      type: 'string',
+      value: 'ADDRESS',
+      default: '127.0.0.1',
+      help: "the address --metrics-port and --dashboard listen on ('0.0.0.0': every interface)",
+      group: 'Watch and resume',
+    },
     { name: 'help', short: 'h', type: 'boolean', help: 'show this help' },
   ];
+}
+
+/** `--dashboard` takes an optional PORT: alone (or before something that is not a port) it means 0. */
+function dashboardDefault(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (a === '--dashboard' && !/^\d+$/.test(argv[i + 1] ?? '')) out.push('--dashboard=0');
+    else out.push(a);
+  }
+  return out;
 }
 
 const ABOUT = `Maps an exported function over JSON Lines: each input line is one JSON value, passed as the single
@@ -440,10 +494,15 @@ export interface RunConfig {
   output: string | undefined;
   errors: string | undefined;
   report: string | undefined;
+  journal: string | undefined;
+  resume: boolean;
+  metricsPort: number | undefined;
+  dashboardPort: number | undefined;
+  host: string;
 }
 
 export function parseRunArgs(argv: string[]): RunConfig | 'help' {
-  const { values: v, positionals } = parseFlags('run', argv, runFlags());
+  const { values: v, positionals } = parseFlags('run', dashboardDefault(argv), runFlags());
   if (v.help) return 'help';
   if (positionals.length === 0) {
     throw new UsageError('missing <module>#<export>, e.g. corral run ./tasks.mjs#score --input items.jsonl');
@@ -551,6 +610,29 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
       '--with-index with --unordered needs --chunksize auto: pool.imapUnordered does not say which input a result belongs to',
     );
   }
+  const port = (flag: string): number | undefined => {
+    const raw = str(flag);
+    if (raw === undefined) return undefined;
+    const n = parseIntFlag(flag, raw, 0) as number;
+    if (n > 65535) throw new UsageError(`--${flag} expects a port number 0..65535, got ${raw}`);
+    return n;
+  };
+  const journal = str('journal');
+  if (v.resume && journal === undefined) {
+    throw new UsageError('--resume needs the --journal FILE of the run to finish');
+  }
+  if (journal !== undefined) {
+    if (str('output') === undefined || str('output') === '-') {
+      throw new UsageError(
+        '--journal needs --output FILE: a resumed run cuts the output back to what the journal holds and appends to it, which stdout cannot do',
+      );
+    }
+    if (!ordered && chunksize !== 'auto') {
+      throw new UsageError(
+        '--journal with --unordered needs --chunksize auto: pool.imapUnordered does not say which input a result belongs to',
+      );
+    }
+  }
   return {
     modulePath,
     task,
@@ -567,5 +649,10 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
     output: str('output'),
     errors: str('errors'),
     report: str('report'),
+    journal,
+    resume: Boolean(v.resume),
+    metricsPort: port('metrics-port'),
+    dashboardPort: port('dashboard'),
+    host: str('host') ?? '127.0.0.1',
   };
 }

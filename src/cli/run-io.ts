@@ -2,20 +2,35 @@
  * Where `corral run` reads items and writes results: input lines to items, the --output and --errors files,
  * and keeping task output off stdout so that stdout holds results only.
  */
-import { closeSync, createWriteStream, openSync, type WriteStream } from 'node:fs';
+import fs, {
+  closeSync,
+  createWriteStream,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  type WriteStream,
+} from 'node:fs';
 import type { Writable } from 'node:stream';
 import { UsageError } from './args.js';
 import type { SourceItem } from './engine.js';
 import { type LineSource, LineTooLong } from './io.js';
 import type { RunConfig } from './run-args.js';
 
-/** Lines to items: JSON parsing (or raw strings with --lines); blank lines are skipped in JSON mode. */
-export async function* itemsFromLines(source: LineSource, raw: boolean): AsyncGenerator<SourceItem[]> {
+/**
+ * Lines to items: JSON parsing (or raw strings with --lines); blank lines are skipped in JSON mode, and
+ * so are the lines `skip` names (finished by the run a --resume finishes), unparsed.
+ */
+export async function* itemsFromLines(
+  source: LineSource,
+  raw: boolean,
+  skip?: (index: number) => boolean,
+): AsyncGenerator<SourceItem[]> {
   let index = 0;
   for await (const lines of source.batches()) {
     const items: SourceItem[] = [];
     for (const line of lines) {
       const i = index++;
+      if (skip?.(i)) continue;
       if (line instanceof LineTooLong) {
         items.push({
           index: i,
@@ -54,22 +69,45 @@ export interface RunOutput {
   /** true for an --output file, which is ours to close; false for stdout. */
   owned: boolean;
   /** --errors, opened here so that a path that cannot be written fails before any worker starts. */
-  errors: { path: string; stream: WriteStream } | undefined;
+  errors: { path: string; stream: WriteStream; fd: number } | undefined;
+  /** The --output file's descriptor (undefined for stdout). */
+  outFd: number | undefined;
   /** Releases both files when the run ends before it could use them. */
   abandon(): void;
 }
 
-/** Opens --output and --errors; a path that cannot be written is a usage error (the source is closed). */
-export function openOutputs(config: RunConfig, source: LineSource): RunOutput {
+/**
+ * Opens --output and --errors; a path that cannot be written is a usage error (the source is closed).
+ * `resumeAt` (--resume): both are cut back to these lengths and appended to (cli/journal.ts).
+ */
+export function openOutputs(
+  config: RunConfig,
+  source: LineSource,
+  resumeAt?: { output: number; errors: number },
+): RunOutput {
   const fds: number[] = [];
   const open = (flag: string, path: string): number => {
+    const at = resumeAt && (flag === 'output' ? resumeAt.output : resumeAt.errors);
     try {
-      const fd = openSync(path, 'w');
+      let fd: number;
+      if (at === undefined) fd = openSync(path, 'w');
+      else {
+        fd = openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND);
+        const size = fstatSync(fd).size;
+        if (size < at) {
+          closeSync(fd);
+          throw new UsageError(
+            `--${flag} ${path} holds ${size} bytes, fewer than the ${at} the journal recorded: it was changed since; remove the journal to start over`,
+          );
+        }
+        ftruncateSync(fd, at);
+      }
       fds.push(fd);
       return fd;
     } catch (error) {
       source.close();
       for (const fd of fds) closeSync(fd);
+      if (error instanceof UsageError) throw error;
       throw new UsageError(`cannot write --${flag} ${path}: ${(error as Error).message}`);
     }
   };
@@ -78,11 +116,14 @@ export function openOutputs(config: RunConfig, source: LineSource): RunOutput {
   const errFd = config.errors ? open('errors', config.errors) : undefined;
   const stream = outFd === undefined ? process.stdout : createWriteStream('', { fd: outFd });
   const errors =
-    errFd === undefined ? undefined : { path: config.errors!, stream: createWriteStream('', { fd: errFd }) };
+    errFd === undefined
+      ? undefined
+      : { path: config.errors!, stream: createWriteStream('', { fd: errFd }), fd: errFd };
   return {
     stream,
     owned: outFd !== undefined,
     errors,
+    outFd,
     abandon() {
       if (outFd !== undefined) stream.destroy();
       errors?.stream.destroy();

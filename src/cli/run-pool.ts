@@ -2,14 +2,69 @@
  * The pool of `corral run`, from start to close: it starts the workers, checks the export before any input
  * is read, then drives the engine over the input with progress and Ctrl-C handling.
  */
+import type { ObserveServer } from '../index.js';
 import { type CliPool, Engine, type EngineState } from './engine.js';
 import { type LineSource, LineWriter } from './io.js';
+import type { JournalStart } from './journal.js';
 import { closePool, createPool, handleSignals, SetupError, workerEnv } from './pool-setup.js';
 import { Progress, type ProgressMode, paint, useColor } from './progress.js';
 import { FailureLog } from './report.js';
 import type { RunConfig } from './run-args.js';
 import { type DivertedStdout, divertStdout, itemsFromLines, type RunOutput } from './run-io.js';
 import { WorkerTracker } from './workers.js';
+
+/**
+ * --metrics-port and --dashboard: their servers, started once the module loaded. A port that cannot be
+ * had is a setup error (exit 2), and the run does not start.
+ */
+async function startServers(
+  config: RunConfig,
+  started: StartedPool,
+  source: LineSource,
+  output: RunOutput,
+  state: () => EngineState | undefined,
+): Promise<ObserveServer[]> {
+  const { pool } = started;
+  const servers: ObserveServer[] = [];
+  const say = (text: string): void => {
+    if (!config.quiet) process.stderr.write(`${started.mode === 'bar' ? '\r\x1b[K' : ''}${text}\n`);
+  };
+  // Items in all, for the dashboard's ETA: exact once the input is read, else estimated from its size.
+  const total = (): number | undefined => {
+    const s = state();
+    if (!s) return undefined;
+    if (s.inputDone) return s.read;
+    if (source.size === null || source.bytesRead === 0) return undefined;
+    return Math.round((s.read * source.size) / source.bytesRead);
+  };
+  try {
+    if (config.metricsPort !== undefined) {
+      const s = await pool.serveMetrics({ port: config.metricsPort, host: config.host });
+      servers.push(s);
+      say(`corral: metrics at ${s.url}metrics`);
+    }
+    if (config.dashboardPort !== undefined) {
+      const d = await pool.dashboard({
+        port: config.dashboardPort,
+        host: config.host,
+        title: `corral run ${config.modulePath}#${config.task}`,
+        total,
+      });
+      servers.push(d);
+      // Printed even with --quiet: without it a free port cannot be found.
+      process.stderr.write(`corral: dashboard at ${d.url}\n`);
+    }
+  } catch (error) {
+    for (const s of servers) await s.close();
+    await pool.terminate();
+    started.diverted.restore();
+    source.close();
+    output.abandon();
+    const flag = servers.length === 0 && config.metricsPort !== undefined ? '--metrics-port' : '--dashboard';
+    throw new SetupError(`${flag}: ${(error as Error).message}`);
+  }
+  return servers;
+}
 
 const PROBE_TASK = '#corral:probe-exports';
 
@@ -108,11 +163,13 @@ export async function runEngine(
   source: LineSource,
   started: StartedPool,
   output: RunOutput,
+  journalStart?: JournalStart,
 ): Promise<EngineRun> {
   const { pool, tracker, mode, diverted } = started;
   const outStream = output.stream;
   const failures = new FailureLog(output.errors);
   let engine: Engine | undefined;
+  const servers = await startServers(config, started, source, output, () => engine?.state);
   const writer = new LineWriter(
     outStream,
     output.owned ? (chunk, cb) => outStream.write(chunk, cb) : diverted.write,
@@ -123,10 +180,31 @@ export async function runEngine(
       engine?.stop('output-closed');
     },
   );
+  const journal = journalStart?.open(
+    {
+      fd: output.outFd!,
+      get bytes() {
+        return writer.bytes;
+      },
+      settled: () => writer.settled(),
+    },
+    output.errors && {
+      fd: output.errors.fd,
+      get bytes() {
+        return failures.bytes;
+      },
+      settled: () => failures.settled(),
+    },
+  );
+  if (journalStart && journalStart.skipped > 0 && mode !== 'off') {
+    process.stderr.write(
+      `corral: resuming ${config.journal}: ${journalStart.skipped} items finished before are skipped\n`,
+    );
+  }
   engine = new Engine({
     pool,
     task: config.task,
-    source: itemsFromLines(source, config.lines),
+    source: itemsFromLines(source, config.lines, journalStart?.skip),
     out: writer,
     ordered: config.ordered,
     withIndex: config.withIndex,
@@ -135,7 +213,11 @@ export async function runEngine(
     slots: config.slots,
     chunksize: config.chunksize,
     call: {},
-    onFailure: (record) => failures.add(record),
+    onFailure: (record) => {
+      failures.add(record);
+      if (record.index !== null) journal?.finished(record.index);
+    },
+    onResult: journal && ((index) => journal.finished(index)),
     onSettle: () => tracker.maybeSample(),
     isFatal,
   });
@@ -180,6 +262,8 @@ export async function runEngine(
     progress.stop();
     diverted.restore();
     await pool.terminate();
+    await journal?.close().catch(() => {});
+    for (const s of servers) await s.close();
     // What was logged so far is kept; the output file is let go unfinished.
     await failures.close().catch(() => {});
     output.abandon();
@@ -191,6 +275,8 @@ export async function runEngine(
   }
   await closePool(pool, state);
   tracker.sample();
+  await journal?.close();
+  for (const s of servers) await s.close();
   await writer.end();
   progress.stop();
   unhook();

@@ -3,6 +3,7 @@
  * JavaScript functions, under the pool's resource limits.
  */
 import { openLineSource } from './io.js';
+import { type JournalStart, startJournal } from './journal.js';
 import { EXIT, SetupError, wasInterrupted } from './pool-setup.js';
 import { buildReport, formatSummary, type RunReport, writeReportFile } from './report.js';
 import { parseRunArgs, runHelp } from './run-args.js';
@@ -24,7 +25,14 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   // Open everything that can fail on a typo before any worker starts.
   const source = openLineSource(config.input);
-  const output = openOutputs(config, source);
+  let journal: JournalStart | undefined;
+  try {
+    journal = config.journal === undefined ? undefined : startJournal(config);
+  } catch (error) {
+    source.close();
+    throw error;
+  }
+  const output = openOutputs(config, source, journal?.resumeAt);
 
   let setup: StartedPool;
   try {
@@ -35,7 +43,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   const startupMs = performance.now() - t0;
 
-  const { state, writer, failures } = await runEngine(config, source, setup, output);
+  const { state, writer, failures } = await runEngine(config, source, setup, output, journal);
   const wallMs = performance.now() - t0;
 
   if (state.fatal !== undefined) {
@@ -61,6 +69,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     tracker: setup.tracker,
     exitCode,
   });
+  if (journal) report.journal = { file: config.journal!, skipped: journal.skipped };
   if (config.report) writeReportFile(config.report, report);
   if (!config.quiet)
     process.stderr.write(`${formatSummary(report, `corral run ${config.modulePath}#${config.task}`)}\n`);

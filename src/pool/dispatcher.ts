@@ -39,7 +39,8 @@ import {
   WorkerStartError,
 } from '../errors.js';
 import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
-import { Meter, type UnitOutcome } from '../metrics/meter.js';
+import { Meter, type UnitOutcome, type UnitRecord } from '../metrics/meter.js';
+import { otelApi, UnitTracer } from '../metrics/tracing.js';
 import { codecError, codecErrorFromWire, decodeResult } from '../runtime/codec.js';
 import {
   type FromWorker,
@@ -144,6 +145,8 @@ export class Dispatcher implements Backend {
   private sampler: Sampler | undefined = undefined;
   /** Map jobs with work left (input to read or chunks unsettled): close() waits for them. */
   private readonly jobs = new Set<Job>();
+  /** Spans for units, when the application has @opentelemetry/api (metrics/tracing.ts). */
+  private readonly tracer: UnitTracer | undefined;
 
   constructor(
     readonly config: PoolConfig,
@@ -173,6 +176,8 @@ export class Dispatcher implements Backend {
         resumed: () => this.schedule(),
       });
     }
+    const otel = otelApi();
+    this.tracer = otel ? new UnitTracer(otel) : undefined;
     for (let i = 0; i < config.minWorkers; i++) this.workers.spawn();
     // Threads always have a claim board; processes with the shared-memory addon.
     this.stealable = config.concurrency === 1 && (config.runtime === 'thread' || shmStatus().crossProcess);
@@ -191,6 +196,10 @@ export class Dispatcher implements Backend {
   metrics(): PoolMetrics {
     this.sampler ??= new Sampler(this);
     return metricsOf(this, this.meter, this.sampler);
+  }
+
+  follow(listener: (unit: UnitRecord) => void): () => void {
+    return this.meter.follow(listener);
   }
 
   /** The error a new call gets right now, if any. */
@@ -225,6 +234,7 @@ export class Dispatcher implements Backend {
     else this.queue.push(unit);
     this.queued++;
     unit.state = 'queued';
+    if (this.tracer !== undefined && unit.trace === undefined) unit.trace = this.tracer.start(unit);
     this.signals.watch(unit);
     this.schedule();
   }
@@ -278,6 +288,7 @@ export class Dispatcher implements Backend {
       const u = make(w);
       u.pin = w; // not in the shared queue: it stays 'new' until it is sent
       u.queuedAt = performance.now();
+      if (this.tracer !== undefined) u.trace = this.tracer.start(u);
       this.signals.watch(u);
       w.pinned.push(u);
       units.push(u);
@@ -386,12 +397,19 @@ export class Dispatcher implements Backend {
         frame[4] ??= 0;
         frame[5] = u.attempts + 1; // a retry: the task's context says which attempt it is
       }
+      if (u.trace) {
+        frame[4] ??= 0;
+        frame[6] = u.trace.carrier;
+      }
       frames[i] = frame;
     }
     this.workers.noteAlive(w);
     const now = performance.now();
     if (w.inflight.size === 0) w.runningSince = now;
-    for (const u of batch) this.meter.sent(u.name, now - u.queuedAt);
+    for (const u of batch) {
+      this.meter.sent(u.name, now - u.queuedAt);
+      if (u.trace) this.tracer!.sent(u.trace, u, w, now);
+    }
     try {
       w.rt.send({ t: 'run', units: frames });
       for (const u of batch) this.track(w, u);
@@ -580,6 +598,10 @@ export class Dispatcher implements Backend {
     this.signals.unwatch(u);
     if (itemErrors) this.failed++;
     else this.completed++;
+    if (u.trace) {
+      const partial = itemErrors && new Error(`${itemErrors.length} of ${u.size} items failed`);
+      this.tracer!.end(u.trace, u, u.worker, partial, ms);
+    }
     u.sink.ok(u, value, itemErrors, ms);
   }
 
@@ -625,6 +647,7 @@ export class Dispatcher implements Backend {
     u.state = 'settled';
     this.signals.unwatch(u);
     this.failed++;
+    if (u.trace) this.tracer!.end(u.trace, u, u.worker, error);
     u.sink.fail(u, error);
     // The last queued unit of a closing pool may just have been aborted. Checked in a dispatch, never
     // here: in the middle of an exit, units may be between the worker's list and the queue.
@@ -812,7 +835,7 @@ export class Dispatcher implements Backend {
           return;
         }
         if (this.retriable(u) && u.sink.split?.(u)) {
-          this.handedOver(u);
+          this.handedOver(u, error);
           return;
         }
       }
@@ -838,7 +861,8 @@ export class Dispatcher implements Backend {
   }
 
   /** Its sink took the unit over (split into new units): it is no longer this dispatcher's. */
-  private handedOver(u: Unit): void {
+  private handedOver(u: Unit, error: Error): void {
+    if (u.trace) this.tracer!.end(u.trace, u, u.worker, error);
     deadlines.cancel(u.deadline);
     u.deadline = undefined;
     u.state = 'settled';

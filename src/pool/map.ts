@@ -6,6 +6,7 @@
 
 import type { Backend, Job } from '../backend/types.js';
 import { AbortError, TaskError } from '../errors.js';
+import { activeContext } from '../metrics/tracing.js';
 import { codecError, encodeArgs } from '../runtime/codec.js';
 import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
 import type { ResolvedCall } from './config.js';
@@ -97,6 +98,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private currentPos = 0;
   /** This job's units not yet settled, with their chunk's position in the input. */
   private readonly units = new Map<Unit, number>();
+  /** The caller's OpenTelemetry context: chunks are queued later, from other callbacks. */
+  private readonly traceContext = activeContext();
   /** Units that run some of a chunk's items again, and where their results go. */
   private readonly parts = new Map<Unit, Part>();
   private waiter: { resolve: () => void } | undefined = undefined;
@@ -301,6 +304,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     unit.priority = call.priority;
     // A map is a key of its own unless its caller names one: fair turns with other callers' work.
     unit.key = call.key ?? this;
+    unit.traceContext = this.traceContext;
     if (error) this.unencodable.set(unit, error);
     return unit;
   }
@@ -407,6 +411,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     next.priority = unit.priority;
     next.key = unit.key;
     next.attempts = unit.attempts; // the items' tries go on counting
+    next.traceContext = this.traceContext;
     if (unit.crashes) next.crashes = [...unit.crashes];
     this.units.set(next, chunk.index);
     this.parts.set(next, { chunk, positions: picked });

@@ -8,6 +8,10 @@ import {
   type MemoryLimitError,
   QueueFullError,
 } from '../errors.js';
+import { formatMetrics, type MetricsFormat } from '../metrics/exposition.js';
+import type { UnitRecord } from '../metrics/meter.js';
+import type { DashboardOptions, DashboardServer } from '../observe/dashboard.js';
+import type { ObserveServer, ServeOptions } from '../observe/serve.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
 import { codecError, type Encoded, encodeArgs } from '../runtime/codec.js';
 import { type TaskUsage, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
@@ -322,6 +326,53 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
    */
   metrics(): PoolMetrics {
     return this.backend.metrics();
+  }
+
+  /**
+   * pool.metrics() as text for a Prometheus scrape: OpenMetrics 1.0 (the default; serve it as
+   * OPENMETRICS_CONTENT_TYPE) or `{ format: 'prometheus' }`, the text format 0.0.4
+   * (PROMETHEUS_CONTENT_TYPE). Families: corral_task_wait_seconds and corral_task_run_seconds
+   * (histograms by task), corral_worker_rss_bytes and the other per-worker gauges, `_total` counters.
+   */
+  metricsText(options?: { format?: MetricsFormat }): string {
+    const format = isPlainObject(options)
+      ? parseChoice('format', options.format ?? 'openmetrics', ['openmetrics', 'prometheus'] as const)
+      : 'openmetrics';
+    return formatMetrics(this.metrics(), format);
+  }
+
+  /**
+   * Serves metricsText() at http://127.0.0.1:PORT/metrics for Prometheus to scrape (OpenMetrics when the
+   * scraper asks for it, else the 0.0.4 text). `port` 0 (the default) takes a free one: see `url`. Only
+   * loopback unless `host` says otherwise; it never keeps the process alive; `close()` stops it.
+   */
+  async serveMetrics(options?: ServeOptions): Promise<ObserveServer> {
+    const { metricsRoute, serve } = await import('../observe/serve.js');
+    return serve(options, [metricsRoute(this)], 'metrics endpoint');
+  }
+
+  /**
+   * Serves a live dashboard of the pool at http://127.0.0.1:PORT/: one lane per worker with each task
+   * a bar (failures in colour), memory per worker against its limits, throughput and ETA (give `total`
+   * items for it), breaches, recycles and crashes as they happen; `/metrics` beside it. `port` 0 (the
+   * default) takes a free one: see `url`. Loopback only unless `host` says otherwise; nothing is
+   * loaded from elsewhere; it never keeps the process alive; `close()` stops it.
+   */
+  async dashboard(options?: DashboardOptions): Promise<DashboardServer> {
+    const { startDashboard } = await import('../observe/dashboard.js');
+    return startDashboard(this, options);
+  }
+
+  /**
+   * The task stream: calls `listener` with every unit (an apply call, a map chunk) that ends from now
+   * on: its worker, task, items, start and end (performance.now() ms) and outcome. Returns the function
+   * that stops it. Costs nothing while nobody follows; the dashboard is built on it.
+   */
+  follow(listener: (unit: UnitRecord) => void): () => void {
+    if (typeof listener !== 'function') throw new ConfigError('listener', 'expected a function');
+    const { backend } = this;
+    if (!backend.follow) throw new ConfigError('follow', "this pool's backend has no task stream");
+    return backend.follow(listener);
   }
 
   stats(): PoolStats {

@@ -1,5 +1,6 @@
 import type { Deadline } from '../deadline.js';
 import type { CrashRecord } from '../errors.js';
+import type { TaskSpan } from '../metrics/tracing.js';
 import type { TaskUsage, UnitMode, WireError } from '../runtime/protocol.js';
 import { CallEvent } from '../task.js';
 import type { PoolWorker } from './worker.js';
@@ -64,6 +65,10 @@ export class Unit {
   base = 0;
   /** broadcast(): the one worker this unit must run on (never stolen, never re-queued elsewhere). */
   pin: PoolWorker | undefined = undefined;
+  /** Its OpenTelemetry span (metrics/tracing.ts): undefined until queued, null when nothing traces it. */
+  trace: TaskSpan | null | undefined = undefined;
+  /** The context its span's parent is taken from, when it is not the one active at submit (map chunks). */
+  traceContext: unknown = undefined;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,

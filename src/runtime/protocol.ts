@@ -46,7 +46,11 @@ export const UNIT_ARENA = 8;
  */
 export const UNIT_CANCELLABLE = 16;
 
-/** `attempt` (1-based) is sent only for a retry; the task reads it from its context. */
+/**
+ * `attempt` (1-based) is sent only for a retry; the task reads it from its context. `trace` only when
+ * the caller traces with OpenTelemetry: the unit's span as a W3C traceparent (and tracestate), which the
+ * worker makes the active context of the task (worker/tracing.ts).
+ */
 export type UnitFrame = [
   seq: number,
   name: string,
@@ -54,7 +58,11 @@ export type UnitFrame = [
   payload: unknown,
   flags?: number,
   attempt?: number,
+  trace?: TraceCarrier,
 ];
+
+/** [traceparent, tracestate?] of a W3C Trace Context. */
+export type TraceCarrier = [traceparent: string, tracestate?: string];
 
 export enum ResultStatus {
   Ok = 0,

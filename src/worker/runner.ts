@@ -34,6 +34,7 @@ import { shmEverUsed } from '../shm/used.js';
 import { CallEvent, cancelReason, type RunningCall, taskSlot } from '../task.js';
 import { EventOutbox } from './events.js';
 import type { UnitProbe } from './limits.js';
+import { inTraceContext } from './tracing.js';
 
 export type Task = (...args: unknown[]) => unknown;
 
@@ -297,7 +298,8 @@ export class Runner {
       call.post = (kind, item, name, data) => this.events.add(seq, item, kind, name, data);
       this.calls.set(unit[0], call);
       const start = performance.now();
-      const outcome = this.run(unit, call);
+      const outcome =
+        unit[6] === undefined ? this.run(unit, call) : inTraceContext(unit[6], () => this.run(unit, call));
       if (isThenable(outcome)) {
         outcome.then((frame) => {
           frame[3] = performance.now() - start;
