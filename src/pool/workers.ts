@@ -106,6 +106,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
           board: config.runtime === 'thread' ? w.board?.buffer : undefined,
           boardSegment: w.board?.segment?.name,
           parentPid: process.pid,
+          rssGuard: config.runtime === 'process' ? config.limits.rss : undefined,
         },
         { message: (m) => this.host.message(w, m), exit: (e) => this.onExit(w, e) },
       );
