@@ -79,7 +79,9 @@ async function childRun(runner) {
         const from = Math.max(0, y0 - 1);
         const to = Math.min(h, y1 + 1);
         const band = src.slice(from * w, to * w); // the rows this task needs, copied
-        calls.push(pool.run({ src: band, w, h, y0, y1, srcY0: from }).then((rowsOut) => out.set(rowsOut, y0 * w)));
+        calls.push(
+          pool.run({ src: band, w, h, y0, y1, srcY0: from }).then((rowsOut) => out.set(rowsOut, y0 * w)),
+        );
       }
       await Promise.all(calls);
       src = out;
@@ -149,12 +151,16 @@ const load = () =>
 
 async function main() {
   if (flags.help) {
-    console.log('usage: node bench/image.mjs [--quick] [--runs N] [--only corral:copy,piscina:copy,corral:shared,piscina:shared]');
+    console.log(
+      'usage: node bench/image.mjs [--quick] [--runs N] [--only corral:copy,piscina:copy,corral:shared,piscina:shared]',
+    );
     return;
   }
   if (flags.child) return childRun(flags.child);
   const runs = Number(flags.runs ?? 3);
-  const chosen = flags.only ? flags.only.split(',') : ['corral:copy', 'piscina:copy', 'corral:shared', 'piscina:shared'];
+  const chosen = flags.only
+    ? flags.only.split(',')
+    : ['corral:copy', 'piscina:copy', 'corral:shared', 'piscina:shared'];
   console.log(
     `image: ${SIZE}² 8-bit box blur, ${PASSES} passes of ${BANDS} bands, ${WORKERS} thread workers; medians of ${runs} runs; node ${process.version}`,
   );
