@@ -2,6 +2,7 @@
 // itself: the name does not end in .test.mjs, so `node --test test/*.test.mjs` does not run it.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, test as nodeTest } from 'node:test';
@@ -105,4 +106,17 @@ export function assertRanExactlyOnce(file, ids) {
   for (const id of ids)
     assert.equal(counts.get(String(id)), 1, `task ${id} ran ${counts.get(String(id)) ?? 0} times`);
   assert.equal(counts.size, ids.length, `unexpected ids in ${file}: ${[...counts.keys()]}`);
+}
+
+/** GET over a fresh connection: { status, type (content-type), body }. */
+export function get(url, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'], body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { mulberry32 } from '../bench/rng.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
 const TASKS = fileURLToPath(new URL('./fixtures/journal-tasks.mjs', import.meta.url));
@@ -46,18 +47,6 @@ function corral(args, { killAfter, killWhen } = {}) {
   });
 }
 
-/** mulberry32: the kill points, from a printed seed. */
-function random(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Items the journal's last complete record holds. */
@@ -83,7 +72,7 @@ describe('corral run --journal --resume', () => {
   }, async (t) => {
     const seed = Number(process.env.CORRAL_JOURNAL_SEED ?? Date.now() % 1e9);
     t.diagnostic(`seed ${seed} (CORRAL_JOURNAL_SEED=${seed} replays it)`);
-    const next = random(seed);
+    const next = mulberry32(seed); // the kill points, from a printed seed
     const inPath = input(KILLS * 300);
     const task = `${TASKS}#jitter`;
     const base = { out: file('base.jsonl'), err: file('base-errors.jsonl') };

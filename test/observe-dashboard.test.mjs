@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { afterEach, describe } from 'node:test';
-import { rejection, sleep, test, usePools } from './helpers.mjs';
+import { get, rejection, sleep, test, usePools } from './helpers.mjs';
 
 const makePool = usePools(new URL('./fixtures/dashboard-tasks.mjs', import.meta.url));
 
@@ -50,18 +50,6 @@ async function until(condition, what, ms = 5000) {
     assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
     await sleep(20);
   }
-}
-
-function get(url, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { headers, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'], body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 describe('pool.dashboard()', () => {

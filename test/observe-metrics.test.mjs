@@ -4,11 +4,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { request } from 'node:http';
 import { describe } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE } from '../dist/src/index.js';
-import { rejection, test, usePools } from './helpers.mjs';
+import { get, rejection, test, usePools } from './helpers.mjs';
 
 const misbehave = new URL('./fixtures/misbehave.mjs', import.meta.url);
 const makePool = usePools(misbehave);
@@ -51,18 +50,6 @@ const sample = (family, name, labels = {}) =>
   family?.samples.find(
     ([n, l]) => n === name && Object.entries(labels).every(([k, v]) => l[k] === String(v)),
   )?.[2];
-
-function get(url, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { headers, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'], body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('pool.metricsText()', () => {
   test('OpenMetrics: the reference parser reads it, and it says what metrics() says', {
