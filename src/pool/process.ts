@@ -208,7 +208,6 @@ export class Process<
           board: undefined,
           boardSegment: undefined,
           parentPid: process.pid,
-          rssGuard: config.runtime === 'process' ? limits.rss : undefined,
         },
         { message: (m) => this.onMessage(m, unit), exit: (e) => this.onExit(e) },
       );
