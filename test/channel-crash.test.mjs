@@ -175,8 +175,13 @@ for (const runtime of ['thread', 'process']) {
         missing.length === 0 || (missing.length === 1 && missing[0] === last + 1),
         `missing ${missing}`,
       );
-      assert.equal(lost.length, 1);
-      assert.equal(rest[0].i, lost[0].redelivered[0]?.i ?? rest[0].i);
+      // A consumer that keeps up with the producer may hold nothing when it dies: then there is
+      // nothing to report. When it held items, they are the first the survivor gets.
+      assert.ok(lost.length <= 1, `${lost.length} consumerLost events for one death`);
+      if (lost.length === 1) {
+        assert.ok(lost[0].redelivered.length > 0);
+        assert.equal(rest[0].i, lost[0].redelivered[0].i);
+      }
     });
 
     // taskDone() is acknowledged in a batch a moment later; a consumer that dies in between leaves
