@@ -2,7 +2,7 @@
 // worker recycling, initializers, idle exit, and child processes that die with a SIGKILLed parent.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { describe } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -269,6 +269,46 @@ for (const runtime of RUNTIMES) {
 }
 
 describe('orphans (process)', () => {
+  // The parent may die between a worker's fork and the moment the worker asks the kernel for a
+  // signal on its parent's death; a worker must notice that too. The workers carry a marker in their
+  // environment, so they can be found after their parent is gone.
+  test('workers exit when their parent is SIGKILLed while they are still starting', async () => {
+    const marker = `corral-orphan-${process.pid}-${Date.now()}`;
+    const marked = () => {
+      const found = [];
+      for (const entry of readdirSync('/proc')) {
+        if (!/^\d+$/.test(entry)) continue;
+        try {
+          if (readFileSync(`/proc/${entry}/environ`, 'latin1').includes(`CORRAL_ORPHAN_MARK=${marker}`))
+            found.push(Number(entry));
+        } catch {}
+      }
+      return found;
+    };
+    try {
+      for (const delay of [0, 5, 10, 20, 30, 45, 60, 80, 110, 150]) {
+        const parent = spawn(process.execPath, [ORPHAN_PARENT, 'die-starting', String(delay)], {
+          stdio: 'ignore',
+          env: { ...process.env, CORRAL_ORPHAN_MARK: marker },
+        });
+        await new Promise((resolve) => parent.on('exit', resolve));
+      }
+      const deadline = Date.now() + 5000;
+      while (marked().length > 0 && Date.now() < deadline) await sleep(50);
+      assert.deepEqual(
+        marked(),
+        [],
+        'workers left alive 5 s after their parent was SIGKILLed during their start',
+      );
+    } finally {
+      for (const pid of marked()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {}
+      }
+    }
+  });
+
   for (const [task, what] of [
     ['spin', 'stuck in a synchronous infinite loop'],
     ['hang', 'with an idle event loop'],
