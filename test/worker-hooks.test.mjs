@@ -118,6 +118,29 @@ for (const runtime of RUNTIMES) {
       assert.equal(pool.stats().workers.length, 1, 'never below the minimum');
     });
 
+    if (runtime === 'process') {
+      test('the memory budget caps the growth: a budget the parent alone exceeds keeps one worker', async () => {
+        const { pool, events } = makePool({
+          runtime,
+          workers: { min: 1, max: 4 },
+          memoryBudget: '1MiB',
+          limits: { sampleInterval: 20 },
+        });
+        let most = 0;
+        const watch = setInterval(() => {
+          most = Math.max(most, pool.stats().workers.length);
+        }, 5);
+        try {
+          const work = Array.from({ length: 10 }, () => pool.apply('spinFor', [40, 1]));
+          assert.equal((await Promise.all(work)).length, 10);
+        } finally {
+          clearInterval(watch);
+        }
+        assert.equal(events.starts.length, 1, 'no worker started beyond the first');
+        assert.equal(most, 1);
+      });
+    }
+
     test('min 0: no worker until work comes; bad bounds are ConfigErrors', async () => {
       const { pool, events } = makePool({ runtime, workers: { min: 0, max: 2 }, idleTimeout: 100 });
       await sleep(100);

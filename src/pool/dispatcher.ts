@@ -257,7 +257,7 @@ export class Dispatcher implements Backend {
     if (this.config.concurrency === 1 && this.queued === 0 && this.hasIdle() && this.steal(false) > 0) {
       this.fill();
     }
-    if (!this.guard?.held && !this.workers.backingOff) this.workers.spawnFor(this.queued);
+    if (!this.workers.backingOff) this.workers.spawnFor(this.queued, this.guard?.workerRoom(this.workers));
     this.progress();
     if (this.life.state === 'closing') this.finishClosing();
   }

@@ -107,6 +107,27 @@ export class MemoryGuard {
     return this.total + reserved + hint <= this.budget;
   }
 
+  /**
+   * How many more workers the budget has room for, by the last sample: the room left divided by the
+   * largest worker measured, less the workers not measured yet (starting, or started since the last
+   * sample). Until one has been measured, one start at a time. Elastic growth and respawns ask this; the progress invariant does
+   * not (one worker may always run).
+   */
+  workerRoom(workers: Iterable<PoolWorker>): number {
+    if (this.budget === undefined) return Number.POSITIVE_INFINITY;
+    if (this.held) return 0;
+    let each = 0;
+    let unmeasured = 0;
+    for (const w of workers) {
+      if (w.state === 'exited') continue;
+      // A thread has no RSS of its own (it is in the parent's): it never counts as unmeasured.
+      if (w.state === 'starting' || (w.rss === 0 && w.rt.pid !== undefined)) unmeasured++;
+      else if (w.rss > each) each = w.rss;
+    }
+    if (each === 0) return unmeasured > 0 ? 0 : 1;
+    return Math.max(0, Math.floor((this.budget - this.total) / each) - unmeasured);
+  }
+
   /** A unit finished: with room to spare, let one more run at once than before. */
   unitDone(): void {
     if (this.cap !== Infinity && this.budget !== undefined && this.total < this.budget * 0.75) this.cap++;

@@ -137,12 +137,12 @@ export class WorkerSet implements Iterable<PoolWorker> {
     }
   }
 
-  /** Starts workers for waiting units, up to the pool size. */
-  spawnFor(backlog: number): void {
+  /** Starts workers for waiting units, up to the pool size and to `room` more (the memory budget's). */
+  spawnFor(backlog: number, room = Number.POSITIVE_INFINITY): void {
     if (this.backingOff) return;
     let live = 0;
     for (const w of this.all) if (w.live) live++;
-    const wanted = Math.min(this.config.workers, live + backlog);
+    const wanted = Math.min(this.config.workers, live + backlog, live + room);
     for (let i = live; i < wanted; i++) this.spawn();
   }
 
