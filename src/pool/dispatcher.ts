@@ -827,8 +827,10 @@ export class Dispatcher implements Backend {
               : undefined,
           );
       // The task's own doing (it crashed, or breached a limit), not the pool's: it counts toward
-      // quarantine, and a chunk runs again item by item so that the next death names its item.
-      if (!cause || cause.kind === 'breach') {
+      // quarantine, and a chunk runs again item by item so that the next death names its item. A
+      // stop for the memory budget is the pool's: the sum of workers was too much, not this input
+      // (four growing tasks under a tight budget had one quarantined after two such stops).
+      if (!cause || (cause.kind === 'breach' && cause.limit !== 'budget')) {
         (u.crashes ??= []).push(crashRecord(w, exit, breach));
         if (u.crashes.length >= this.config.poisonAfter) {
           this.settleFail(u, new PoisonTaskError(u.name, u.crashes, { cause: error }));
