@@ -7,6 +7,7 @@
 import type { MemoryLimitKind } from '../errors.js';
 import { heapGuardKill } from './heap-guard.js';
 import type { ResolvedLimits } from './limits.js';
+import { rssGuardKill } from './rss-guard.js';
 
 export type Breach =
   | { type: 'memory'; kind: MemoryLimitKind; limit: number; observed: number | undefined }
@@ -46,6 +47,8 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
       observed: facts.observed.value,
     };
   }
+  const rss = rssGuardKill(facts);
+  if (rss) return { type: 'memory', kind: 'rss', limit: limits.rss ?? rss.limit, observed: rss.rss };
   const guard = heapGuardKill(facts);
   if (guard) {
     // The heap limit comes from limits.heap, or from an address-space or data rlimit (heapMbFor).
