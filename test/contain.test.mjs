@@ -238,3 +238,129 @@ describe('classifying a death by both guards', () => {
     assert.equal(classifyDeath(facts(88, rssLine), { heap: 128 * MiB }), undefined);
   });
 });
+
+describe('the warm spare', () => {
+  const until = async (what, check, ms = 15_000) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      const value = check();
+      if (value) return value;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.fail(`timed out waiting for ${what}`);
+  };
+  const spareOf = (pool) => pool.stats().workers.find((w) => w.spare);
+  /** A pool whose first worker died under its task, kept busy so that it wants a spare. */
+  async function afterADeath(options) {
+    const pool = new Pool({ module: misbehave, runtime: 'process', ...options });
+    const pids = new Set();
+    const starts = [];
+    pool.on('workerStart', ({ pid }) => {
+      pids.add(pid);
+      starts.push(pid);
+    });
+    const died = await pool.apply('exit', [3]).catch((e) => e);
+    assert.ok(died instanceof WorkerCrashedError, `${died}`);
+    let busy = true;
+    const work = (async () => {
+      while (busy) await pool.apply('sleep', [5, 0]);
+    })().catch(() => {}); // terminate() fails the unit running: the loop ends
+    const stopWork = async () => {
+      busy = false;
+      await work;
+    };
+    return { pool, pids, starts, stopWork };
+  }
+
+  for (const [end, when] of [
+    ['terminate', 'starting'],
+    ['terminate', 'idle'],
+    ['close', 'starting'],
+    ['close', 'idle'],
+  ]) {
+    it(`${end}() while the spare is ${when} leaves no process behind`, async () => {
+      const { pool, pids, stopWork } = await afterADeath({ workers: 1 });
+      const spare = await until(`a spare ${when}`, () => {
+        const s = spareOf(pool);
+        return s?.state === when ? s : undefined;
+      });
+      if (spare.pid !== undefined) pids.add(spare.pid);
+      // terminate() with a unit running, close() once the work is done; the work loop ends either way.
+      const stopped = stopWork();
+      if (end === 'close') await stopped;
+      await pool[end]();
+      await stopped;
+      assert.deepEqual(pool.stats().workers, []);
+      for (const pid of pids) assert.equal(alive(pid), false, `worker process ${pid} outlived ${end}()`);
+    });
+  }
+
+  it('takes no unit before a death promotes it, and is never more than one beside the pool size', async () => {
+    const { pool, stopWork } = await afterADeath({ workers: 2 });
+    try {
+      const spare = await until('an idle spare', () => {
+        const s = spareOf(pool);
+        return s?.state === 'idle' ? s : undefined;
+      });
+      const seen = new Set();
+      for (let i = 0; i < 10; i++) {
+        const batch = await Promise.all(Array.from({ length: 20 }, () => pool.apply('whoami', [])));
+        for (const r of batch) seen.add(r.pid);
+        const ws = pool.stats().workers;
+        assert.ok(ws.length <= 3, `${ws.length} workers for a pool of 2`);
+        assert.equal(ws.filter((w) => w.spare).length, 1, 'one spare');
+      }
+      assert.equal(seen.has(spare.pid), false, 'the spare ran a unit before any death');
+      assert.equal(pool.stats().workers.find((w) => w.id === spare.id)?.tasksDone, 0);
+      // A second death: the spare takes that worker's place (when work next wants a worker).
+      const before = new Set(
+        pool
+          .stats()
+          .workers.filter((w) => !w.spare)
+          .map((w) => w.pid),
+      );
+      const dead = await pool.apply('exit', [3]).catch((e) => e);
+      before.delete(dead.pid);
+      const after = new Set();
+      for (let i = 0; i < 10 && !after.has(spare.pid); i++) {
+        for (const r of await Promise.all(Array.from({ length: 20 }, () => pool.apply('whoami', [])))) {
+          after.add(r.pid);
+        }
+      }
+      assert.equal(pool.stats().workers.find((w) => w.id === spare.id)?.spare, false, 'promoted');
+      for (const pid of after) {
+        assert.ok(before.has(pid) || pid === spare.pid, `work ran in ${pid}, a new process, not the spare`);
+      }
+      assert.ok(after.has(spare.pid), 'the promoted spare runs work');
+    } finally {
+      await stopWork();
+      await pool.terminate();
+    }
+  });
+
+  it('many deaths in a row: at most one spare, and never more processes than the pool size plus one', async () => {
+    const { pool, stopWork } = await afterADeath({ workers: 2 });
+    let most = 0;
+    let mostSpares = 0;
+    const look = () => {
+      const ws = pool.stats().workers;
+      most = Math.max(most, ws.length);
+      mostSpares = Math.max(mostSpares, ws.filter((w) => w.spare).length);
+    };
+    pool.on('workerStart', look);
+    const timer = setInterval(look, 2);
+    try {
+      for (let i = 0; i < 12; i++) {
+        const error = await pool.apply('exit', [3]).catch((e) => e);
+        assert.ok(error instanceof WorkerCrashedError, `${error}`);
+        look();
+      }
+      assert.ok(most <= 3, `${most} processes at once for a pool of 2`);
+      assert.equal(mostSpares, 1);
+    } finally {
+      clearInterval(timer);
+      await stopWork();
+      await pool.terminate();
+    }
+  });
+});
