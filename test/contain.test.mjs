@@ -338,6 +338,40 @@ describe('the warm spare', () => {
     }
   });
 
+  it('under a memoryBudget with no room for one more worker, no spare is started (it would be retired and started again)', async () => {
+    // Measure what two workers and this process take, then leave room for a third of a worker more.
+    const probe = new Pool({
+      module: misbehave,
+      runtime: 'process',
+      workers: 2,
+      memoryBudget: '64GiB',
+      limits: { sampleInterval: 20 },
+    });
+    await Promise.all(Array.from({ length: 20 }, () => probe.apply('sleep', [5, 0])));
+    await new Promise((r) => setTimeout(r, 100));
+    const measured = probe.stats();
+    await probe.terminate();
+    const worker = Math.max(...measured.workers.map((w) => w.rss));
+    const budget = Math.round(measured.memory.total + 0.3 * worker);
+    const { pool, stopWork } = await afterADeath({
+      workers: 2,
+      memoryBudget: budget,
+      limits: { sampleInterval: 20 },
+    });
+    let spares = 0;
+    const timer = setInterval(() => {
+      if (spareOf(pool)) spares++;
+    }, 5);
+    try {
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal(spares, 0, 'a spare was started without room for it');
+    } finally {
+      clearInterval(timer);
+      await stopWork();
+      await pool.terminate();
+    }
+  });
+
   it('many deaths in a row: at most one spare, and never more processes than the pool size plus one', async () => {
     const { pool, stopWork } = await afterADeath({ workers: 2 });
     let most = 0;

@@ -259,7 +259,13 @@ export class Dispatcher implements Backend {
     }
     if (!this.guard?.held && !this.workers.backingOff) {
       this.workers.spawnFor(this.queued);
-      if (this.life.state === 'open' && (this.queued > 0 || this.sent > 0)) this.workers.keepSpare();
+      if (
+        this.life.state === 'open' &&
+        (this.queued > 0 || this.sent > 0) &&
+        (this.guard?.roomForSpare() ?? true)
+      ) {
+        this.workers.keepSpare();
+      }
     }
     this.progress();
     if (this.life.state === 'closing') this.finishClosing();
