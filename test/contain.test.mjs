@@ -372,6 +372,29 @@ describe('the warm spare', () => {
     }
   });
 
+  it('an elastic pool shrinks to its minimum beside the spare, and the spare goes 10 s after the last death', async () => {
+    const { pool, pids, stopWork } = await afterADeath({ workers: { min: 1, max: 2 }, idleTimeout: 100 });
+    try {
+      await until('a spare', () => spareOf(pool)?.state === 'idle');
+      const diedAt = performance.now();
+      await Promise.all(Array.from({ length: 20 }, () => pool.apply('sleep', [20, 0])));
+      await stopWork();
+      // Idle: the workers go down to the minimum; the spare is not counted as one of them.
+      await until('the minimum', () => pool.stats().workers.filter((w) => !w.spare).length === 1);
+      assert.equal(pool.stats().workers.filter((w) => w.spare).length, 1, 'the spare stays meanwhile');
+      const spare = spareOf(pool);
+      await until('the spare to go', () => !spareOf(pool), 14_000);
+      assert.ok(performance.now() - diedAt >= 9_000, 'not before deaths stopped coming for a while');
+      assert.equal(alive(spare.pid), false, 'its process ended');
+      assert.equal(pool.stats().workers.length, 1, 'the minimum stays');
+      assert.equal(await pool.apply('square', [4]), 16);
+    } finally {
+      await stopWork();
+      await pool.close();
+    }
+    for (const pid of pids) assert.equal(alive(pid), false, `worker process ${pid} outlived close()`);
+  });
+
   it('many deaths in a row: at most one spare, and never more processes than the pool size plus one', async () => {
     const { pool, stopWork } = await afterADeath({ workers: 2 });
     let most = 0;
