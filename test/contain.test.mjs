@@ -423,7 +423,8 @@ describe('the warm spare', () => {
         look();
       }
       assert.ok(most <= 3, `${most} processes at once for a pool of 2`);
-      assert.equal(mostSpares, 1);
+      // Deaths this close together may leave no time for one (it is not started beside another start).
+      assert.ok(mostSpares <= 1, `${mostSpares} spares at once`);
     } finally {
       clearInterval(timer);
       await stopWork();
