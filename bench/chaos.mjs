@@ -61,6 +61,8 @@ const pool = new Pool({
 });
 const started = performance.now();
 const outcomes = new Array(TASKS);
+/** For a failure: how the worker ended and what the error said, so a wrongly typed one can be judged. */
+const evidence = new Array(TASKS);
 let settledTwice = 0;
 const calls = plan.map((task, i) =>
   pool.apply('act', [task]).then(
@@ -72,6 +74,11 @@ const calls = plan.map((task, i) =>
       if (outcomes[i] !== undefined) settledTwice++;
       outcomes[i] =
         error?.code === 'ERR_MEMORY_LIMIT' ? `${error.code}:${error.kind}` : (error?.code ?? String(error));
+      evidence[i] = {
+        exitCode: error?.exitCode,
+        signal: error?.signal,
+        message: String(error?.message ?? error).slice(0, 600),
+      };
     },
   ),
 );
@@ -96,7 +103,7 @@ plan.forEach(([id, how], i) => {
   if (got === undefined) lost++;
   else byOutcome[`${how} -> ${got}`] = (byOutcome[`${how} -> ${got}`] ?? 0) + 1;
   if (got !== undefined && got !== EXPECTED[how] && !(how === 'buffer' && got === 'ERR_TASK_TIMEOUT')) {
-    wrong.push({ id, how, got });
+    wrong.push({ id, how, got, ...evidence[i] });
   }
   if ((runs.get(id) ?? 0) > 1) twice++;
   if (how === 'ok' && got === 'ok' && runs.get(id) !== 1) twice++;

@@ -7,7 +7,7 @@
       'sources': ['corral.c'],
       'defines': ['NAPI_VERSION=8', '_GNU_SOURCE'],
       'cflags_c': ['-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter'],
-      'libraries': ['-lm'],
+      'libraries': ['-lm', '-lpthread'],
     },
   ],
 }

@@ -15,6 +15,8 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <math.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -24,6 +26,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -336,6 +339,109 @@ static napi_value pr_limit(napi_env env, napi_callback_info info) {
   return rlimit_object(env, &old_rl);
 }
 
+/*
+ * The rss guard: a thread of its own that watches this process's resident memory and ends the
+ * process the moment it passes a limit, with one line on stderr.
+ *
+ * Why it is needed: the pool samples its workers' RSS from outside every sampleInterval (100 ms by
+ * default), so a task that touches memory fast is seen tens of milliseconds (and tens of MiB) past
+ * the limit, later still on a busy machine, and the pool then has to kill it and wait for the exit.
+ * From inside, the check is one read of /proc/self/statm (a few microseconds), so it can run often:
+ * it sleeps as long as the room left under the limit takes to fill at 8 GiB/s (clamped to 1-20 ms),
+ * so a worker far below its limit costs ~50 reads a second and one near it is checked every
+ * millisecond. /proc/self/statm's resident count is what VmRSS says, which the pool's sampler reads.
+ *
+ * Ending the process: "<marker> rss=<bytes> limit=<bytes>\n" written with write(2) to fd 2, then
+ * _exit(<exit code>), like the heap guard (heap.cc): the marker and the code come from the caller,
+ * the one that recognises them again in the parent. The descriptor is opened when the guard is armed,
+ * before the task module loads: a task at its descriptor limit must not blind it.
+ */
+static struct {
+  int fd;
+  uint64_t limit;
+  int exit_code;
+  char marker[64];
+} rss_guard = {-1, 0, 0, ""};
+
+static void *rss_guard_main(void *unused) {
+  long page = sysconf(_SC_PAGESIZE);
+  char buf[128];
+  for (;;) {
+    uint64_t room = 0;
+    ssize_t n = pread(rss_guard.fd, buf, sizeof buf - 1, 0);
+    if (n > 0) {
+      buf[n] = '\0';
+      unsigned long size, resident;
+      if (sscanf(buf, "%lu %lu", &size, &resident) == 2) {
+        uint64_t rss = (uint64_t)resident * (uint64_t)page;
+        if (rss > rss_guard.limit) {
+          char line[160];
+          int len = snprintf(line, sizeof line, "%s rss=%llu limit=%llu\n", rss_guard.marker,
+                             (unsigned long long)rss, (unsigned long long)rss_guard.limit);
+          if (len > 0) {
+            ssize_t w = write(2, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+            (void)w;
+          }
+          _exit(rss_guard.exit_code);
+        }
+        room = rss_guard.limit - rss;
+      }
+    }
+    /* 8 bytes per nanosecond: faster than this VM (or most machines) can fault pages in. */
+    uint64_t ns = room / 8;
+    if (ns < 1000000) ns = 1000000;
+    if (ns > 20000000) ns = 20000000;
+    struct timespec ts = {0, (long)ns};
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+/* armRssGuard(limitBytes, exitCode, marker): starts the guard once per process; false if it was already armed. */
+static napi_value arm_rss_guard(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!check_argc(env, argc, 3, "armRssGuard(limitBytes, exitCode, marker)")) return NULL;
+  int64_t limit, code;
+  if (!get_int(env, argv[0], "limitBytes", 1, INT64_C(9007199254740991), &limit)) return NULL;
+  if (!get_int(env, argv[1], "exitCode", 1, 255, &code)) return NULL;
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, argv[2], &t));
+  if (t != napi_string) return throw_type(env, "marker", "of type string", t);
+  napi_value result;
+  if (rss_guard.fd >= 0) {
+    NAPI_CALL(env, napi_get_boolean(env, false, &result));
+    return result;
+  }
+  size_t len;
+  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[2], rss_guard.marker, sizeof rss_guard.marker, &len));
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", "/proc/self/statm");
+  rss_guard.fd = fd;
+  rss_guard.limit = (uint64_t)limit;
+  rss_guard.exit_code = (int)code;
+  /* The guard takes no signal meant for the process: block them all while it is created. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, rss_guard_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (err != 0) {
+    close(fd);
+    rss_guard.fd = -1;
+    return throw_errno(env, err, "pthread_create", "rss guard");
+  }
+  NAPI_CALL(env, napi_get_boolean(env, true, &result));
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"setPdeathsig", NULL, set_pdeathsig, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -343,6 +449,7 @@ NAPI_MODULE_INIT() {
       {"getrlimit", NULL, get_rlimit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setrlimit", NULL, set_rlimit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"prlimit", NULL, pr_limit, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"armRssGuard", NULL, arm_rss_guard, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

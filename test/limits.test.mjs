@@ -358,7 +358,23 @@ function makeMemoryCgroup(bytes) {
 
 describe('a cgroup OOM kill', () => {
   const cgroup = makeMemoryCgroup(256 * MiB);
-  after(() => cgroup.dir && rmdirSync(cgroup.dir));
+  after(async () => {
+    if (!cgroup.dir) return;
+    // A process leaves the cgroup when it is reaped, which for the fixture's last workers (and their
+    // shm trackers) can be a moment after the fixture itself exited. Anything still there after 5 s
+    // is named.
+    const procs = () => readFileSync(join(cgroup.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    for (let i = 0; i < 500 && procs().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const left = procs().map((pid) => {
+      try {
+        return `${pid}: ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')}`;
+      } catch {
+        return pid;
+      }
+    });
+    assert.deepEqual(left, [], 'processes left in the test cgroup');
+    rmdirSync(cgroup.dir);
+  });
 
   /** Runs the fixture in `mode` with its process inside the cgroup, so its workers are born there. */
   function inCgroup(mode) {

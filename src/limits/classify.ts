@@ -5,8 +5,9 @@
  * Messages matched here are the ones measured on Node 20, 22 and 24 (shared FACTS §1b, §1c).
  */
 import type { MemoryLimitKind } from '../errors.js';
-import { heapGuardKill } from './heap-guard.js';
+import { heapGuardKill, heapGuardLineIn } from './heap-guard.js';
 import type { ResolvedLimits } from './limits.js';
+import { rssGuardKill } from './rss-guard.js';
 
 export type Breach =
   | { type: 'memory'; kind: MemoryLimitKind; limit: number; observed: number | undefined }
@@ -46,13 +47,24 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
       observed: facts.observed.value,
     };
   }
-  const guard = heapGuardKill(facts);
+  const rss = rssGuardKill(facts, limits.rss);
+  // Both guards can fire at once (a heap bomb's heap and rss fill together): two threads, each
+  // writing its line and then _exit-ing, and the first _exit sets the code. A heap that was full
+  // first (the heap guard's line, or V8 already printing its heap-OOM report) is the cause.
+  const guard = heapGuardKill(facts) ?? (rss ? heapGuardLineIn(facts.detail) : undefined);
   if (guard) {
     // The heap limit comes from limits.heap, or from an address-space or data rlimit (heapMbFor).
     const kind = limits.heap === undefined ? rlimitKind(limits) : undefined;
     return kind
       ? { type: 'memory', kind: kind[0], limit: kind[1], observed: guard.used }
       : { type: 'memory', kind: 'heap', limit: limits.heap ?? guard.limit, observed: guard.used };
+  }
+  if (rss) {
+    if (HEAP_OOM.test(facts.detail ?? '')) {
+      const heap = heapBreach(limits);
+      if (heap) return heap;
+    }
+    return { type: 'memory', kind: 'rss', limit: limits.rss ?? rss.limit, observed: rss.rss };
   }
   const detail = facts.detail ?? '';
   const aborted =
@@ -69,12 +81,17 @@ export function classifyDeath(facts: DeathFacts, limits: ResolvedLimits): Breach
       : { type: 'memory', kind: 'data', limit: limits.data!, observed: undefined };
   }
   if (HEAP_OOM.test(detail) || facts.code === 'ERR_WORKER_OUT_OF_MEMORY' || NATIVE_OOM.test(detail)) {
-    if (limits.heap !== undefined)
-      return { type: 'memory', kind: 'heap', limit: limits.heap, observed: undefined };
-    const kind = rlimitKind(limits);
-    if (kind) return { type: 'memory', kind: kind[0], limit: kind[1], observed: undefined };
+    return heapBreach(limits);
   }
   return undefined;
+}
+
+/** A full heap, with no measurement: of limits.heap, or of the rlimit the heap was sized by. */
+function heapBreach(limits: ResolvedLimits): Breach | undefined {
+  if (limits.heap !== undefined)
+    return { type: 'memory', kind: 'heap', limit: limits.heap, observed: undefined };
+  const kind = rlimitKind(limits);
+  return kind ? { type: 'memory', kind: kind[0], limit: kind[1], observed: undefined } : undefined;
 }
 
 /** The rlimit a heap sized by heapMbFor was derived from. */

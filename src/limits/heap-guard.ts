@@ -33,6 +33,12 @@ export function readHeapGuardReport(report: SharedArrayBuffer): HeapGuardKill | 
   return used > 0 ? { used, limit, by: BY[by] ?? String(by) } : undefined;
 }
 
+/** The heap guard's line in a stderr tail, whatever the exit code says. */
+export function heapGuardLineIn(detail: string | undefined): HeapGuardKill | undefined {
+  const m = LINE.exec(detail ?? '');
+  return m ? { used: Number(m[1]), limit: Number(m[2]), by: m[3]! } : undefined;
+}
+
 /** The guard's report in a dead worker's exit facts, if this death was the guard's. */
 export function heapGuardKill(facts: {
   exitCode: number | null;
@@ -40,6 +46,5 @@ export function heapGuardKill(facts: {
   detail: string | undefined;
 }): HeapGuardKill | undefined {
   if (facts.exitCode !== HEAP_GUARD_EXIT && facts.code !== 'ERR_WORKER_OUT_OF_MEMORY') return undefined;
-  const m = LINE.exec(facts.detail ?? '');
-  return m ? { used: Number(m[1]), limit: Number(m[2]), by: m[3]! } : undefined;
+  return heapGuardLineIn(facts.detail);
 }

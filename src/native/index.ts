@@ -50,6 +50,12 @@ export interface NativeBinding {
   prlimit(pid: number, r: RlimitResource): Rlimit;
   /** Sets another process' limit and returns the one it replaced. pid 0 is this process. */
   prlimit(pid: number, r: RlimitResource, soft: number | null, hard: number | null): Rlimit;
+  /**
+   * Starts a thread that ends this process with `exitCode`, after one line "<marker> rss=<bytes>
+   * limit=<bytes>" on stderr, as soon as its resident memory passes `limitBytes`. Once per process:
+   * false if already armed. Absent from addons built before it existed.
+   */
+  armRssGuard?(limitBytes: number, exitCode: number, marker: string): boolean;
 }
 
 export interface NativeStatus {

@@ -138,8 +138,8 @@ export interface Tick {
     retries: number;
     timeouts: number;
   };
-  /** [id, state, pid (null for threads)] */
-  workers: [number, string, number | null][];
+  /** [id, state, pid (null for threads), 1 for the warm spare (runs no work until promoted) else 0] */
+  workers: [number, string, number | null, 0 | 1][];
   events: FeedEvent[];
   /** The pool is closed or terminated: no more ticks come. */
   ended: boolean;
@@ -297,7 +297,7 @@ export class Feed {
         retries: m.retries,
         timeouts: m.timeouts,
       },
-      workers: m.workers.map((w) => [w.id, w.state, w.pid ?? null]),
+      workers: m.workers.map((w) => [w.id, w.state, w.pid ?? null, w.spare ? 1 : 0]),
       events,
       ended: this.ended,
     };

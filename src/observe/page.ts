@@ -23,6 +23,7 @@ h2 { font-size: 13px; margin: 0 0 6px; color: var(--muted); font-weight: 600; }
 svg { width: 100%; display: block; }
 svg text { font: 11px system-ui, sans-serif; fill: var(--muted); }
 .lane-bg { fill: #f3f4f6; }
+.lane.spare .lane-bg { fill: none; stroke: #cbd5e1; stroke-dasharray: 4 3; }
 .bar.ok { fill: #3b82f6; } .bar.error { fill: #dc2626; } .bar.crash { fill: #7f1d1d; } .bar.breach { fill: #9333ea; }
 .bar.timeout { fill: #d97706; } .bar.aborted, .bar.cancelled { fill: #9ca3af; }
 .marker line { stroke-width: 2; } .marker text { font-weight: 600; }
@@ -132,9 +133,19 @@ const SCRIPT = `
     st.events.forEach(function (e) { if (e.t >= st.now - WINDOW_MS && e.kind !== 'start') seen[e.workerId] = true; });
     return Object.keys(seen).map(Number).sort(function (a, b) { return a - b; });
   }
+  function worker(id) {
+    for (var i = 0; i < st.workers.length; i++) if (st.workers[i][0] === id) return st.workers[i];
+    return null;
+  }
   function state(id) {
-    for (var i = 0; i < st.workers.length; i++) if (st.workers[i][0] === id) return st.workers[i][1];
-    return 'exited';
+    var w = worker(id);
+    return w ? w[1] : 'exited';
+  }
+  // The warm spare: started ahead of need after a death, it runs nothing until it takes a dead
+  // worker's place. Its lane says so, rather than look like a worker that gets no work.
+  function isSpare(id) {
+    var w = worker(id);
+    return !!(w && w[3]);
   }
 
   function drawStream() {
@@ -152,9 +163,11 @@ const SCRIPT = `
     st.bars.forEach(function (b) { (byLane[b[0]] || (byLane[b[0]] = [])).push(b); });
     ids.forEach(function (id, row) {
       var y = TOP + row * LANE;
-      out.push('<g class="lane" data-worker="' + id + '">');
+      var spare = isSpare(id);
+      out.push('<g class="lane' + (spare ? ' spare' : '') + '" data-worker="' + id + '">');
       out.push('<rect class="lane-bg" x="' + LEFT + '" y="' + (y + 2) + '" width="' + (W - LEFT - 8) + '" height="' + (LANE - 4) + '"/>');
-      out.push('<text x="4" y="' + (y + LANE / 2 + 4) + '">worker ' + id + ' <tspan font-size="10">' + esc(state(id)) + '</tspan></text>');
+      out.push('<text x="4" y="' + (y + LANE / 2 + 4) + '">worker ' + id + ' <tspan font-size="10">' + esc(spare ? 'spare' : state(id)) + '</tspan>' +
+        (spare ? '<title>warm spare: runs no work until it takes the place of a worker that ends</title>' : '') + '</text>');
       var bars = byLane[id] || [];
       // Failures after successes, so that they are drawn on top.
       bars.slice().sort(function (a, b) { return a[5] - b[5]; }).forEach(function (b) {
@@ -256,7 +269,7 @@ const SCRIPT = `
       ['failed', count(s.failed), 'failed units', s.failed > 0],
       ['queued', count(s.queued), 'queued units'],
       ['running', count(s.running), 'running units'],
-      ['workers', String(st.workers.length), 'workers'],
+      ['workers', String(st.workers.filter(function (w) { return !w[3]; }).length) + (st.workers.some(function (w) { return w[3]; }) ? ' +1' : ''), st.workers.some(function (w) { return w[3]; }) ? 'workers + spare' : 'workers'],
       ['breaches', String(s.breaches), 'limit breaches', s.breaches > 0],
       ['recycles', String(s.recycles), 'recycles'],
       ['crashes', String(s.crashes), 'worker deaths', s.crashes > 0],

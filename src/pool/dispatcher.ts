@@ -257,7 +257,17 @@ export class Dispatcher implements Backend {
     if (this.config.concurrency === 1 && this.queued === 0 && this.hasIdle() && this.steal(false) > 0) {
       this.fill();
     }
-    if (!this.workers.backingOff) this.workers.spawnFor(this.queued, this.guard?.workerRoom(this.workers));
+    if (!this.workers.backingOff) {
+      this.workers.spawnFor(this.queued, this.guard?.workerRoom(this.workers));
+      if (
+        !this.guard?.held &&
+        this.life.state === 'open' &&
+        (this.queued > 0 || this.sent > 0) &&
+        (this.guard?.roomForSpare() ?? true)
+      ) {
+        this.workers.keepSpare();
+      }
+    }
     this.progress();
     if (this.life.state === 'closing') this.finishClosing();
   }
@@ -270,7 +280,7 @@ export class Dispatcher implements Backend {
    */
   private progress(): void {
     if (this.queued === 0 || this.workers.pending) return;
-    this.workers.spawn();
+    this.workers.start();
     if (this.workers.pending) return;
     this.failQueued(
       this.life.refusal() ?? new WorkerStartError('no worker could be started for the queued tasks'),
@@ -790,7 +800,11 @@ export class Dispatcher implements Backend {
     }
     const terminated = this.life.terminated;
     const requeue: Unit[] = [];
-    if (!terminated && (!cause || cause.kind === 'breach')) this.meter.crashes++;
+    if (!terminated && (!cause || cause.kind === 'breach')) {
+      this.meter.crashes++;
+      // Died under its task: more such deaths are likely, and a spare makes each cost a death only.
+      if (held.length > 0 && this.life.state === 'open') this.workers.noteDeath();
+    }
     held.forEach(([seq, u], i) => {
       if (w.zombies.has(seq) || u.state === 'settled' || u.worker !== w) return;
       deadlines.cancel(u.deadline);

@@ -78,11 +78,14 @@ export class MemoryGuard {
         this.heldSince = performance.now();
       }
       let over = total - budget;
-      for (const w of this.actions.workers()) {
-        if (over <= 0) break;
-        if (w.state === 'idle' && w.inflight.size === 0) {
-          this.actions.retire(w, 'memory budget');
-          over -= w.rss;
+      // The warm spare first: it runs nothing, so it goes before any worker that does.
+      for (const spare of [true, false]) {
+        for (const w of this.actions.workers()) {
+          if (over <= 0) break;
+          if (w.spare === spare && w.state === 'idle' && w.inflight.size === 0) {
+            this.actions.retire(w, 'memory budget');
+            over -= w.rss;
+          }
         }
       }
       if (over > 0 && busy.length > 1) {
@@ -95,6 +98,22 @@ export class MemoryGuard {
       this.heldMs += performance.now() - this.heldSince;
       this.actions.resumed();
     }
+  }
+
+  /**
+   * Is there room under the budget for one more worker that runs nothing (the warm spare)? Judged by
+   * the smallest worker measured, a fresh one being about that size, against the share of the budget
+   * dispatch resumes at: a spare must not be what holds the pool back (it would be retired at once
+   * for the budget, and started again, over and over). No spare before a worker was measured, and
+   * none in a pool of threads under a budget (their memory is the pool's process's).
+   */
+  roomForSpare(): boolean {
+    const budget = this.budget;
+    if (budget === undefined) return true;
+    if (this.held) return false;
+    let smallest = Infinity;
+    for (const w of this.actions.workers()) if (w.rss > 0 && w.rss < smallest) smallest = w.rss;
+    return this.total + smallest <= budget * RESUME_AT;
   }
 
   /**

@@ -25,6 +25,11 @@ export interface WorkerMetrics {
   pid: number | undefined;
   threadId: number | undefined;
   state: WorkerState;
+  /**
+   * The warm spare: started after a worker died under its task, it runs no work until it takes the
+   * place of the next worker that ends (then false), and goes once deaths stop coming. At most one.
+   */
+  spare: boolean;
   tasksDone: number;
   /** Share of its life spent running tasks (0..1, by the worker's own clock). */
   utilization: number;
@@ -135,6 +140,7 @@ export function metricsOf(d: Dispatcher, meter: Meter, sampler: Sampler): PoolMe
       pid: w.rt.pid,
       threadId: w.rt.threadId,
       state: w.state,
+      spare: w.spare,
       tasksDone: w.tasksDone,
       utilization: life > 0 ? Math.min(1, w.busyMs / life) : 0,
       rss: w.rss || (w.rt.pid !== undefined ? readRss(w.rt.pid) : undefined),

@@ -208,6 +208,7 @@ export class Process<
           board: undefined,
           boardSegment: undefined,
           parentPid: process.pid,
+          rssGuard: config.runtime === 'process' ? limits.rss : undefined,
         },
         { message: (m) => this.onMessage(m, unit), exit: (e) => this.onExit(e) },
       );

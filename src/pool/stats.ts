@@ -9,6 +9,11 @@ export interface WorkerStats {
   pid: number | undefined;
   threadId: number | undefined;
   state: WorkerState;
+  /**
+   * The warm spare: started after a worker died under its task, it runs no work until it takes the
+   * place of the next worker that ends (then false), and goes once deaths stop coming. At most one.
+   */
+  spare: boolean;
   /** Units finished (an apply call, or a map chunk). */
   tasksDone: number;
   /** Time spent running tasks, as measured inside the worker. */
@@ -75,6 +80,7 @@ export function snapshot(d: Dispatcher): PoolStats {
       pid: w.rt.pid,
       threadId: w.rt.threadId,
       state: w.state,
+      spare: w.spare,
       tasksDone: w.tasksDone,
       busyMs: w.busyMs,
       inflight: w.inflight.size,

@@ -119,6 +119,11 @@ export class PoolWorker {
   arena: Arena | undefined = undefined;
   arenaTried = false;
   rt!: RuntimeWorker;
+  /**
+   * Started ahead of need, after a worker died under its task: it takes no work until it takes the
+   * place of a worker that ends (WorkerSet.promote), so a breach costs the pool the death, not a start.
+   */
+  spare = false;
 
   constructor(
     readonly id: number,
@@ -142,14 +147,14 @@ export class PoolWorker {
     this.changed(this);
   }
 
-  /** Can take new units: started, not retiring. */
+  /** Can take new units: started, not retiring, not a spare. */
   get accepting(): boolean {
-    return this.state === 'idle' || this.state === 'busy';
+    return (this.state === 'idle' || this.state === 'busy') && !this.spare;
   }
 
   /** Will take units now or once started: what keeps queued work from waiting forever. */
   get live(): boolean {
-    return this.state === 'starting' || this.accepting;
+    return (this.state === 'starting' && !this.spare) || this.accepting;
   }
 
   /** Units it holds that a caller still waits for (zombies excluded). */

@@ -21,6 +21,8 @@ import { describeCause, isShutdown, PoolWorker, type StopCause } from './worker.
 const MAX_START_FAILURES = 5;
 const MAX_BACKOFF_MS = 5000;
 const OOM_READ_MS = 100;
+/** After a worker dies under its task, a warm spare is kept this long (the next death is likely near). */
+const SPARE_HOLD_MS = 10_000;
 
 export interface WorkerSetHost {
   message(w: PoolWorker, m: FromWorker): void;
@@ -44,6 +46,8 @@ export class WorkerSet implements Iterable<PoolWorker> {
   private nextId = 1;
   private startFailures = 0;
   private respawnTimer: Deadline | undefined = undefined;
+  /** Until when a spare is kept ready: SPARE_HOLD_MS after the latest death under a task. */
+  private spareUntil = -Infinity;
   private readonly exitWaiters: (() => void)[] = [];
   private readonly limits: WorkerLimits;
   private readonly heapMb: number | undefined;
@@ -85,7 +89,12 @@ export class WorkerSet implements Iterable<PoolWorker> {
     return false;
   }
 
-  spawn(): void {
+  /** Starts a worker for waiting work: the spare, if there is one, else a new one. */
+  start(): void {
+    if (!this.promote()) this.spawn();
+  }
+
+  spawn(): PoolWorker | undefined {
     const { config } = this;
     const w = new PoolWorker(this.nextId++, config.runtime, () => this.host.changed());
     w.board = this.newBoard();
@@ -106,6 +115,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
           board: config.runtime === 'thread' ? w.board?.buffer : undefined,
           boardSegment: w.board?.segment?.name,
           parentPid: process.pid,
+          rssGuard: config.runtime === 'process' ? config.limits.rss : undefined,
         },
         { message: (m) => this.host.message(w, m), exit: (e) => this.onExit(w, e) },
       );
@@ -115,6 +125,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
       w.timer = deadlines.after(ms, () => {
         if (w.state === 'starting') this.stop(w, { kind: 'start-timeout', ms }, true);
       });
+      return w;
     } catch (error) {
       this.all.delete(w);
       w.board?.segment?.close();
@@ -123,7 +134,41 @@ export class WorkerSet implements Iterable<PoolWorker> {
       this.host.unrecoverable(
         new WorkerStartError(`a ${config.runtime} worker could not be created: ${why}`, { cause: error }),
       );
+      return undefined;
     }
+  }
+
+  /**
+   * A worker died under its task (a breach, a crash): the next death is likely near, so for a while a
+   * spare is kept started and ready to take the place of the next worker that ends.
+   */
+  noteDeath(): void {
+    this.spareUntil = performance.now() + SPARE_HOLD_MS;
+  }
+
+  /** Starts a spare if one is wanted and none is there. The caller has checked the pool has work. */
+  keepSpare(): void {
+    if (this.backingOff || performance.now() >= this.spareUntil) return;
+    // Not beside a worker that is starting: two starts at once slow both, and that one is needed now.
+    for (const w of this.all) if (w.spare || w.state === 'starting') return;
+    const w = this.spawn();
+    if (w) w.spare = true;
+  }
+
+  /** The spare, started or starting, takes a worker's place now. False when there is none. */
+  private promote(): boolean {
+    for (const w of this.all) {
+      if (!w.spare || (w.state !== 'starting' && w.state !== 'idle')) continue;
+      w.spare = false;
+      if (w.state === 'idle') {
+        deadlines.cancel(w.timer);
+        w.timer = undefined;
+        this.onEmpty(w);
+      }
+      this.host.changed();
+      return true;
+    }
+    return false;
   }
 
   private newBoard(): ClaimBoard | undefined {
@@ -142,8 +187,13 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (this.backingOff) return;
     let live = 0;
     for (const w of this.all) if (w.live) live++;
-    const wanted = Math.min(this.config.workers, live + backlog, live + room);
-    for (let i = live; i < wanted; i++) this.spawn();
+    const wanted = Math.min(this.config.workers, live + backlog);
+    // The spare takes a place first: it is started already and counted in the budget's total.
+    for (let i = live; i < wanted; i++) {
+      if (this.promote()) continue;
+      if (room-- <= 0) break;
+      this.spawn();
+    }
   }
 
   /** The worker said it is ready. False when it was stopped meanwhile. */
@@ -160,6 +210,17 @@ export class WorkerSet implements Iterable<PoolWorker> {
 
   /** The worker holds nothing now: retire it if it is due, or start its idle clock. */
   onEmpty(w: PoolWorker): void {
+    if (w.spare) {
+      // A spare nobody needed goes once deaths have stopped coming for a while.
+      deadlines.cancel(w.timer);
+      w.timer = deadlines.after(Math.max(0, this.spareUntil - performance.now()), () => {
+        w.timer = undefined;
+        if (!w.spare || w.state !== 'idle') return;
+        if (performance.now() < this.spareUntil) this.onEmpty(w);
+        else this.stop(w, { kind: 'retired', reason: 'spare no longer needed' });
+      });
+      return;
+    }
     if (w.state === 'busy') w.to('idle');
     if (w.tasksDone >= this.config.maxTasksPerWorker) {
       this.retire(w, { kind: 'retired', reason: 'maxTasksPerWorker reached' });
@@ -189,6 +250,10 @@ export class WorkerSet implements Iterable<PoolWorker> {
    * (Dispatcher.drained). Only the first retirement counts and keeps its cause.
    */
   retire(w: PoolWorker, cause: StopCause): void {
+    if (w.spare && w.state === 'idle') {
+      this.stop(w, cause);
+      return;
+    }
     if (!w.accepting) return;
     this.recycles++;
     w.cause = cause;

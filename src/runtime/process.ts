@@ -65,12 +65,15 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     report();
   });
   child.on('error', (error) => {
+    // Only a child that never started has its error for the exit report. A started one's 'error' is
+    // a message written to it after it died and before its end was read here (EPIPE; the parent
+    // still thinks it connected): that says nothing of why it ended, and must not take the place of
+    // its stderr tail, by which a guard's exit is recognised (a breach was once typed a crash so).
+    if (child.pid !== undefined) return;
     spawnError = error;
-    if (child.pid === undefined) {
-      exited = { exitCode: null, signal: null };
-      graceOver = true;
-      report();
-    }
+    exited = { exitCode: null, signal: null };
+    graceOver = true;
+    report();
   });
   child.on('exit', (exitCode, signal) => {
     exited = { exitCode, signal };

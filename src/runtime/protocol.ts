@@ -163,6 +163,8 @@ export interface WorkerInit {
   heapGuardMb?: number;
   /** A thread's guard reports here (HEAP_GUARD_REPORT_BYTES); a process's on stderr. */
   heapGuardReport?: SharedArrayBuffer;
+  /** A process worker under limits.rss: arm the rss guard (native/corral.c) at this many bytes. */
+  rssGuard?: number;
 }
 
 export type ToWorker =

@@ -1,7 +1,7 @@
 /**
  * A process worker's stderr on its way to the parent's. The task's own lines pass through (users
  * rely on console.error); what Node and V8 print when the process dies (the heap-OOM report, fatal
- * errors, native stack traces) and the heap guard's report do not: one breach would otherwise put
+ * errors, native stack traces) and the heap and rss guards' reports do not: one breach would otherwise put
  * ~30 lines on the user's terminal. Everything, dumps included, stays in the tail, which is what
  * the exit report carries and what deaths are classified by.
  *
@@ -13,6 +13,7 @@
  * line, or HOLD_MS, to tell which they are.
  */
 import { HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
+import { RSS_GUARD_MARKER } from '../limits/rss-guard.js';
 
 const TAIL_CHARS = 4096;
 /** How long a line that may open a dump, or a line without its newline yet, waits. */
@@ -21,6 +22,13 @@ const HOLD_MS = 200;
 const OPENS_DUMP =
   /^(<--- Last few GCs --->|<--- JS stacktrace --->|----- Native stack trace -----|==== JS stack trace =+|# Fatal .*|#FailureMessage Object: .*)$/;
 const MAY_OPEN_DUMP = /^(|#|FATAL ERROR: .*)$/;
+
+/** Where a guard's report starts in the line, if it holds one. */
+function guardReportAt(line: string, from: number): number {
+  const heap = line.indexOf(HEAP_GUARD_MARKER, from);
+  const rss = line.indexOf(RSS_GUARD_MARKER, from);
+  return heap < 0 ? rss : rss < 0 ? heap : Math.min(heap, rss);
+}
 
 export class StderrRelay {
   private kept = '';
@@ -49,7 +57,7 @@ export class StderrRelay {
       const from = i === 0 ? this.partialSent : 0;
       this.partialSent = 0;
       const line = lines[i]!;
-      const guard = line.indexOf(HEAP_GUARD_MARKER, from);
+      const guard = guardReportAt(line, from);
       if (guard >= 0) {
         // The guard's report is the process's last word; a task's unfinished line may precede it.
         out += this.release();

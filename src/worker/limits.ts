@@ -6,6 +6,7 @@ import { readdirSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import { HEAP_GUARD_EXIT, HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
+import { RSS_GUARD_EXIT, RSS_GUARD_MARKER } from '../limits/rss-guard.js';
 import { heapGuardNative, native } from '../native/index.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
 
@@ -65,6 +66,17 @@ export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefin
   if (report) return guard.armThread(heapMb * 2 ** 20, report);
   // A process's guard _exits: never from a thread, which would take the whole pool with it.
   return isMainThread && guard.arm(heapMb * 2 ** 20, HEAP_GUARD_EXIT, HEAP_GUARD_MARKER);
+}
+
+/**
+ * Arms the rss guard (native/corral.c) for this process: from inside, a breach of limits.rss is seen
+ * within a millisecond or so, where the pool's sampler sees it up to sampleInterval later (and then
+ * has to kill the worker and wait for its exit). Without the addon, the sampler alone enforces it.
+ */
+export function armRssGuard(limit: number): boolean {
+  const binding = native();
+  if (!isMainThread || !binding?.armRssGuard) return false;
+  return binding.armRssGuard(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER);
 }
 
 /**

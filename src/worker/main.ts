@@ -58,6 +58,7 @@ async function main(): Promise<void> {
   // (which may fill the heap as it loads).
   if (init.heapGuardMb !== undefined)
     (await import('./limits.js')).armHeapGuard(init.heapGuardMb, init.heapGuardReport);
+  if (init.rssGuard !== undefined && isMainThread) (await import('./limits.js')).armRssGuard(init.rssGuard);
   const { rlimits, cpuTime } = init.limits;
   const limited = isMainThread && (rlimits.length > 0 || cpuTime !== undefined);
   // Loaded before the rlimits when there are any: under a descriptor or memory limit the task may

@@ -1,0 +1,32 @@
+/**
+ * How a process worker ended by its rss guard (native/corral.c, armRssGuard) is told apart from any
+ * other death: the guard writes one line with the marker below to stderr and exits with the code
+ * below. Unlike the heap guard (heap-guard.ts), the parent requires only the code (see rssGuardKill).
+ */
+
+export const RSS_GUARD_EXIT = 88;
+export const RSS_GUARD_MARKER = 'corral-rss-guard:';
+
+const LINE = new RegExp(`${RSS_GUARD_MARKER} rss=(\\d+) limit=(\\d+)`);
+
+/** What the guard saw when it ended the worker: resident bytes (undefined when its line did not reach us), and the limit. */
+export interface RssGuardKill {
+  rss: number | undefined;
+  limit: number;
+}
+
+/**
+ * The guard's report in a dead process worker's exit facts, if this death was the guard's: under an
+ * rss limit (process workers only), exit code RSS_GUARD_EXIT is the guard, with or without its line.
+ * The line only adds what the guard saw; it can fail to arrive (a task that closed or redirected its
+ * fd 2, a tail cut short), and the exit code cannot. The price: a task that calls process.exit(88)
+ * itself under an rss limit is reported as an rss breach (without an observed value).
+ */
+export function rssGuardKill(
+  facts: { exitCode: number | null; detail: string | undefined },
+  rssLimit: number | undefined,
+): RssGuardKill | undefined {
+  if (facts.exitCode !== RSS_GUARD_EXIT || rssLimit === undefined) return undefined;
+  const m = LINE.exec(facts.detail ?? '');
+  return m ? { rss: Number(m[1]), limit: Number(m[2]) } : { rss: undefined, limit: rssLimit };
+}
