@@ -23,7 +23,13 @@ export type CorralErrorCode =
   | 'ERR_SHM_EXISTS'
   | 'ERR_SHM_CLOSED'
   | 'ERR_QUEUE_CLOSED'
-  | 'ERR_QUEUE_EMPTY';
+  | 'ERR_QUEUE_EMPTY'
+  | 'ERR_BACKEND_UNAVAILABLE'
+  | 'ERR_WORKER_LOST'
+  | 'ERR_PAYLOAD_TOO_LARGE'
+  | 'ERR_MODULE_VERSION'
+  | 'ERR_DEPENDENCY_MISSING'
+  | 'ERR_NOT_SUPPORTED';
 
 export class CorralError extends Error {
   readonly code: CorralErrorCode;
@@ -376,5 +382,107 @@ export class PoisonTaskError extends CorralError {
     );
     this.task = task;
     this.crashes = crashes;
+  }
+}
+
+/**
+ * The distributed backend cannot reach its Redis server (refused, timed out, gone for longer than
+ * the backend waits for it). The message says which address and what to check.
+ */
+export class BackendUnavailableError extends CorralError {
+  readonly backend: string;
+  readonly address: string;
+  constructor(backend: string, address: string, why: string, options?: { cause?: unknown }) {
+    super(
+      'ERR_BACKEND_UNAVAILABLE',
+      `the ${backend} backend cannot reach Redis at ${address}: ${why}. Check that redis-server runs there, ` +
+        'that this host may connect to it (bind address, firewall, password) and the connection options',
+      options,
+    );
+    this.backend = backend;
+    this.address = address;
+  }
+}
+
+/**
+ * A remote job's host stopped answering (it died, was partitioned, its lock expired) more often than
+ * the stall budget allows: it is not run again. At-least-once: it may have run, whole or in part.
+ */
+export class WorkerLostError extends CorralError {
+  readonly task: string;
+  readonly jobId: string;
+  /** Times the job was found stalled (its host lost) before it was given up. */
+  readonly stalls: number;
+  constructor(task: string, jobId: string, stalls: number, message?: string) {
+    super(
+      'ERR_WORKER_LOST',
+      message ??
+        `task '${task}' (job ${jobId}) lost its worker host ${stalls} times (lock expired, host dead or ` +
+          'partitioned) and is not run again; raise stallBudget to allow more re-runs',
+    );
+    this.task = task;
+    this.jobId = jobId;
+    this.stalls = stalls;
+  }
+}
+
+/** A task's arguments or result, serialised, are larger than the backend's maxPayload. */
+export class PayloadTooLargeError extends CorralError {
+  readonly task: string;
+  readonly direction: 'arguments' | 'result';
+  readonly size: number;
+  readonly limit: number;
+  constructor(task: string, direction: 'arguments' | 'result', size: number, limit: number) {
+    super(
+      'ERR_PAYLOAD_TOO_LARGE',
+      `the ${direction} of task '${task}' take ${size} bytes serialised, over the limit of ${limit} bytes ` +
+        '(maxPayload); pass a reference (a path, a key in a store) rather than the data, or raise maxPayload',
+    );
+    this.task = task;
+    this.direction = direction;
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/** A worker host refused a job built for another version of the task module. Not retried. */
+export class ModuleVersionError extends CorralError {
+  readonly task: string;
+  /** The version the job was built for, and the one the host runs. */
+  readonly expected: string;
+  readonly actual: string;
+  readonly host: string;
+  constructor(task: string, expected: string, actual: string, host: string) {
+    super(
+      'ERR_MODULE_VERSION',
+      `host ${host} runs version ${actual} of the task module, but task '${task}' was built for version ` +
+        `${expected}; deploy the same module on every host (or give both sides the same moduleVersion)`,
+    );
+    this.task = task;
+    this.expected = expected;
+    this.actual = actual;
+    this.host = host;
+  }
+}
+
+/** An optional peer dependency a feature needs is not installed; the message names the package. */
+export class DependencyMissingError extends CorralError {
+  readonly dependency: string;
+  constructor(dependency: string, feature: string, options?: { cause?: unknown }) {
+    super(
+      'ERR_DEPENDENCY_MISSING',
+      `${feature} needs the package '${dependency}', which is not installed: npm install ${dependency}`,
+      options,
+    );
+    this.dependency = dependency;
+  }
+}
+
+/** A feature that this backend (or this version of corral) does not have yet. */
+export class NotSupportedError extends CorralError {
+  readonly feature: string;
+  constructor(feature: string, why: string) {
+    super('ERR_NOT_SUPPORTED', `${feature} is not supported: ${why}`);
+    this.feature = feature;
   }
 }

@@ -24,6 +24,11 @@ export interface BackendConfig {
   /** Defaults of a call's options. */
   readonly taskTimeout: number;
   readonly retries: number;
+  /**
+   * Work a map chunk aims at, in ms, and the least it may shrink to at the end of an input: a backend
+   * whose units cost milliseconds each (a remote job) asks for more than the local default.
+   */
+  readonly chunkMs?: number;
 }
 
 /** A map job: what close() waits for and lets finish (see pool/map.ts). */

@@ -173,8 +173,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     // close together rather than a whole chunk apart; not below ~1 ms of work, though, or tiny
     // items would end in dozens of messages of a few items each.
     const left = this.array.length - this.arrayPos;
-    const floor =
-      this.perItemMs === undefined ? 1 : Math.round(TARGET_CHUNK_MS / 4 / Math.max(this.perItemMs, 1e-6));
+    const { chunkMs } = this.dispatcher.config;
+    const floorMs = chunkMs ?? TARGET_CHUNK_MS / 4;
+    const floor = this.perItemMs === undefined ? 1 : Math.round(floorMs / Math.max(this.perItemMs, 1e-6));
     return Math.min(size, Math.max(1, floor, Math.ceil(left / (2 * this.workers))));
   }
 
@@ -182,7 +183,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private timedSize(): number {
     if (this.perItemMs === undefined) return Math.min(PROBE_CHUNK, this.cap);
     // While other callers wait for the same workers, chunks shrink: a chunk is how long they wait.
-    const target = this.dispatcher.contended ? CONTENDED_CHUNK_MS : TARGET_CHUNK_MS;
+    const target =
+      this.dispatcher.config.chunkMs ?? (this.dispatcher.contended ? CONTENDED_CHUNK_MS : TARGET_CHUNK_MS);
     return Math.max(1, Math.min(this.cap, Math.round(target / Math.max(this.perItemMs, 1e-6))));
   }
 

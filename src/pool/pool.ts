@@ -1,4 +1,6 @@
 import { EventEmitter } from 'node:events';
+import { resolveBullmq } from '../backend/bullmq/options.js';
+import { BullmqBackend } from '../backend/bullmq/producer.js';
 import type { Backend } from '../backend/types.js';
 import type { WorkerExit } from '../errors.js';
 import {
@@ -82,6 +84,17 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   constructor(options: PoolOptions<M>) {
     super();
     const config = resolvePoolOptions(options);
+    const remote = isPlainObject(options) ? (options as PoolOptions).backend : undefined;
+    if (remote !== undefined) {
+      if (!isPlainObject(remote) || Object.keys(remote).join() !== 'bullmq') {
+        throw new ConfigError(
+          'backend',
+          "expected { bullmq: { connection: 'redis://host:6379', queue: 'name' } }",
+        );
+      }
+      this.backend = new BullmqBackend(config, resolveBullmq(remote.bullmq));
+      return;
+    }
     this.backend = new Dispatcher(config, {
       workerStart: (info) => this.emit('workerStart', info),
       workerExit: (info) => this.emit('workerExit', info),
