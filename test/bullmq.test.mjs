@@ -1,0 +1,153 @@
+// The BullMQ backend end to end: a redis-server of this file's own, `corral worker` hosts as
+// separate processes, and a producer Pool in this process. Skips without redis-server.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  AbortError,
+  BackendUnavailableError,
+  MemoryLimitError,
+  ModuleVersionError,
+  PayloadTooLargeError,
+  Pool,
+  TaskError,
+  TaskTimeoutError,
+} from '../dist/src/index.js';
+import { alive, cmdline, freePort, sleep, SKIP, startHost, startRedis, TASKS } from './bullmq-helpers.mjs';
+
+describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
+  let redis;
+  const hosts = [];
+  const pools = [];
+  const producer = (queue, extra = {}) => {
+    const pool = new Pool({ module: TASKS, backend: { bullmq: { connection: redis.url, queue, ...extra } } });
+    pools.push(pool);
+    return pool;
+  };
+
+  before(async () => {
+    redis = await startRedis();
+    // Three hosts, one local worker each: separate processes, as on three machines.
+    hosts.push(...(await Promise.all([1, 2, 3].map(() => startHost(redis.url, 'main', ['--workers', '1'])))));
+  });
+
+  after(async () => {
+    for (const pool of pools) await pool.terminate();
+    const pids = hosts.flatMap((h) => [h.pid, ...h.children()]);
+    await Promise.all(hosts.map((h) => h.kill('SIGTERM')));
+    await redis?.stop();
+    // No orphans: every host and every process it started is gone (a worker exits as its pipe closes).
+    for (let i = 0; i < 100 && pids.some(alive); i++) await sleep(20);
+    for (const pid of pids) assert.equal(alive(pid), false, `process ${pid} outlived its host: ${cmdline(pid)}`);
+  });
+
+  test('apply, map of 100k, imap, imapUnordered and starmap across three hosts, in order', async () => {
+    const pool = producer('main');
+    assert.equal(await pool.apply('square', [12]), 144);
+    const n = 100_000;
+    const items = Array.from({ length: n }, (_, i) => i);
+    const t0 = performance.now();
+    const squares = await pool.map('square', items);
+    const ms = performance.now() - t0;
+    assert.equal(squares.length, n);
+    for (let i = 0; i < n; i++) if (squares[i] !== i * i) assert.fail(`item ${i}: ${squares[i]}`);
+    const ordered = [];
+    for await (const r of pool.imap('square', items.slice(0, 5000))) ordered.push(r);
+    assert.deepEqual(ordered, items.slice(0, 5000).map((i) => i * i));
+    const unordered = [];
+    for await (const r of pool.imapUnordered('square', items.slice(0, 3000))) unordered.push(r);
+    assert.deepEqual(
+      unordered.sort((a, b) => a - b),
+      items.slice(0, 3000).map((i) => i * i),
+    );
+    assert.deepEqual(await pool.starmap('add', [[1, 2], [3, 4]]), [3, 7]);
+    // Every host took part: the tasks' ctx.key is the job id, attempt 1, and pids are the hosts'.
+    const who = await Promise.all(Array.from({ length: 30 }, () => pool.apply('whoami', [])));
+    assert.ok(who.every((w) => typeof w.key === 'string' && w.attempt === 1));
+    assert.ok(new Set(who.map((w) => w.key)).size === 30, 'each job has its own key');
+    assert.ok(pool.metrics().workers.length === 3, 'the producer sees three hosts by their heartbeats');
+    process.stderr.write(`# map of ${n} tiny items over 3 hosts: ${ms.toFixed(0)} ms\n`);
+  });
+
+  test("a task's error comes back as TaskError naming its host; a map's first failing item rejects it", async () => {
+    const pool = producer('main');
+    const error = await pool.apply('fail', ['boom']).catch((e) => e);
+    assert.ok(error instanceof TaskError, String(error));
+    assert.equal(error.cause.name, 'RangeError');
+    assert.equal(error.cause.message, 'boom');
+    assert.match(error.host, /:\d+$/);
+    await assert.rejects(pool.map('failOn', Array.from({ length: 100 }, (_, i) => i)), (e) => {
+      assert.ok(e instanceof TaskError);
+      assert.match(e.message, /unlucky 13/);
+      return true;
+    });
+  });
+
+  test('oversize arguments fail at the producer, oversize results at the host: PayloadTooLargeError', async () => {
+    const pool = producer('main', { maxPayload: '64KiB' });
+    await assert.rejects(pool.apply('square', ['x'.repeat(100_000)]), (e) => {
+      assert.ok(e instanceof PayloadTooLargeError);
+      assert.equal(e.direction, 'arguments');
+      assert.equal(e.limit, 65536);
+      return true;
+    });
+    // The hosts' limit is 16 MiB: a 17 MiB result is refused there and the error comes back.
+    await assert.rejects(pool.apply('big', [17 * 2 ** 20]), (e) => {
+      assert.ok(e instanceof PayloadTooLargeError, String(e));
+      assert.equal(e.direction, 'result');
+      return true;
+    });
+    assert.equal(await pool.apply('square', [3]), 9, 'the pool goes on');
+  });
+
+  test('a job built for another module version is refused by the hosts', async () => {
+    const pool = producer('main', { moduleVersion: 'not-the-hosts-version' });
+    await assert.rejects(pool.apply('square', [2]), (e) => {
+      assert.ok(e instanceof ModuleVersionError, String(e));
+      assert.equal(e.expected, 'not-the-hosts-version');
+      return true;
+    });
+  });
+
+  test('abort and timeout of a remote task', async () => {
+    const pool = producer('main');
+    const t0 = performance.now();
+    await assert.rejects(pool.apply('sleep', [20_000], { signal: AbortSignal.timeout(200) }), AbortError);
+    assert.ok(performance.now() - t0 < 2000);
+    await assert.rejects(pool.apply('sleep', [20_000], { timeout: 300 }), (e) => {
+      assert.ok(e instanceof TaskTimeoutError, String(e));
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 5000);
+    // The aborted call's host was told: its worker is free again at once.
+    const quick = await Promise.all([1, 2, 3].map((x) => pool.apply('square', [x])));
+    assert.deepEqual(quick, [1, 4, 9]);
+  });
+
+  test('a task over its memory limit on a remote host: MemoryLimitError at the producer', async () => {
+    const host = await startHost(redis.url, 'limited', ['--workers', '1', '--runtime', 'process', '--heap', '64MiB']);
+    hosts.push(host);
+    const pool = producer('limited');
+    await assert.rejects(pool.apply('heapBomb', []), (e) => {
+      assert.ok(e instanceof MemoryLimitError, String(e));
+      assert.equal(e.kind, 'heap');
+      assert.equal(e.host, host.log.match(/worker: (\S+) serves/)[1]);
+      return true;
+    });
+    assert.equal(await pool.apply('square', [5]), 25, 'the host replaced its worker');
+  });
+
+  test('Redis unreachable: BackendUnavailableError', async () => {
+    const port = await freePort();
+    const pool = new Pool({
+      module: TASKS,
+      backend: { bullmq: { connection: `redis://127.0.0.1:${port}`, queue: 'q', connectTimeout: 1000 } },
+    });
+    pools.push(pool);
+    await assert.rejects(pool.apply('square', [1]), (e) => {
+      assert.ok(e instanceof BackendUnavailableError, String(e));
+      assert.match(e.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
+      return true;
+    });
+    assert.equal(pool.state, 'broken');
+  });
+});
