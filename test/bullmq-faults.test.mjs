@@ -19,7 +19,10 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     return h;
   };
   const producer = (queue) => {
-    const pool = new Pool({ module: TASKS, backend: { bullmq: { connection: redis.url, queue, reconnectFor: 10_000 } } });
+    const pool = new Pool({
+      module: TASKS,
+      backend: { bullmq: { connection: redis.url, queue, reconnectFor: 10_000 } },
+    });
     pools.push(pool);
     return pool;
   };
@@ -43,12 +46,18 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     const seen = new Map();
     let killedAt;
     let lastRerunAt;
-    for await (const [x, pid, attempt] of pool.imapUnordered('tag', Array.from({ length: n }, (_, i) => i))) {
+    for await (const [x, pid, attempt] of pool.imapUnordered(
+      'tag',
+      Array.from({ length: n }, (_, i) => i),
+    )) {
       assert.ok(!seen.has(x), `item ${x} delivered twice`);
       seen.set(x, { pid, attempt });
       if (attempt > 1) lastRerunAt = performance.now();
       if (killedAt === undefined && seen.size >= n * 0.3) {
-        assert.ok([...seen.values()].some((s) => s.pid === a.pid), 'host A took part before its death');
+        assert.ok(
+          [...seen.values()].some((s) => s.pid === a.pid),
+          'host A took part before its death',
+        );
         await a.kill('SIGKILL');
         killedAt = performance.now();
       }
@@ -57,9 +66,14 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     for (let i = 0; i < n; i++) assert.ok(seen.has(i), `item ${i} missing`);
     const reruns = [...seen.values()].filter((s) => s.attempt > 1);
     assert.ok(reruns.length > 0, 'the dead host held jobs: they ran again');
-    assert.ok(reruns.every((s) => s.pid === b.pid), 're-runs ran on the live host');
+    assert.ok(
+      reruns.every((s) => s.pid === b.pid),
+      're-runs ran on the live host',
+    );
     const took = lastRerunAt - killedAt;
-    process.stderr.write(`# SIGKILL to the last re-run item: ${took.toFixed(0)} ms (lock ${LOCK} + stall check ${STALL})\n`);
+    process.stderr.write(
+      `# SIGKILL to the last re-run item: ${took.toFixed(0)} ms (lock ${LOCK} + stall check ${STALL})\n`,
+    );
     assert.ok(took < LOCK + STALL + 1500, `re-run took ${took} ms`);
   });
 
@@ -87,7 +101,11 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     let restarted = false;
     let outcome = 'complete';
     try {
-      for await (const [x] of pool.imapUnordered('tag', Array.from({ length: n }, (_, i) => i), { chunksize: 4 })) {
+      for await (const [x] of pool.imapUnordered(
+        'tag',
+        Array.from({ length: n }, (_, i) => i),
+        { chunksize: 4 },
+      )) {
         assert.ok(!seen.has(x), `item ${x} delivered twice`);
         seen.add(x);
         if (!restarted && seen.size >= n * 0.3) {

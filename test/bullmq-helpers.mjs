@@ -38,9 +38,13 @@ export async function startRedis() {
     url: `redis://127.0.0.1:${port}`,
     proc: undefined,
     async start() {
-      this.proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-        stdio: 'ignore',
-      });
+      this.proc = spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+        {
+          stdio: 'ignore',
+        },
+      );
       for (let i = 0; i < 100; i++) {
         if (await ping(port)) return;
         await sleep(20);

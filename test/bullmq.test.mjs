@@ -1,6 +1,7 @@
 // The BullMQ backend end to end: a redis-server of this file's own, `corral worker` hosts as
 // separate processes, and a producer Pool in this process. Skips without redis-server.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import {
   AbortError,
@@ -12,7 +13,17 @@ import {
   TaskError,
   TaskTimeoutError,
 } from '../dist/src/index.js';
-import { alive, cmdline, freePort, sleep, SKIP, startHost, startRedis, TASKS } from './bullmq-helpers.mjs';
+import {
+  alive,
+  CLI,
+  cmdline,
+  freePort,
+  SKIP,
+  sleep,
+  startHost,
+  startRedis,
+  TASKS,
+} from './bullmq-helpers.mjs';
 
 describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
   let redis;
@@ -37,7 +48,8 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     await redis?.stop();
     // No orphans: every host and every process it started is gone (a worker exits as its pipe closes).
     for (let i = 0; i < 100 && pids.some(alive); i++) await sleep(20);
-    for (const pid of pids) assert.equal(alive(pid), false, `process ${pid} outlived its host: ${cmdline(pid)}`);
+    for (const pid of pids)
+      assert.equal(alive(pid), false, `process ${pid} outlived its host: ${cmdline(pid)}`);
   });
 
   test('apply, map of 100k, imap, imapUnordered and starmap across three hosts, in order', async () => {
@@ -52,14 +64,23 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     for (let i = 0; i < n; i++) if (squares[i] !== i * i) assert.fail(`item ${i}: ${squares[i]}`);
     const ordered = [];
     for await (const r of pool.imap('square', items.slice(0, 5000))) ordered.push(r);
-    assert.deepEqual(ordered, items.slice(0, 5000).map((i) => i * i));
+    assert.deepEqual(
+      ordered,
+      items.slice(0, 5000).map((i) => i * i),
+    );
     const unordered = [];
     for await (const r of pool.imapUnordered('square', items.slice(0, 3000))) unordered.push(r);
     assert.deepEqual(
       unordered.sort((a, b) => a - b),
       items.slice(0, 3000).map((i) => i * i),
     );
-    assert.deepEqual(await pool.starmap('add', [[1, 2], [3, 4]]), [3, 7]);
+    assert.deepEqual(
+      await pool.starmap('add', [
+        [1, 2],
+        [3, 4],
+      ]),
+      [3, 7],
+    );
     // Every host took part: the tasks' ctx.key is the job id, attempt 1, and pids are the hosts'.
     const who = await Promise.all(Array.from({ length: 30 }, () => pool.apply('whoami', [])));
     assert.ok(who.every((w) => typeof w.key === 'string' && w.attempt === 1));
@@ -75,11 +96,17 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     assert.equal(error.cause.name, 'RangeError');
     assert.equal(error.cause.message, 'boom');
     assert.match(error.host, /:\d+$/);
-    await assert.rejects(pool.map('failOn', Array.from({ length: 100 }, (_, i) => i)), (e) => {
-      assert.ok(e instanceof TaskError);
-      assert.match(e.message, /unlucky 13/);
-      return true;
-    });
+    await assert.rejects(
+      pool.map(
+        'failOn',
+        Array.from({ length: 100 }, (_, i) => i),
+      ),
+      (e) => {
+        assert.ok(e instanceof TaskError);
+        assert.match(e.message, /unlucky 13/);
+        return true;
+      },
+    );
   });
 
   test('oversize arguments fail at the producer, oversize results at the host: PayloadTooLargeError', async () => {
@@ -124,7 +151,14 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
   });
 
   test('a task over its memory limit on a remote host: MemoryLimitError at the producer', async () => {
-    const host = await startHost(redis.url, 'limited', ['--workers', '1', '--runtime', 'process', '--heap', '64MiB']);
+    const host = await startHost(redis.url, 'limited', [
+      '--workers',
+      '1',
+      '--runtime',
+      'process',
+      '--heap',
+      '64MiB',
+    ]);
     hosts.push(host);
     const pool = producer('limited');
     await assert.rejects(pool.apply('heapBomb', []), (e) => {
@@ -134,6 +168,39 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
       return true;
     });
     assert.equal(await pool.apply('square', [5]), 25, 'the host replaced its worker');
+  });
+
+  test('corral run --redis maps JSON Lines over the hosts with the local exit codes', () => {
+    const input = `${Array.from({ length: 2000 }, (_, i) => i).join('\n')}\nnot json\n`;
+    const run = spawnSync(
+      process.execPath,
+      [CLI, 'run', '--redis', redis.url, '--queue', 'main', `${TASKS}#square`],
+      {
+        input,
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(run.status, 1, run.stderr); // one item failed
+    const out = run.stdout.trim().split('\n').map(Number);
+    assert.deepEqual(
+      out,
+      Array.from({ length: 2000 }, (_, i) => i * i),
+    );
+    assert.match(run.stderr, /2,000 ok, 1 failed/);
+    const typo = spawnSync(
+      process.execPath,
+      [CLI, 'run', '--redis', redis.url, '--queue', 'main', `${TASKS}#nope`],
+      {
+        input: '1\n',
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(typo.status, 2);
+    assert.match(typo.stderr, /no function export named 'nope'; it exports: add, big/);
+    const alone = spawnSync(process.execPath, [CLI, 'run', '--redis', redis.url, `${TASKS}#square`], {
+      input: '1\n',
+    });
+    assert.equal(alone.status, 2, '--redis without --queue is a usage error');
   });
 
   test('Redis unreachable: BackendUnavailableError', async () => {

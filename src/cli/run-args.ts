@@ -96,6 +96,22 @@ function runFlags(): FlagSpec[] {
     },
     ...poolFlags(),
     {
+      name: 'redis',
+      type: 'string',
+      value: 'URL',
+      default: 'none: this machine',
+      help: 'run the items on the `corral worker` hosts serving --queue through this Redis (the pool flags then apply on the hosts, not here)',
+      group: 'Beyond one machine',
+    },
+    {
+      name: 'queue',
+      type: 'string',
+      value: 'NAME',
+      default: 'none',
+      help: 'the queue of --redis the worker hosts serve',
+      group: 'Beyond one machine',
+    },
+    {
       name: 'journal',
       type: 'string',
       value: 'FILE',
@@ -272,6 +288,12 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   const { poolOptions, workers, kind, concurrency } = poolOptionsFromFlags(v, modulePath);
   const chunksize =
     str('chunksize') === undefined ? 'auto' : parseIntFlag('chunksize', str('chunksize')!, 1, true);
+  const redis = str('redis');
+  const queue = str('queue');
+  if ((redis === undefined) !== (queue === undefined)) {
+    throw new UsageError('--redis URL and --queue NAME go together: the worker hosts serve that queue there');
+  }
+  if (redis !== undefined) poolOptions.backend = { bullmq: { connection: redis, queue: queue! } };
 
   const most = typeof workers === 'object' ? workers.max : workers;
   const nWorkers = most === 'auto' ? (kind === 'io' ? Math.max(2, 2 * cpuCount()) : cpuCount()) : most;
