@@ -8,6 +8,7 @@ import {
   BackendUnavailableError,
   MemoryLimitError,
   ModuleVersionError,
+  NotSupportedError,
   PayloadTooLargeError,
   Pool,
   TaskError,
@@ -201,6 +202,12 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
       input: '1\n',
     });
     assert.equal(alone.status, 2, '--redis without --queue is a usage error');
+  });
+
+  test('what this backend does not have yet says so with NotSupportedError', async () => {
+    const pool = producer('main');
+    assert.throws(() => pool.stream('square', [1]), NotSupportedError);
+    await assert.rejects(pool.broadcast('square', [1]), NotSupportedError);
   });
 
   test('Redis unreachable: BackendUnavailableError', async () => {

@@ -8,6 +8,7 @@ import {
   ConfigError,
   type CpuTimeLimitError,
   type MemoryLimitError,
+  NotSupportedError,
   QueueFullError,
 } from '../errors.js';
 import { formatMetrics, type MetricsFormat } from '../metrics/exposition.js';
@@ -227,7 +228,10 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     const b = this.backend;
     this.checkCall('stream', name, args);
     if (!b.credit) {
-      throw new ConfigError('stream', "this pool's backend does not stream results; use apply() or map()");
+      throw new NotSupportedError(
+        'pool.stream()',
+        "not there yet on this pool's backend; use apply() or map()",
+      );
     }
     const refusal = b.refusal() ?? (b.hasRoom ? undefined : new QueueFullError(b.config.maxQueue));
     if (refusal) throw refusal;
@@ -275,7 +279,10 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     if (!Array.isArray(args))
       throw new ConfigError('args', `expected an array of arguments for task '${name}'`);
     if (!(b instanceof Dispatcher)) {
-      throw new ConfigError('broadcast', "this pool's backend has no workers of its own to broadcast to");
+      throw new NotSupportedError(
+        'pool.broadcast()',
+        "this pool's backend has no workers of its own to broadcast to",
+      );
     }
     const refusal = b.refusal();
     if (refusal) throw refusal;
