@@ -93,6 +93,31 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     assert.ok(performance.now() - t0 < LOCK + STALL + 1500);
   });
 
+  test('corral worker: SIGTERM drains (its running job answers), a second signal leaves the job to another host', async () => {
+    const a = await host('drain');
+    const pool = producer('drain');
+    const call = pool.apply('sleep', [800]);
+    await sleep(300);
+    const exit = a.kill('SIGTERM');
+    assert.equal(await call, 800, 'the running job finished and answered');
+    assert.deepEqual(await exit, { code: 0, sig: null });
+    assert.match(a.log, /draining/);
+
+    const b = await host('drain');
+    const second = pool.apply('whoami', []);
+    const slow = pool.apply('sleep', [1500]);
+    await second;
+    await sleep(200);
+    process.kill(b.pid, 'SIGTERM');
+    await sleep(100);
+    const t0 = performance.now();
+    const exit2 = b.kill('SIGTERM');
+    assert.deepEqual(await exit2, { code: 130, sig: null });
+    assert.ok(performance.now() - t0 < 1000, 'the second signal stops at once');
+    await host('drain');
+    assert.equal(await slow, 1500, 'the abandoned job ran again on another host');
+  });
+
   test('Redis restarted mid-run: the run recovers (every item once) or fails typed; nothing silently lost', async () => {
     await Promise.all([host('restart'), host('restart')]);
     const pool = producer('restart');

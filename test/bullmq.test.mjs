@@ -26,6 +26,37 @@ import {
   TASKS,
 } from './bullmq-helpers.mjs';
 
+test('bullmq and ioredis load only on first use; missing, they fail with DependencyMissingError', () => {
+  const hook = new URL('./fixtures/hide-bullmq.mjs', import.meta.url).href;
+  const index = new URL('../dist/src/index.js', import.meta.url).href;
+  const program = `
+    const { Pool } = await import(${JSON.stringify(index)});
+    const local = new Pool({ module: ${JSON.stringify(TASKS)}, workers: 1 });
+    const local9 = await local.apply('square', [3]);
+    await local.close();
+    const remote = new Pool({ module: ${JSON.stringify(TASKS)}, backend: { bullmq: { connection: 'redis://127.0.0.1:1', queue: 'q' } } });
+    const error = await remote.apply('square', [3]).catch((e) => e);
+    console.log(JSON.stringify({ local9, code: error.code, dependency: error.dependency, message: error.message }));`;
+  const register = `import { register } from 'node:module'; register(${JSON.stringify(hook)});`;
+  const run = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      `data:text/javascript,${encodeURIComponent(register)}`,
+      '--input-type=module',
+      '-e',
+      program,
+    ],
+    { encoding: 'utf8' },
+  );
+  assert.equal(run.status, 0, run.stderr);
+  const out = JSON.parse(run.stdout);
+  assert.equal(out.local9, 9, 'a local pool never needs them');
+  assert.equal(out.code, 'ERR_DEPENDENCY_MISSING');
+  assert.equal(out.dependency, 'bullmq');
+  assert.match(out.message, /npm install bullmq/);
+});
+
 describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
   let redis;
   const hosts = [];
@@ -202,6 +233,22 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
       input: '1\n',
     });
     assert.equal(alone.status, 2, '--redis without --queue is a usage error');
+  });
+
+  test('imap keeps a bounded number of jobs out: a slow consumer holds the input back', async () => {
+    const pool = producer('main');
+    let read = 0;
+    function* endless() {
+      for (;;) yield read++;
+    }
+    let taken = 0;
+    for await (const r of pool.imap('square', endless())) {
+      assert.equal(r, taken * taken);
+      if (++taken === 2000) break;
+      if (taken % 500 === 0) await sleep(100);
+    }
+    await sleep(300);
+    assert.ok(read < 200_000, `read ${read} items ahead of a consumer that took 2000`);
   });
 
   test('what this backend does not have yet says so with NotSupportedError', async () => {

@@ -167,5 +167,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
   });
   await stopped;
   process.stderr.write(`corral worker: stopped after ${host.done} jobs\n`);
-  return signals === 2 ? EXIT.interrupted : EXIT.ok;
+  // Cancelled: BullMQ's own close may still wait for the abandoned jobs; nothing of ours is left to finish.
+  if (signals === 2) process.exit(EXIT.interrupted);
+  return EXIT.ok;
 }

@@ -201,30 +201,30 @@ export class WorkerHost {
 
   /** SIGTERM: take no more jobs, finish the ones running (their replies go out), then stop. */
   drain(): Promise<void> {
-    this.stopping ??= this.stop(false);
+    this.stopping ??= this.stop();
     return this.stopping;
   }
 
   /**
-   * A second signal: stop now. Running jobs are abandoned without a reply: their locks lapse and other
+   * A second signal: stop now. Running jobs are abandoned without a reply: the local pool is terminated,
+   * the connections are dropped (a drain in progress is not waited for), their locks lapse and other
    * hosts run them again (this counts against their stall budget).
    */
-  cancel(): Promise<void> {
+  async cancel(): Promise<void> {
     this.cancelled = true;
-    const stopping = this.stop(true);
-    this.stopping ??= stopping;
-    return stopping;
+    clearInterval(this.heartbeat);
+    await timed(this.cmd?.hdel(this.keys.hosts, this.name) ?? Promise.resolve(0), 500).catch(() => {});
+    await this.local.terminate();
+    void this.worker?.close(true).catch(() => {});
+    this.sub?.disconnect();
+    this.cmd?.disconnect();
   }
 
-  private async stop(force: boolean): Promise<void> {
+  private async stop(): Promise<void> {
     clearInterval(this.heartbeat);
     await this.cmd?.hdel(this.keys.hosts, this.name).catch(() => {});
-    if (force) {
-      await Promise.all([this.worker?.close(true).catch(() => {}), this.local.terminate()]);
-    } else {
-      await this.worker?.close().catch(() => {});
-      await this.local.close();
-    }
+    await this.worker?.close().catch(() => {});
+    await this.local.close();
     this.sub?.disconnect();
     await this.cmd?.quit().catch(() => this.cmd?.disconnect());
   }

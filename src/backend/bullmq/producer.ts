@@ -33,6 +33,7 @@ export const REMOTE_CHUNK_MS = 20;
 const HOSTS_EVERY_MS = 2000;
 /** A host whose heartbeat is older than this is not counted. */
 export const HOST_STALE_MS = 5000;
+const HOST_FORGET_MS = 60_000;
 
 interface Sent {
   unit: Unit;
@@ -159,9 +160,11 @@ export class BullmqBackend implements Backend {
     try {
       const all = (await this.cmd?.hgetall(this.keys.hosts)) ?? {};
       const now = Date.now();
-      this.hosts = Object.values(all)
-        .map((v) => JSON.parse(v) as HostBeat)
-        .filter((h) => now - h.at < HOST_STALE_MS);
+      const beats = Object.values(all).map((v) => JSON.parse(v) as HostBeat);
+      this.hosts = beats.filter((h) => now - h.at < HOST_STALE_MS);
+      // A host that died without a word left its heartbeat: gone for a minute, it is forgotten.
+      const dead = beats.filter((h) => now - h.at > HOST_FORGET_MS).map((h) => h.host);
+      if (dead.length > 0) await this.cmd?.hdel(this.keys.hosts, ...dead);
     } catch {
       // Redis is away: keep the last view.
     }
