@@ -145,4 +145,27 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     process.stderr.write(`# Redis restarted mid-run: ${outcome}, ${seen.size} of ${n} items\n`);
     if (outcome === 'complete') assert.equal(seen.size, n);
   });
+
+  // Last: it leaves Redis down.
+  test('Redis gone for longer than reconnectFor: waiting calls fail with BackendUnavailableError', async () => {
+    await host('gone');
+    const pool = new Pool({
+      module: TASKS,
+      backend: { bullmq: { connection: redis.url, queue: 'gone', reconnectFor: 800 } },
+    });
+    pools.push(pool);
+    assert.equal(await pool.apply('square', [4]), 16);
+    const call = pool.apply('sleep', [5000]);
+    await sleep(200);
+    await redis.stop();
+    const t0 = performance.now();
+    await assert.rejects(call, (e) => {
+      assert.ok(e instanceof BackendUnavailableError, String(e));
+      assert.match(e.message, /did not come back within 800 ms/);
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 3000);
+    assert.equal(pool.state, 'broken');
+    await assert.rejects(pool.apply('square', [1]), BackendUnavailableError);
+  });
 });

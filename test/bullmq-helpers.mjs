@@ -68,11 +68,23 @@ export async function startRedis() {
   return redis;
 }
 
+/** What this process started, killed by pid when it exits whatever way (a test timeout included). */
+const started = new Set();
+process.on('exit', () => {
+  for (const pid of started) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
+  }
+});
+
 /** A `corral worker` process serving `queue`; resolves once it says it serves. */
 export async function startHost(url, queue, args = [], module = TASKS) {
   const proc = spawn(process.execPath, [CLI, 'worker', '--redis', url, '--queue', queue, ...args, module], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  started.add(proc.pid);
+  proc.once('exit', () => started.delete(proc.pid));
   let log = '';
   proc.stderr.on('data', (d) => {
     log += d;

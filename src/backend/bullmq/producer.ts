@@ -34,6 +34,8 @@ const HOSTS_EVERY_MS = 2000;
 /** A host whose heartbeat is older than this is not counted. */
 export const HOST_STALE_MS = 5000;
 const HOST_FORGET_MS = 60_000;
+/** What closing a live connection may take. */
+const TEARDOWN_MS = 2000;
 
 interface Sent {
   unit: Unit;
@@ -435,20 +437,27 @@ export class BullmqBackend implements Backend {
 
   private tornDown: Promise<void> | undefined;
 
+  /**
+   * Closes this pool's connections. Nothing here waits on a Redis that is gone: with Redis away, a
+   * command would queue until it came back (BullMQ needs maxRetriesPerRequest null), so the
+   * connections are dropped instead, and a live one gets TEARDOWN_MS to say goodbye.
+   */
   private teardown(): Promise<void> {
     this.tornDown ??= (async () => {
       await this.started.catch(() => {});
       clearInterval(this.hostsTimer);
       clearTimeout(this.lostTimer);
-      // Cancels just published must reach Redis before the connection closes.
       await this.reader?.stop();
-      await this.queue?.close().catch(() => {});
       const cmd = this.cmd;
-      if (cmd) {
-        if (this.connected) await cmd.del(this.keys.reply(this.poolId)).catch(() => {});
-        await cmd.quit().catch(() => cmd.disconnect());
+      if (this.connected && cmd) {
+        // Cancels just published reach Redis before the connection closes.
+        await within(this.queue?.close(), TEARDOWN_MS);
+        await within(cmd.del(this.keys.reply(this.poolId)), TEARDOWN_MS);
+        await within(cmd.quit(), TEARDOWN_MS);
       }
       this.connected = false;
+      cmd?.disconnect();
+      if (this.queue) void this.queue.disconnect().catch(() => {});
     })();
     return this.tornDown;
   }
@@ -527,6 +536,12 @@ export class BullmqBackend implements Backend {
   liveHosts(): readonly HostBeat[] {
     return this.hosts;
   }
+}
+
+/** Waits for `promise` at most `ms`, whatever it does. */
+async function within(promise: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!promise) return;
+  await withTimeout(promise, ms, 'teardown').catch(() => {});
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, why: string): Promise<T> {
