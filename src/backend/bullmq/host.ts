@@ -186,7 +186,8 @@ export class WorkerHost {
       }
       // Re-deliveries (a lost host) count as attempts, not against the call's retries.
       const reruns = Math.max(0, (job.attemptsStarted ?? 1) - 1);
-      const timeout = d.t < 0 ? Infinity : d.t;
+      // The caller's timeout, capped by this host's own (--timeout: per item, as in a local pool).
+      const timeout = Math.min(d.t < 0 ? Infinity : d.t, this.config.taskTimeout * d.s);
       const unit = new Unit(d.n, d.m, payload, d.s, sink, timeout, d.y + reruns, controller.signal);
       unit.flags = d.f & UNIT_USAGE;
       unit.wantUsage = unit.flags !== 0;
