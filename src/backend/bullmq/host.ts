@@ -26,7 +26,7 @@ import {
 } from './codec.js';
 import { connect, loadBullmq, type Redis } from './load.js';
 import { type BullmqOptions, describeConnection, type ResolvedBullmq, resolveBullmq } from './options.js';
-import type { HostBeat } from './producer.js';
+import type { HostBeat } from './view.js';
 
 /** Jobs a host takes beyond its slots, so its workers do not wait a round trip between jobs. */
 const PREFETCH_FACTOR = 2;

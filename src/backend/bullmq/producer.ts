@@ -16,7 +16,7 @@ import { AbortError, BackendUnavailableError, PoolClosedError, TaskError } from 
 import { Meter, type UnitOutcome, type UnitRecord } from '../../metrics/meter.js';
 import type { PoolConfig } from '../../pool/config.js';
 import { PoolLifecycle, type PoolState } from '../../pool/lifecycle.js';
-import type { PoolMetrics, TaskMetrics, WorkerMetrics } from '../../pool/metrics.js';
+import type { PoolMetrics } from '../../pool/metrics.js';
 import { SignalWatch } from '../../pool/signals.js';
 import type { PoolStats } from '../../pool/stats.js';
 import type { Unit } from '../../pool/unit.js';
@@ -26,14 +26,12 @@ import { encodePayload, type JobData, keys, moduleVersionOf, type Reply, reviveE
 import { connect, loadBullmq, type Redis } from './load.js';
 import { describeConnection, type ResolvedBullmq } from './options.js';
 import { ReplyReader } from './replies.js';
+import { type Counts, type HostBeat, producerMetrics, producerStats, readHosts } from './view.js';
 
 /** Work per job: a job costs ~0.4 ms of CPU and ~3 ms of latency, so ~20 ms keeps that under 15%. */
 export const REMOTE_CHUNK_MS = 20;
 /** How often the hosts' heartbeats are read (capacity for chunking, stats). */
 const HOSTS_EVERY_MS = 2000;
-/** A host whose heartbeat is older than this is not counted. */
-export const HOST_STALE_MS = 5000;
-const HOST_FORGET_MS = 60_000;
 /** What closing a live connection may take. */
 const TEARDOWN_MS = 2000;
 
@@ -43,16 +41,6 @@ interface Sent {
   data: JobData;
   /** performance.now() when it was sent, for the task stream. */
   at: number;
-}
-
-/** A host as its heartbeat says. */
-export interface HostBeat {
-  host: string;
-  pid: number;
-  slots: number;
-  running: number;
-  at: number;
-  version: string;
 }
 
 type BullQueue = import('bullmq').Queue;
@@ -159,17 +147,7 @@ export class BullmqBackend implements Backend {
   }
 
   private async readHosts(): Promise<void> {
-    try {
-      const all = (await this.cmd?.hgetall(this.keys.hosts)) ?? {};
-      const now = Date.now();
-      const beats = Object.values(all).map((v) => JSON.parse(v) as HostBeat);
-      this.hosts = beats.filter((h) => now - h.at < HOST_STALE_MS);
-      // A host that died without a word left its heartbeat: gone for a minute, it is forgotten.
-      const dead = beats.filter((h) => now - h.at > HOST_FORGET_MS).map((h) => h.host);
-      if (dead.length > 0) await this.cmd?.hdel(this.keys.hosts, ...dead);
-    } catch {
-      // Redis is away: keep the last view.
-    }
+    if (this.cmd) this.hosts = await readHosts(this.cmd, this.keys.hosts, this.hosts);
   }
 
   /** The connection dropped: calls wait for it up to reconnectFor, then the pool breaks. */
@@ -462,70 +440,25 @@ export class BullmqBackend implements Backend {
     return this.tornDown;
   }
 
-  // ── what the producer sees ──────────────────────────────────────────────────────────────
+  // ── what the producer sees (view.ts) ─────────────────────────────────────────────────────
 
-  stats(): PoolStats {
-    const uptimeMs = performance.now() - this.createdAt;
-    const total = process.memoryUsage.rss();
+  private counts(): Counts {
     return {
-      workers: [],
+      createdAt: this.createdAt,
       queued: this.pending.length,
       running: this.out.size - this.pending.length,
       completed: this.completed,
       failed: this.failed,
-      throughput: uptimeMs > 0 ? (this.completed / uptimeMs) * 1000 : 0,
-      uptimeMs,
-      breaches: 0,
-      recycles: 0,
-      leakedFds: 0,
-      memory: { budget: undefined, total, peakTotal: total, held: false, heldBackMs: 0 },
     };
+  }
+
+  stats(): PoolStats {
+    return producerStats(this.counts());
   }
 
   /** The hosts (one "worker" each, by their heartbeats), and what this producer measured. */
   metrics(): PoolMetrics {
-    const tasks: Record<string, TaskMetrics> = {};
-    for (const [name, t] of this.meter.tasks) {
-      tasks[name] = {
-        wait: t.wait.snapshot(),
-        run: t.run.snapshot(),
-        completed: t.completed,
-        failed: t.failed,
-        items: t.items,
-      };
-    }
-    const workers: WorkerMetrics[] = this.hosts.map((h, id) => ({
-      id,
-      pid: h.pid,
-      threadId: undefined,
-      state: h.running > 0 ? 'busy' : 'idle',
-      tasksDone: 0,
-      utilization: h.slots > 0 ? h.running / h.slots : 0,
-      rss: undefined,
-      peakRss: undefined,
-      heapUsed: 0,
-      peakHeapUsed: 0,
-      heapLimit: undefined,
-      rssLimit: undefined,
-    }));
-    return {
-      uptimeSeconds: (performance.now() - this.createdAt) / 1000,
-      queued: this.pending.length,
-      running: this.out.size - this.pending.length,
-      completed: this.completed,
-      failed: this.failed,
-      retries: this.meter.retries,
-      timeouts: this.meter.timeouts,
-      aborts: this.meter.aborts,
-      crashes: this.meter.crashes,
-      breaches: 0,
-      recycles: 0,
-      leakedFds: 0,
-      tasks,
-      workers,
-      memory: { total: process.memoryUsage.rss(), budget: undefined },
-      series: [],
-    };
+    return producerMetrics(this.counts(), this.meter, this.hosts);
   }
 
   follow(listener: (unit: UnitRecord) => void): () => void {
