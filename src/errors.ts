@@ -33,6 +33,8 @@ export type CorralErrorCode =
 
 export class CorralError extends Error {
   readonly code: CorralErrorCode;
+  /** The worker host it happened on, for errors a distributed backend's host sent back (`name:pid`). */
+  declare readonly host?: string;
   constructor(code: CorralErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
@@ -451,7 +453,7 @@ export class ModuleVersionError extends CorralError {
   /** The version the job was built for, and the one the host runs. */
   readonly expected: string;
   readonly actual: string;
-  readonly host: string;
+  override readonly host: string;
   constructor(task: string, expected: string, actual: string, host: string) {
     super(
       'ERR_MODULE_VERSION',

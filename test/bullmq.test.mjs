@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
+import { serialize } from 'node:v8';
 import {
   AbortError,
   BackendUnavailableError,
@@ -254,6 +255,34 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     }
     await sleep(300);
     assert.ok(read < 200_000, `read ${read} items ahead of a consumer that took 2000`);
+  });
+
+  test('a duplicate reply is dropped: the first outcome of a job settles its call, later ones are ignored', async () => {
+    const { Redis } = await import('ioredis');
+    const redisClient = new Redis(redis.url);
+    try {
+      const pool = producer('dup'); // no host serves 'dup' yet: the job waits in the queue
+      const call = pool.apply('square', [9]);
+      let jobKey;
+      for (let i = 0; i < 100 && !jobKey; i++) {
+        [jobKey] = await redisClient.keys('corral:dup:*-1');
+        if (!jobKey) await sleep(20);
+      }
+      const id = jobKey.slice('corral:dup:'.length);
+      const replyKey = `corral:dup:corral:reply:${id.slice(0, id.lastIndexOf('-'))}`;
+      const reply = (value) =>
+        serialize({ id, ok: true, value, itemErrors: undefined, ms: 1, usage: undefined, host: 'h' });
+      await redisClient.rpush(replyKey, reply(81), reply(-1));
+      assert.equal(await call, 81);
+      // A host now runs the queued job too and answers it again: dropped as well.
+      hosts.push(await startHost(redis.url, 'dup', ['--workers', '1']));
+      assert.equal(await pool.apply('square', [4]), 16);
+      await sleep(200);
+      assert.equal(pool.stats().completed, 2);
+      assert.equal(pool.stats().running, 0);
+    } finally {
+      redisClient.disconnect();
+    }
   });
 
   test('what this backend does not have yet says so with NotSupportedError', async () => {
