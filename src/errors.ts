@@ -397,7 +397,7 @@ export class BackendUnavailableError extends CorralError {
   constructor(backend: string, address: string, why: string, options?: { cause?: unknown }) {
     super(
       'ERR_BACKEND_UNAVAILABLE',
-      `the ${backend} backend cannot reach Redis at ${address}: ${why}. Check that redis-server runs there, ` +
+      `the ${backend} backend cannot reach Redis at ${address}: ${why.replace(/\.+$/, '')}. Check that redis-server runs there, ` +
         'that this host may connect to it (bind address, firewall, password) and the connection options',
       options,
     );

@@ -53,7 +53,9 @@ export class WorkerHost {
   readonly slots: number;
   private readonly opts: ResolvedBullmq;
   private readonly config: PoolConfig;
-  private readonly local: Dispatcher;
+  /** The local pool: started once Redis answers, so a host that cannot reach it starts no workers. */
+  private local!: Dispatcher;
+  private readonly events: Partial<DispatcherEvents>;
   private readonly keys: ReturnType<typeof keys>;
   private cmd: Redis | undefined;
   private sub: Redis | undefined;
@@ -74,14 +76,7 @@ export class WorkerHost {
     this.name = options.name ?? `${hostname()}:${process.pid}`;
     this.keys = keys(this.opts.prefix, this.opts.queue);
     this.slots = this.config.workers * this.config.concurrency;
-    const noop = (): void => {};
-    this.local = new Dispatcher(this.config, {
-      workerStart: options.events?.workerStart ?? noop,
-      workerExit: options.events?.workerExit ?? noop,
-      workerError: options.events?.workerError ?? noop,
-      leak: options.events?.leak ?? noop,
-      breach: options.events?.breach ?? noop,
-    });
+    this.events = options.events ?? {};
   }
 
   /** Connects to Redis and starts taking jobs. Throws BackendUnavailableError when Redis is not there. */
@@ -90,7 +85,7 @@ export class WorkerHost {
     try {
       await host.connect();
     } catch (error) {
-      await host.local.terminate();
+      await host.local?.terminate();
       throw error;
     }
     return host;
@@ -114,6 +109,15 @@ export class WorkerHost {
         cause: error,
       });
     }
+    const noop = (): void => {};
+    const events = this.events;
+    this.local = new Dispatcher(this.config, {
+      workerStart: events.workerStart ?? noop,
+      workerExit: events.workerExit ?? noop,
+      workerError: events.workerError ?? noop,
+      leak: events.leak ?? noop,
+      breach: events.breach ?? noop,
+    });
     await this.sub.subscribe(this.keys.cancel);
     this.sub.on('message', (_channel: string, id: string) => this.running.get(id)?.abort());
     this.worker = new Worker(queue, (job) => this.process(job), {
