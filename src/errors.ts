@@ -407,6 +407,25 @@ export class BackendUnavailableError extends CorralError {
 }
 
 /**
+ * No `corral worker` had a live heartbeat on the queue for as long as the call may wait (the BullMQ
+ * backend's hostWait): the call fails rather than wait silently for a host that may never come.
+ */
+export class NoHostError extends BackendUnavailableError {
+  readonly queue: string;
+  /** How long the call waited, in ms. */
+  readonly waitedMs: number;
+  constructor(address: string, queue: string, waitedMs: number) {
+    super('bullmq', address, 'no host');
+    this.message =
+      `no corral worker has a heartbeat on queue '${queue}' at ${address} (waited ${Math.round(waitedMs)} ms). ` +
+      `Start one on each machine: corral worker --redis redis://${address} --queue ${queue} <module>; ` +
+      'check that hosts use the same queue name and prefix, or raise hostWait (Infinity waits for hosts forever)';
+    this.queue = queue;
+    this.waitedMs = waitedMs;
+  }
+}
+
+/**
  * A remote job's host stopped answering (it died, was partitioned, its lock expired) more often than
  * the stall budget allows: it is not run again. At-least-once: it may have run, whole or in part.
  */

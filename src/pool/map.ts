@@ -139,6 +139,11 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     this.fill();
   }
 
+  /** The backend held this job back (Backend.heldBack) and no longer does. */
+  resume(): void {
+    this.fill();
+  }
+
   /** Pool.close(): the rest of the input is read and run now; results wait for the consumer. */
   drain(): void {
     this.eager = true;
@@ -212,6 +217,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
           if (this.outstanding === 0) setTimeout(() => void this.fill(), 5).unref();
           break;
         }
+        // A shared queue is long (another producer filled it, hosts are slow): the backend calls
+        // resume() once it is not.
+        if (this.dispatcher.heldBack) break;
         // Arrays and sync iterables are read without a promise per chunk: small chunks stay cheap.
         const n = this.chunkSize();
         const items = this.async ? await this.readAsync(n) : this.readSync(n);

@@ -35,6 +35,17 @@ export interface BullmqOptions {
   /** How long the first connection may take, and a lost one may stay lost, before BackendUnavailableError. Default 5 s / 30 s. */
   connectTimeout?: number | string;
   reconnectFor?: number | string;
+  /**
+   * Jobs of other producers waiting in the queue above which map/imap stop reading their input
+   * (sampled every ~150 ms while a map runs); below it they read again. Default 'auto': four times
+   * the live hosts' slots, at least 16.
+   */
+  maxWaiting?: number | 'auto';
+  /**
+   * How long a call may wait while no `corral worker` has a live heartbeat on the queue before it
+   * fails with NoHostError (ms, '60s', or Infinity to wait for hosts forever). Default 60 s.
+   */
+  hostWait?: number | string;
 }
 
 export interface ResolvedBullmq {
@@ -48,6 +59,9 @@ export interface ResolvedBullmq {
   moduleVersion: string | undefined;
   connectTimeout: number;
   reconnectFor: number;
+  /** undefined: 'auto'. */
+  maxWaiting: number | undefined;
+  hostWait: number;
 }
 
 const KNOWN = [
@@ -61,6 +75,8 @@ const KNOWN = [
   'moduleVersion',
   'connectTimeout',
   'reconnectFor',
+  'maxWaiting',
+  'hostWait',
 ];
 
 export function resolveBullmq(value: unknown): ResolvedBullmq {
@@ -102,6 +118,11 @@ export function resolveBullmq(value: unknown): ResolvedBullmq {
     moduleVersion: mv as string | undefined,
     connectTimeout: parseDuration(`${o}.connectTimeout`, value.connectTimeout ?? 5_000, true),
     reconnectFor: parseDuration(`${o}.reconnectFor`, value.reconnectFor ?? 30_000, true),
+    maxWaiting:
+      value.maxWaiting === undefined || value.maxWaiting === 'auto'
+        ? undefined
+        : parseCount(`${o}.maxWaiting`, value.maxWaiting, 0, true),
+    hostWait: parseDuration(`${o}.hostWait`, value.hostWait ?? 60_000, true),
   };
 }
 

@@ -12,7 +12,13 @@
  * BackendUnavailableError and every waiting call fails with it.
  */
 import { randomBytes } from 'node:crypto';
-import { AbortError, BackendUnavailableError, PoolClosedError, TaskError } from '../../errors.js';
+import {
+  AbortError,
+  BackendUnavailableError,
+  NoHostError,
+  PoolClosedError,
+  TaskError,
+} from '../../errors.js';
 import { Meter, type UnitOutcome, type UnitRecord } from '../../metrics/meter.js';
 import type { PoolConfig } from '../../pool/config.js';
 import { PoolLifecycle, type PoolState } from '../../pool/lifecycle.js';
@@ -26,12 +32,11 @@ import { encodePayload, type JobData, keys, moduleVersionOf, type Reply, reviveE
 import { connect, loadBullmq, type Redis } from './load.js';
 import { describeConnection, type ResolvedBullmq } from './options.js';
 import { ReplyReader } from './replies.js';
-import { type Counts, type HostBeat, producerMetrics, producerStats, readHosts } from './view.js';
+import { type Counts, type HostBeat, producerMetrics, producerStats } from './view.js';
+import { QueueWatch } from './watch.js';
 
 /** Work per job: a job costs ~0.4 ms of CPU and ~3 ms of latency, so ~20 ms keeps that under 15%. */
 export const REMOTE_CHUNK_MS = 20;
-/** How often the hosts' heartbeats are read (capacity for chunking, stats). */
-const HOSTS_EVERY_MS = 2000;
 /** What closing a live connection may take. */
 const TEARDOWN_MS = 2000;
 
@@ -65,8 +70,8 @@ export class BullmqBackend implements Backend {
   private readonly started: Promise<void>;
   private connected = false;
   private lostTimer: NodeJS.Timeout | undefined;
-  private hostsTimer: NodeJS.Timeout | undefined;
-  private hosts: HostBeat[] = [];
+  /** The hosts' heartbeats and the queue's waiting count (watch.ts); set once connected. */
+  private watch: QueueWatch | undefined;
   private readonly signals = new SignalWatch((u) => this.abort(u));
   private readonly jobs = new Set<MapJobHandle>();
   private readonly closeWaiters: (() => void)[] = [];
@@ -88,10 +93,7 @@ export class BullmqBackend implements Backend {
     const self = this;
     this.config = {
       get workers() {
-        return Math.max(
-          1,
-          self.hosts.reduce((n, h) => n + h.slots, 0),
-        );
+        return Math.max(1, self.watch?.slots ?? 0);
       },
       concurrency: 1,
       maxQueue: pool.maxQueue,
@@ -140,14 +142,32 @@ export class BullmqBackend implements Backend {
     this.connected = true;
     cmd.on('close', () => this.onLost());
     cmd.on('ready', () => this.onBack());
-    await this.readHosts();
-    this.hostsTimer = setInterval(() => void this.readHosts(), HOSTS_EVERY_MS);
-    this.hostsTimer.unref();
+    this.watch = new QueueWatch(cmd, this.queue, this.keys.hosts, this.opts.maxWaiting, this.opts.hostWait, {
+      ours: () => this.out.size,
+      mapping: () => this.jobs.size > 0,
+      hostsRead: () => this.checkHosts(),
+      clear: () => {
+        for (const job of this.jobs) job.resume?.();
+      },
+    });
+    await this.watch.start();
     this.flush();
   }
 
-  private async readHosts(): Promise<void> {
-    if (this.cmd) this.hosts = await readHosts(this.cmd, this.keys.hosts, this.hosts);
+  /**
+   * No live host for hostWait: the calls that waited that long fail (NoHostError) rather than wait
+   * silently; a host that comes back later serves the calls made since.
+   */
+  private checkHosts(): void {
+    const watch = this.watch;
+    if (!watch || !this.life.running || this.out.size === 0) return;
+    const wait = this.opts.hostWait;
+    if (watch.hostlessMs < wait) return;
+    const now = performance.now();
+    for (const sent of [...this.out.values()]) {
+      if (now - sent.at >= wait)
+        this.settleFail(sent.unit, new NoHostError(this.address, this.opts.queue, now - sent.at));
+    }
   }
 
   /** The connection dropped: calls wait for it up to reconnectFor, then the pool breaks. */
@@ -202,6 +222,12 @@ export class BullmqBackend implements Backend {
 
   get hasRoom(): boolean {
     return this.out.size < this.config.maxQueue;
+  }
+
+  /** Other producers' jobs wait in the queue past maxWaiting (or Redis is away): maps stop reading. */
+  get heldBack(): boolean {
+    if (!this.life.running) return false; // what a map reads now fails at once
+    return this.watch?.heldBack ?? true;
   }
 
   /** Chunks are already large (REMOTE_CHUNK_MS); shrinking them for fairness would only add jobs. */
@@ -423,7 +449,7 @@ export class BullmqBackend implements Backend {
   private teardown(): Promise<void> {
     this.tornDown ??= (async () => {
       await this.started.catch(() => {});
-      clearInterval(this.hostsTimer);
+      this.watch?.stop();
       clearTimeout(this.lostTimer);
       await this.reader?.stop();
       const cmd = this.cmd;
@@ -459,6 +485,10 @@ export class BullmqBackend implements Backend {
   /** The hosts (one "worker" each, by their heartbeats), and what this producer measured. */
   metrics(): PoolMetrics {
     return producerMetrics(this.counts(), this.meter, this.hosts);
+  }
+
+  private get hosts(): readonly HostBeat[] {
+    return this.watch?.hosts ?? [];
   }
 
   follow(listener: (unit: UnitRecord) => void): () => void {
