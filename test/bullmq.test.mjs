@@ -9,6 +9,7 @@ import {
   BackendUnavailableError,
   MemoryLimitError,
   ModuleVersionError,
+  NoHostError,
   NotSupportedError,
   PayloadTooLargeError,
   Pool,
@@ -255,6 +256,67 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     }
     await sleep(300);
     assert.ok(read < 200_000, `read ${read} items ahead of a consumer that took 2000`);
+  });
+
+  test("imap holds back while other producers' jobs fill the queue, and reads again once they are gone", async () => {
+    // Another producer fills the queue: each host (one slot, two jobs taken) is busy for 20 s, the rest wait.
+    const other = producer('main');
+    const theirs = Array.from({ length: 80 }, () => other.apply('sleep', [20_000]).catch((e) => e));
+    const { Queue } = await import('bullmq');
+    const queue = new Queue('main', {
+      connection: { host: '127.0.0.1', port: redis.port },
+      prefix: 'corral',
+    });
+    try {
+      for (let i = 0; i < 200 && (await queue.getWaitingCount()) < 60; i++) await sleep(20);
+      assert.ok((await queue.getWaitingCount()) >= 60, 'the other producer filled the queue');
+      const pool = producer('main');
+      let read = 0;
+      function* input() {
+        for (; read < 40; ) yield read++;
+      }
+      const results = [];
+      const consumed = (async () => {
+        for await (const r of pool.imap('square', input(), { chunksize: 1 })) results.push(r);
+      })();
+      await sleep(1000);
+      assert.equal(read, 0, 'nothing read while >= 60 jobs of others wait (maxWaiting auto: 16)');
+      // The other producer goes: its jobs leave the queue (and its hosts' running ones are cancelled).
+      await other.terminate();
+      await consumed;
+      assert.deepEqual(
+        results,
+        Array.from({ length: 40 }, (_, i) => i * i),
+      );
+      assert.equal((await Promise.all(theirs)).filter((e) => e instanceof Error).length, 80);
+    } finally {
+      await queue.close();
+    }
+  });
+
+  test('no live host on the queue: calls fail with NoHostError after hostWait; the pool serves hosts that come later', async () => {
+    const pool = producer('nohost', { hostWait: 500 });
+    const t0 = performance.now();
+    const [one, many] = await Promise.all([
+      pool.apply('square', [3]).catch((e) => e),
+      pool.map('square', [1, 2, 3]).catch((e) => e),
+    ]);
+    const ms = performance.now() - t0;
+    for (const e of [one, many]) {
+      assert.ok(e instanceof NoHostError, String(e));
+      assert.ok(e instanceof BackendUnavailableError, 'a kind of BackendUnavailableError');
+      assert.equal(e.queue, 'nohost');
+      assert.match(e.message, /no corral worker has a heartbeat on queue 'nohost'/);
+      assert.match(e.message, /corral worker --redis redis:\/\/127\.0\.0\.1:\d+ --queue nohost <module>/);
+    }
+    assert.ok(ms >= 450 && ms < 3000, `failed after ${ms.toFixed(0)} ms`);
+    assert.equal(pool.state, 'open', 'not broken: a host may still come');
+    const host = await startHost(redis.url, 'nohost', ['--workers', '1']);
+    try {
+      assert.equal(await pool.apply('square', [4]), 16);
+    } finally {
+      await host.kill('SIGTERM');
+    }
   });
 
   test('a duplicate reply is dropped: the first outcome of a job settles its call, later ones are ignored', async () => {
