@@ -289,6 +289,10 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
         Array.from({ length: 40 }, (_, i) => i * i),
       );
       assert.equal((await Promise.all(theirs)).filter((e) => e instanceof Error).length, 80);
+      // Every job of theirs was cancelled, also one a host took just after its cancel was published.
+      let active = await queue.getActiveCount();
+      for (let i = 0; i < 100 && active > 0; i++) active = await sleep(20).then(() => queue.getActiveCount());
+      assert.equal(active, 0, 'no job of the terminated producer runs on');
     } finally {
       await queue.close();
     }
@@ -344,6 +348,45 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
       assert.equal(pool.stats().running, 0);
     } finally {
       redisClient.disconnect();
+    }
+  });
+
+  test('a cancel that overtakes its job: the host that takes the job later skips it', async () => {
+    const { Queue } = await import('bullmq');
+    const { Redis } = await import('ioredis');
+    const { encodePayload, decodeReply } = await import('../dist/src/backend/bullmq/codec.js');
+    const connection = { host: '127.0.0.1', port: redis.port };
+    const queue = new Queue('main', { connection, prefix: 'corral' });
+    const client = new Redis(connection);
+    try {
+      const r = 'corral:main:corral:reply:overtaken';
+      const data = (x) => ({
+        v: '',
+        n: 'square',
+        m: 0,
+        f: 0,
+        s: 1,
+        p: encodePayload('square', [x], 1e6),
+        r,
+        t: -1,
+        y: 0,
+        a: 0,
+      });
+      // The producer's cancel is published before any host has the job (its remove came too late).
+      await client.publish('corral:main:corral:cancel', 'overtaken-1');
+      await queue.add('square', data(7), { jobId: 'overtaken-1', removeOnComplete: true });
+      await queue.add('square', data(8), { jobId: 'overtaken-2', removeOnComplete: true });
+      const got = [];
+      for (let reply = await client.blpopBuffer(r, 2); reply; reply = await client.blpopBuffer(r, 0.5))
+        got.push(decodeReply(reply[1]));
+      assert.deepEqual(
+        got.map((x) => [x.id, x.value]),
+        [['overtaken-2', 64]],
+        'only the job not cancelled ran',
+      );
+    } finally {
+      client.disconnect();
+      await queue.close();
     }
   });
 

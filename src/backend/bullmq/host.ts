@@ -28,6 +28,8 @@ import { connect, loadBullmq, type Redis } from './load.js';
 import { type BullmqOptions, describeConnection, type ResolvedBullmq, resolveBullmq } from './options.js';
 import type { HostBeat } from './view.js';
 
+/** How long a cancel of a job not (yet) running here is remembered. */
+const CANCEL_MEMORY_MS = 60_000;
 /** Jobs a host takes beyond its slots, so its workers do not wait a round trip between jobs. */
 const PREFETCH_FACTOR = 2;
 const HEARTBEAT_MS = 1000;
@@ -63,6 +65,12 @@ export class WorkerHost {
   private heartbeat: NodeJS.Timeout | undefined;
   /** Jobs running here, by id: what a cancel message aborts. */
   private readonly running = new Map<string, AbortController>();
+  /**
+   * Cancels of jobs not running here when they came, with when: a producer's cancel can overtake its
+   * job (the job moves to this host while the producer's remove fails on it), so the job is skipped
+   * when it arrives. Forgotten after CANCEL_MEMORY_MS.
+   */
+  private readonly cancels = new Map<string, number>();
   /** Cancel (second signal): outcomes are not replied, the jobs go back to the queue as stalled. */
   private cancelled = false;
   private stopping: Promise<void> | undefined;
@@ -119,7 +127,7 @@ export class WorkerHost {
       breach: events.breach ?? noop,
     });
     await this.sub.subscribe(this.keys.cancel);
-    this.sub.on('message', (_channel: string, id: string) => this.running.get(id)?.abort());
+    this.sub.on('message', (_channel: string, id: string) => this.onCancel(id));
     this.worker = new Worker(queue, (job) => this.process(job), {
       connection: this.cmd,
       prefix,
@@ -148,11 +156,25 @@ export class WorkerHost {
     await this.cmd?.hset(this.keys.hosts, this.name, JSON.stringify(beat)).catch(() => {});
   }
 
+  private onCancel(id: string): void {
+    const running = this.running.get(id);
+    if (running) {
+      running.abort();
+      return;
+    }
+    const now = Date.now();
+    if (this.cancels.size >= 1000) {
+      for (const [old, at] of this.cancels) if (now - at > CANCEL_MEMORY_MS) this.cancels.delete(old);
+    }
+    this.cancels.set(id, now);
+  }
+
   /** One job: checked, run as one unit of the local pool, its outcome pushed onto its reply list. */
   private async process(job: BullJob): Promise<void> {
     const d = job.data as JobData;
     const id = job.id!;
     let reply: Reply;
+    if (this.cancels.delete(id)) return; // its producer no longer waits for it
     if (d.v !== '' && this.version !== '' && d.v !== this.version) {
       reply = errorReply(id, this.name, new ModuleVersionError(d.n, d.v, this.version, this.name));
     } else if (job.stalledCounter > this.opts.stallBudget) {
