@@ -143,3 +143,41 @@ export function cmdline(pid) {
     return '(gone)';
   }
 }
+
+/** Runs `corral ...args` with `input` on stdin; `onStderr(stderr, child)` sees stderr as it comes. */
+export function corral(args, { input = '', onStderr, timeout = 30_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, NO_COLOR: '1' } });
+    started.add(child.pid);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d;
+      onStderr?.(stderr, child);
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`corral ${args.join(' ')} did not finish in ${timeout} ms\n${stderr}`));
+    }, timeout);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      started.delete(child.pid);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.on('error', () => {});
+    child.stdin.end(input);
+  });
+}
+
+/** An onStderr that calls `then(child)` once the progress line says at least `n` items are done. */
+export function whenDone(n, then) {
+  let fired = false;
+  return (stderr, child) => {
+    const m = [...stderr.matchAll(/corral: ([\d,]+)\/?[~\d,]* done/g)].at(-1);
+    if (!fired && m && Number(m[1].replace(/,/g, '')) >= n) {
+      fired = true;
+      then(child);
+    }
+  };
+}

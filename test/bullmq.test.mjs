@@ -2,6 +2,9 @@
 // separate processes, and a producer Pool in this process. Skips without redis-server.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { serialize } from 'node:v8';
 import {
@@ -20,12 +23,14 @@ import {
   alive,
   CLI,
   cmdline,
+  corral,
   freePort,
   SKIP,
   sleep,
   startHost,
   startRedis,
   TASKS,
+  whenDone,
 } from './bullmq-helpers.mjs';
 
 test('bullmq and ioredis load only on first use; missing, they fail with DependencyMissingError', () => {
@@ -240,6 +245,71 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
       input: '1\n',
     });
     assert.equal(alone.status, 2, '--redis without --queue is a usage error');
+  });
+
+  test('corral run --redis: one Ctrl-C stops the input and lets the jobs out finish, a second cancels them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'corral-bullmq-'));
+    try {
+      // One SIGINT: exit 130, report 'interrupted', the output a whole prefix of the input, in order.
+      const input = Array.from({ length: 5000 }, (_, i) => 20 + (i % 7));
+      const args = (name) => [
+        'run',
+        '--redis',
+        redis.url,
+        '--queue',
+        'main',
+        `${TASKS}#sleep`,
+        '--output',
+        join(dir, `${name}.jsonl`),
+        '--report',
+        join(dir, `${name}.json`),
+      ];
+      const once = await corral(args('once'), {
+        input: `${input.join('\n')}\n`,
+        onStderr: whenDone(10, (child) => child.kill('SIGINT')),
+      });
+      assert.equal(once.code, 130, once.stderr);
+      assert.match(once.stderr, /stopped by Ctrl-C/);
+      const text = readFileSync(join(dir, 'once.jsonl'), 'utf8');
+      assert.ok(text.endsWith('\n'), 'no half-written last line');
+      const got = text.trim().split('\n').map(Number);
+      const r = JSON.parse(readFileSync(join(dir, 'once.json'), 'utf8'));
+      assert.equal(r.stopped, 'interrupted');
+      assert.ok(got.length >= 10 && got.length < 5000, `${got.length} lines`);
+      assert.equal(r.items.done, got.length, 'every job out finished and was written');
+      assert.equal(r.items.written, got.length);
+      assert.deepEqual(got, input.slice(0, got.length));
+
+      // Two SIGINTs: the jobs out are cancelled (every 10th item sleeps 5 s), exit 130, 'terminated'.
+      const slow = Array.from({ length: 2000 }, (_, i) => (i % 10 === 9 ? 5000 : 20));
+      let interrupted = 0;
+      const twice = await corral(args('twice'), {
+        input: `${slow.join('\n')}\n`,
+        onStderr: whenDone(5, (child) => {
+          interrupted = performance.now();
+          child.kill('SIGINT');
+          setTimeout(() => child.kill('SIGINT'), 200);
+        }),
+      });
+      assert.equal(twice.code, 130, twice.stderr);
+      const written = readFileSync(join(dir, 'twice.jsonl'), 'utf8');
+      assert.ok(written === '' || written.endsWith('\n'), 'no half-written last line');
+      const prefix = written === '' ? [] : written.trim().split('\n').map(Number);
+      assert.deepEqual(prefix, slow.slice(0, prefix.length));
+      const r2 = JSON.parse(readFileSync(join(dir, 'twice.json'), 'utf8'));
+      assert.equal(r2.stopped, 'terminated');
+      assert.ok(r2.items.cancelled > 0, 'the jobs out were abandoned');
+      assert.equal(r2.resumeLine, prefix.length + 1);
+      const ms = performance.now() - interrupted;
+      assert.ok(
+        ms < 3000,
+        `exited ${ms.toFixed(0)} ms after the first Ctrl-C: nobody waited for the 5 s items`,
+      );
+      // The hosts were told: they are free for the next producer at once.
+      assert.deepEqual(await producer('main').map('square', [1, 2, 3]), [1, 4, 9]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('imap keeps a bounded number of jobs out: a slow consumer holds the input back', async () => {
