@@ -385,6 +385,14 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     }
     assert.ok(ms >= 450 && ms < 3000, `failed after ${ms.toFixed(0)} ms`);
     assert.equal(pool.state, 'open', 'not broken: a host may still come');
+    // corral run --redis --host-wait: the run stops with the same words, exit 2.
+    const run = spawnSync(
+      process.execPath,
+      [CLI, 'run', '--redis', redis.url, '--queue', 'nohost-cli', '--host-wait', '300ms', `${TASKS}#square`],
+      { input: '1\n2\n', encoding: 'utf8' },
+    );
+    assert.equal(run.status, 2, run.stderr);
+    assert.match(run.stderr, /no corral worker has a heartbeat on queue 'nohost-cli'/);
     const host = await startHost(redis.url, 'nohost', ['--workers', '1']);
     try {
       assert.equal(await pool.apply('square', [4]), 16);

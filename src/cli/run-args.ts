@@ -112,6 +112,14 @@ function runFlags(): FlagSpec[] {
       group: 'Beyond one machine',
     },
     {
+      name: 'host-wait',
+      type: 'string',
+      value: 'DURATION',
+      default: '60s',
+      help: 'with --redis: how long items may wait while no `corral worker` heartbeats on --queue before they fail (infinity: wait for hosts)',
+      group: 'Beyond one machine',
+    },
+    {
       name: 'journal',
       type: 'string',
       value: 'FILE',
@@ -293,7 +301,11 @@ export function parseRunArgs(argv: string[]): RunConfig | 'help' {
   if ((redis === undefined) !== (queue === undefined)) {
     throw new UsageError('--redis URL and --queue NAME go together: the worker hosts serve that queue there');
   }
-  if (redis !== undefined) poolOptions.backend = { bullmq: { connection: redis, queue: queue! } };
+  const hostWait = str('host-wait');
+  if (hostWait !== undefined && redis === undefined) throw new UsageError('--host-wait goes with --redis');
+  if (redis !== undefined) {
+    poolOptions.backend = { bullmq: { connection: redis, queue: queue!, ...(hostWait ? { hostWait } : {}) } };
+  }
 
   const most = typeof workers === 'object' ? workers.max : workers;
   const nWorkers = most === 'auto' ? (kind === 'io' ? Math.max(2, 2 * cpuCount()) : cpuCount()) : most;
