@@ -9,16 +9,11 @@
  * Connection loss: while Redis is away, calls wait (up to reconnectFor); when it comes back every job
  * still out is added again under its id (a no-op for one Redis still holds; a re-run for one a
  * restarted Redis lost), so nothing is silently lost. Past reconnectFor the pool breaks with
- * BackendUnavailableError and every waiting call fails with it.
+ * BackendUnavailableError and every waiting call fails with it. The connections are link.ts's; the
+ * hosts and the queue's length are watched by watch.ts, and this file keeps the units' bookkeeping.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  AbortError,
-  BackendUnavailableError,
-  NoHostError,
-  PoolClosedError,
-  TaskError,
-} from '../../errors.js';
+import { AbortError, NoHostError, PoolClosedError, TaskError } from '../../errors.js';
 import { Meter, type UnitOutcome, type UnitRecord } from '../../metrics/meter.js';
 import type { PoolConfig } from '../../pool/config.js';
 import { PoolLifecycle, type PoolState } from '../../pool/lifecycle.js';
@@ -29,16 +24,12 @@ import type { Unit } from '../../pool/unit.js';
 import { fromWireError, UNIT_USAGE } from '../../runtime/protocol.js';
 import type { Backend, BackendConfig, Job as MapJobHandle } from '../types.js';
 import { encodePayload, type JobData, keys, moduleVersionOf, type Reply, reviveError } from './codec.js';
-import { connect, loadBullmq, type Redis } from './load.js';
+import { Link } from './link.js';
 import { describeConnection, type ResolvedBullmq } from './options.js';
-import { ReplyReader } from './replies.js';
 import { type Counts, type HostBeat, producerMetrics, producerStats } from './view.js';
-import { QueueWatch } from './watch.js';
 
 /** Work per job: a job costs ~0.4 ms of CPU and ~3 ms of latency, so ~20 ms keeps that under 15%. */
 export const REMOTE_CHUNK_MS = 20;
-/** What closing a live connection may take. */
-const TEARDOWN_MS = 2000;
 
 interface Sent {
   unit: Unit;
@@ -47,8 +38,6 @@ interface Sent {
   /** performance.now() when it was sent, for the task stream. */
   at: number;
 }
-
-type BullQueue = import('bullmq').Queue;
 
 export class BullmqBackend implements Backend {
   readonly config: BackendConfig;
@@ -64,14 +53,8 @@ export class BullmqBackend implements Backend {
   /** Jobs not yet handed to Redis (batched into one addBulk). */
   private pending: string[] = [];
   private flushing = false;
-  private cmd: Redis | undefined;
-  private queue: BullQueue | undefined;
-  private reader: ReplyReader | undefined;
-  private readonly started: Promise<void>;
-  private connected = false;
-  private lostTimer: NodeJS.Timeout | undefined;
-  /** The hosts' heartbeats and the queue's waiting count (watch.ts); set once connected. */
-  private watch: QueueWatch | undefined;
+  /** The connections, and the watch of hosts and queue (link.ts, watch.ts). */
+  private readonly link: Link;
   private readonly signals = new SignalWatch((u) => this.abort(u));
   private readonly jobs = new Set<MapJobHandle>();
   private readonly closeWaiters: (() => void)[] = [];
@@ -93,7 +76,7 @@ export class BullmqBackend implements Backend {
     const self = this;
     this.config = {
       get workers() {
-        return Math.max(1, self.watch?.slots ?? 0);
+        return Math.max(1, self.link?.watch?.slots ?? 0);
       },
       concurrency: 1,
       maxQueue: pool.maxQueue,
@@ -102,47 +85,11 @@ export class BullmqBackend implements Backend {
       retries: pool.retries,
       chunkMs: REMOTE_CHUNK_MS,
     };
-    this.started = this.start();
-    // A failed start breaks the pool; callers see it through refusal() and their units.
-    this.started.catch(() => {});
-  }
-
-  private async start(): Promise<void> {
-    const { connection, connectTimeout, prefix, queue } = this.opts;
-    let cmd: Redis | undefined;
-    try {
-      const { Queue } = await loadBullmq();
-      cmd = await connect(connection, connectTimeout);
-      cmd.on('error', () => {}); // reported through close/ready below and the calls' errors
-      await withTimeout(cmd.connect(), connectTimeout, 'no answer');
-      this.cmd = cmd;
-      this.queue = new Queue(queue, { connection: cmd, prefix });
-      this.queue.on('error', () => {});
-      this.reader = new ReplyReader(
-        await connect(connection, connectTimeout),
-        this.keys.reply(this.poolId),
-        (reply) => this.onReply(reply),
-      );
-      await this.reader.start(connectTimeout);
-    } catch (error) {
-      cmd?.disconnect();
-      const why = error instanceof Error ? error.message : String(error);
-      const failure =
-        (error as { code?: string }).code === 'ERR_DEPENDENCY_MISSING'
-          ? (error as Error)
-          : new BackendUnavailableError('bullmq', this.address, why, { cause: error });
-      this.break(failure);
-      throw failure;
-    }
-    if (!this.life.running) {
-      // Terminated (or broken) while connecting: teardown() waits for this start to end.
-      void this.teardown();
-      return;
-    }
-    this.connected = true;
-    cmd.on('close', () => this.onLost());
-    cmd.on('ready', () => this.onBack());
-    this.watch = new QueueWatch(cmd, this.queue, this.keys.hosts, this.opts.maxWaiting, this.opts.hostWait, {
+    this.link = new Link(opts, this.keys.hosts, this.keys.reply(this.poolId), this.address, {
+      reply: (reply) => this.onReply(reply),
+      back: () => this.onBack(),
+      fail: (error) => this.break(error),
+      running: () => this.life.running,
       ours: () => this.out.size,
       mapping: () => this.jobs.size > 0,
       hostsRead: () => this.checkHosts(),
@@ -150,8 +97,11 @@ export class BullmqBackend implements Backend {
         for (const job of this.jobs) job.resume?.();
       },
     });
-    await this.watch.start();
-    this.flush();
+    // Jobs submitted while connecting leave once connected.
+    this.link.started.then(
+      () => this.flush(),
+      () => {},
+    );
   }
 
   /**
@@ -159,7 +109,7 @@ export class BullmqBackend implements Backend {
    * silently; a host that comes back later serves the calls made since.
    */
   private checkHosts(): void {
-    const watch = this.watch;
+    const watch = this.link.watch;
     if (!watch || !this.life.running || this.out.size === 0) return;
     const wait = this.opts.hostWait;
     if (watch.hostlessMs < wait) return;
@@ -170,27 +120,8 @@ export class BullmqBackend implements Backend {
     }
   }
 
-  /** The connection dropped: calls wait for it up to reconnectFor, then the pool breaks. */
-  private onLost(): void {
-    if (!this.connected || !this.life.running) return;
-    this.connected = false;
-    this.lostTimer ??= setTimeout(() => {
-      this.break(
-        new BackendUnavailableError(
-          'bullmq',
-          this.address,
-          `the connection was lost and did not come back within ${this.opts.reconnectFor} ms`,
-        ),
-      );
-    }, this.opts.reconnectFor);
-  }
-
   /** Back: every job still out is added again (a restarted Redis lost them; a live one ignores it). */
   private onBack(): void {
-    if (this.connected || !this.life.running) return;
-    this.connected = true;
-    clearTimeout(this.lostTimer);
-    this.lostTimer = undefined;
     const queued = new Set(this.pending);
     for (const id of this.out.keys()) if (!queued.has(id)) this.pending.push(id);
     this.flush();
@@ -227,7 +158,7 @@ export class BullmqBackend implements Backend {
   /** Other producers' jobs wait in the queue past maxWaiting (or Redis is away): maps stop reading. */
   get heldBack(): boolean {
     if (!this.life.running) return false; // what a map reads now fails at once
-    return this.watch?.heldBack ?? true;
+    return this.link.watch?.heldBack ?? true;
   }
 
   /** Chunks are already large (REMOTE_CHUNK_MS); shrinking them for fairness would only add jobs. */
@@ -271,7 +202,8 @@ export class BullmqBackend implements Backend {
 
   /** Hands pending jobs to Redis in one addBulk; only while connected (they wait otherwise). */
   private flush(): void {
-    if (this.flushing || !this.connected || !this.queue || this.pending.length === 0) return;
+    const { queue } = this.link;
+    if (this.flushing || !this.link.connected || !queue || this.pending.length === 0) return;
     const ids = this.pending;
     this.pending = [];
     const jobs = [];
@@ -286,7 +218,7 @@ export class BullmqBackend implements Backend {
     }
     if (jobs.length === 0) return;
     this.flushing = true;
-    this.queue
+    queue
       .addBulk(jobs)
       .then(
         () => {},
@@ -383,9 +315,10 @@ export class BullmqBackend implements Backend {
 
   /** A job nobody waits for: out of the queue if it waits there, else its host is told to stop it. */
   private cancelRemote(id: string): void {
-    if (!this.connected || !this.cmd) return;
-    this.queue?.remove(id).catch(() => {});
-    this.cmd.publish(this.keys.cancel, id).catch(() => {});
+    const { cmd, queue } = this.link;
+    if (!this.link.connected || !cmd) return;
+    queue?.remove(id).catch(() => {});
+    cmd.publish(this.keys.cancel, id).catch(() => {});
   }
 
   cancelQueued(belongs: (u: Unit) => boolean, error: Error): void {
@@ -439,31 +372,8 @@ export class BullmqBackend implements Backend {
     await this.teardown();
   }
 
-  private tornDown: Promise<void> | undefined;
-
-  /**
-   * Closes this pool's connections. Nothing here waits on a Redis that is gone: with Redis away, a
-   * command would queue until it came back (BullMQ needs maxRetriesPerRequest null), so the
-   * connections are dropped instead, and a live one gets TEARDOWN_MS to say goodbye.
-   */
   private teardown(): Promise<void> {
-    this.tornDown ??= (async () => {
-      await this.started.catch(() => {});
-      this.watch?.stop();
-      clearTimeout(this.lostTimer);
-      await this.reader?.stop();
-      const cmd = this.cmd;
-      if (this.connected && cmd) {
-        // Cancels just published reach Redis before the connection closes.
-        await within(this.queue?.close(), TEARDOWN_MS);
-        await within(cmd.del(this.keys.reply(this.poolId)), TEARDOWN_MS);
-        await within(cmd.quit(), TEARDOWN_MS);
-      }
-      this.connected = false;
-      cmd?.disconnect();
-      if (this.queue) void this.queue.disconnect().catch(() => {});
-    })();
-    return this.tornDown;
+    return this.link.teardown();
   }
 
   // ── what the producer sees (view.ts) ─────────────────────────────────────────────────────
@@ -488,7 +398,7 @@ export class BullmqBackend implements Backend {
   }
 
   private get hosts(): readonly HostBeat[] {
-    return this.watch?.hosts ?? [];
+    return this.link.watch?.hosts ?? [];
   }
 
   follow(listener: (unit: UnitRecord) => void): () => void {
@@ -499,20 +409,4 @@ export class BullmqBackend implements Backend {
   liveHosts(): readonly HostBeat[] {
     return this.hosts;
   }
-}
-
-/** Waits for `promise` at most `ms`, whatever it does. */
-async function within(promise: Promise<unknown> | undefined, ms: number): Promise<void> {
-  if (!promise) return;
-  await withTimeout(promise, ms, 'teardown').catch(() => {});
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, why: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${why} within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
