@@ -23,10 +23,18 @@ export type CorralErrorCode =
   | 'ERR_SHM_EXISTS'
   | 'ERR_SHM_CLOSED'
   | 'ERR_QUEUE_CLOSED'
-  | 'ERR_QUEUE_EMPTY';
+  | 'ERR_QUEUE_EMPTY'
+  | 'ERR_BACKEND_UNAVAILABLE'
+  | 'ERR_WORKER_LOST'
+  | 'ERR_PAYLOAD_TOO_LARGE'
+  | 'ERR_MODULE_VERSION'
+  | 'ERR_DEPENDENCY_MISSING'
+  | 'ERR_NOT_SUPPORTED';
 
 export class CorralError extends Error {
   readonly code: CorralErrorCode;
+  /** The worker host it happened on, for errors a distributed backend's host sent back (`name:pid`). */
+  declare readonly host?: string;
   constructor(code: CorralErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
@@ -376,5 +384,126 @@ export class PoisonTaskError extends CorralError {
     );
     this.task = task;
     this.crashes = crashes;
+  }
+}
+
+/**
+ * The distributed backend cannot reach its Redis server (refused, timed out, gone for longer than
+ * the backend waits for it). The message says which address and what to check.
+ */
+export class BackendUnavailableError extends CorralError {
+  readonly backend: string;
+  readonly address: string;
+  constructor(backend: string, address: string, why: string, options?: { cause?: unknown }) {
+    super(
+      'ERR_BACKEND_UNAVAILABLE',
+      `the ${backend} backend cannot reach Redis at ${address}: ${why.replace(/\.+$/, '')}. Check that redis-server runs there, ` +
+        'that this host may connect to it (bind address, firewall, password) and the connection options',
+      options,
+    );
+    this.backend = backend;
+    this.address = address;
+  }
+}
+
+/**
+ * No `corral worker` had a live heartbeat on the queue for as long as the call may wait (the BullMQ
+ * backend's hostWait): the call fails rather than wait silently for a host that may never come.
+ */
+export class NoHostError extends BackendUnavailableError {
+  readonly queue: string;
+  /** How long the call waited, in ms. */
+  readonly waitedMs: number;
+  constructor(address: string, queue: string, waitedMs: number) {
+    super('bullmq', address, 'no host');
+    this.message =
+      `no corral worker has a heartbeat on queue '${queue}' at ${address} (waited ${Math.round(waitedMs)} ms). ` +
+      `Start one on each machine: corral worker --redis redis://${address} --queue ${queue} <module>; ` +
+      'check that hosts use the same queue name and prefix, or raise hostWait (Infinity waits for hosts forever)';
+    this.queue = queue;
+    this.waitedMs = waitedMs;
+  }
+}
+
+/**
+ * A remote job's host stopped answering (it died, was partitioned, its lock expired) more often than
+ * the stall budget allows: it is not run again. At-least-once: it may have run, whole or in part.
+ */
+export class WorkerLostError extends CorralError {
+  readonly task: string;
+  readonly jobId: string;
+  /** Times the job was found stalled (its host lost) before it was given up. */
+  readonly stalls: number;
+  constructor(task: string, jobId: string, stalls: number, message?: string) {
+    super(
+      'ERR_WORKER_LOST',
+      message ??
+        `task '${task}' (job ${jobId}) lost its worker host ${stalls} times (lock expired, host dead or ` +
+          'partitioned) and is not run again; raise stallBudget to allow more re-runs',
+    );
+    this.task = task;
+    this.jobId = jobId;
+    this.stalls = stalls;
+  }
+}
+
+/** A task's arguments or result, serialised, are larger than the backend's maxPayload. */
+export class PayloadTooLargeError extends CorralError {
+  readonly task: string;
+  readonly direction: 'arguments' | 'result';
+  readonly size: number;
+  readonly limit: number;
+  constructor(task: string, direction: 'arguments' | 'result', size: number, limit: number) {
+    super(
+      'ERR_PAYLOAD_TOO_LARGE',
+      `the ${direction} of task '${task}' take ${size} bytes serialised, over the limit of ${limit} bytes ` +
+        '(maxPayload); pass a reference (a path, a key in a store) rather than the data, or raise maxPayload',
+    );
+    this.task = task;
+    this.direction = direction;
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/** A worker host refused a job built for another version of the task module. Not retried. */
+export class ModuleVersionError extends CorralError {
+  readonly task: string;
+  /** The version the job was built for, and the one the host runs. */
+  readonly expected: string;
+  readonly actual: string;
+  override readonly host: string;
+  constructor(task: string, expected: string, actual: string, host: string) {
+    super(
+      'ERR_MODULE_VERSION',
+      `host ${host} runs version ${actual} of the task module, but task '${task}' was built for version ` +
+        `${expected}; deploy the same module on every host (or give both sides the same moduleVersion)`,
+    );
+    this.task = task;
+    this.expected = expected;
+    this.actual = actual;
+    this.host = host;
+  }
+}
+
+/** An optional peer dependency a feature needs is not installed; the message names the package. */
+export class DependencyMissingError extends CorralError {
+  readonly dependency: string;
+  constructor(dependency: string, feature: string, options?: { cause?: unknown }) {
+    super(
+      'ERR_DEPENDENCY_MISSING',
+      `${feature} needs the package '${dependency}', which is not installed: npm install ${dependency}`,
+      options,
+    );
+    this.dependency = dependency;
+  }
+}
+
+/** A feature that this backend (or this version of corral) does not have yet. */
+export class NotSupportedError extends CorralError {
+  readonly feature: string;
+  constructor(feature: string, why: string) {
+    super('ERR_NOT_SUPPORTED', `${feature} is not supported: ${why}`);
+    this.feature = feature;
   }
 }

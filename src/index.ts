@@ -3,6 +3,9 @@
 // keeps this line in index.d.ts, so a consumer's compiler loads @types/node (a dependency of
 // corral) whatever its own `types` setting: TypeScript 6+ no longer includes @types by default.
 /// <reference types="node" preserve="true" />
+
+export { WorkerHost, type WorkerHostOptions } from './backend/bullmq/host.js';
+export type { BullmqOptions, RedisConnection } from './backend/bullmq/options.js';
 export * from './channel/index.js';
 export * from './errors.js';
 export { type RlimitInfo, type SystemInfo, systemInfo } from './limits/info.js';

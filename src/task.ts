@@ -53,6 +53,12 @@ export interface TaskContext {
   /** The pool's id of the worker running it. */
   readonly workerId: number;
   /**
+   * A key that stays the same when the call runs again (at-least-once backends re-run a job whose
+   * host was lost): the job's id, and `/<n>` after it for the n-th item of a map chunk. Use it to make
+   * side effects idempotent. Undefined in a local pool.
+   */
+  readonly key: string | undefined;
+  /**
    * Reports progress to the caller (`onProgress`). Never blocks: values are batched, and only the
    * latest one of a burst is sent. Throws a DataCloneError at once for a value that cannot travel.
    * Ignored once the call has settled.
@@ -75,6 +81,9 @@ export interface RunningCall {
   readonly task: string;
   readonly attempt: number;
   readonly workerId: number;
+  readonly key: string | undefined;
+  /** A map chunk (its items' keys end in their position), not a single call. */
+  readonly chunk?: boolean;
   /** Made on first use: most tasks never ask for their signal. */
   controller: AbortController | undefined;
   /** Set when the pool cancelled the call; a map chunk stops between items. */
@@ -130,6 +139,7 @@ export function context(): TaskContext {
     task: call.task,
     attempt: call.attempt,
     workerId: call.workerId,
+    key: call.key === undefined ? undefined : call.chunk ? `${call.key}/${item}` : call.key,
     progress: (value) => send(call, CallEvent.Progress, item, undefined, value),
     emit: (name, data) => {
       if (typeof name !== 'string') throw new TypeError('corral/task: emit(name, data) needs a string name');

@@ -24,12 +24,19 @@ export interface BackendConfig {
   /** Defaults of a call's options. */
   readonly taskTimeout: number;
   readonly retries: number;
+  /**
+   * Work a map chunk aims at, in ms, and the least it may shrink to at the end of an input: a backend
+   * whose units cost milliseconds each (a remote job) asks for more than the local default.
+   */
+  readonly chunkMs?: number;
 }
 
 /** A map job: what close() waits for and lets finish (see pool/map.ts). */
 export interface Job {
   /** close() was called: read the rest of the input now, keeping results for the consumer. */
   drain(): void;
+  /** The backend no longer holds maps back (Backend.heldBack): read input again. */
+  resume?(): void;
 }
 
 export interface Backend {
@@ -41,6 +48,11 @@ export interface Backend {
   jobRefusal(): Error | undefined;
   /** Whether a unit may be queued now (maxQueue). */
   readonly hasRoom: boolean;
+  /**
+   * Maps should stop reading input for now, whatever their window (a shared queue is long); the
+   * backend calls Job.resume() when that ends. Absent: never.
+   */
+  readonly heldBack?: boolean;
   /** Several callers (keys, priorities) compete for the workers now or did a moment ago. */
   readonly contended: boolean;
   /** Runs the unit; it settles exactly once through unit.sink. */

@@ -26,6 +26,11 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<(argv: strin
       about: 'a built-in job on all cores: progress, speedup, memory, a contained memory breach',
       load: async () => (await import('./demo.js')).demoCommand,
     },
+    worker: {
+      about:
+        'serve a BullMQ queue on Redis from this machine (the pool of `new Pool({ backend: { bullmq } })`)',
+      load: async () => (await import('./worker.js')).workerCommand,
+    },
     'build-native': {
       about: 'build the native addons from source, where no prebuilt one fits this machine',
       load: async () => (await import('./build-native.js')).buildNativeCommand,

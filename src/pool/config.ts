@@ -1,3 +1,4 @@
+import type { BullmqOptions } from '../backend/bullmq/options.js';
 import { ConfigError, NativeUnavailableError } from '../errors.js';
 import {
   type LimitsOptions,
@@ -147,6 +148,11 @@ export interface PoolOptions<M = AnyModule> {
   memoryBudget?: number | string;
   /** Count descriptors before and after each task in process workers and report leaks ('leak' event). */
   detectLeaks?: boolean;
+  /**
+   * Where tasks run: on this machine (the default), or `{ bullmq: { connection, queue } }`: on the
+   * `corral worker` hosts serving that queue through Redis (see BullmqOptions).
+   */
+  backend?: { bullmq: BullmqOptions };
 }
 
 export interface PoolConfig {
@@ -203,6 +209,7 @@ const KNOWN = [
   'recycle',
   'memoryBudget',
   'detectLeaks',
+  'backend',
 ] as const;
 
 export function resolvePoolOptions(options: unknown): PoolConfig {

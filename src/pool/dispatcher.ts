@@ -411,6 +411,11 @@ export class Dispatcher implements Backend {
         frame[4] ??= 0;
         frame[6] = u.trace.carrier;
       }
+      if (u.ctxKey !== undefined) {
+        frame[4] ??= 0;
+        frame[5] ??= u.attempts + 1;
+        frame[7] = u.ctxKey;
+      }
       frames[i] = frame;
     }
     this.workers.noteAlive(w);

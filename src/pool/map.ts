@@ -139,6 +139,11 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     this.fill();
   }
 
+  /** The backend held this job back (Backend.heldBack) and no longer does. */
+  resume(): void {
+    this.fill();
+  }
+
   /** Pool.close(): the rest of the input is read and run now; results wait for the consumer. */
   drain(): void {
     this.eager = true;
@@ -173,8 +178,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     // close together rather than a whole chunk apart; not below ~1 ms of work, though, or tiny
     // items would end in dozens of messages of a few items each.
     const left = this.array.length - this.arrayPos;
-    const floor =
-      this.perItemMs === undefined ? 1 : Math.round(TARGET_CHUNK_MS / 4 / Math.max(this.perItemMs, 1e-6));
+    const { chunkMs } = this.dispatcher.config;
+    const floorMs = chunkMs ?? TARGET_CHUNK_MS / 4;
+    const floor = this.perItemMs === undefined ? 1 : Math.round(floorMs / Math.max(this.perItemMs, 1e-6));
     return Math.min(size, Math.max(1, floor, Math.ceil(left / (2 * this.workers))));
   }
 
@@ -182,7 +188,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private timedSize(): number {
     if (this.perItemMs === undefined) return Math.min(PROBE_CHUNK, this.cap);
     // While other callers wait for the same workers, chunks shrink: a chunk is how long they wait.
-    const target = this.dispatcher.contended ? CONTENDED_CHUNK_MS : TARGET_CHUNK_MS;
+    const target =
+      this.dispatcher.config.chunkMs ?? (this.dispatcher.contended ? CONTENDED_CHUNK_MS : TARGET_CHUNK_MS);
     return Math.max(1, Math.min(this.cap, Math.round(target / Math.max(this.perItemMs, 1e-6))));
   }
 
@@ -210,6 +217,9 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
           if (this.outstanding === 0) setTimeout(() => void this.fill(), 5).unref();
           break;
         }
+        // A shared queue is long (another producer filled it, hosts are slow): the backend calls
+        // resume() once it is not.
+        if (this.dispatcher.heldBack) break;
         // Arrays and sync iterables are read without a promise per chunk: small chunks stay cheap.
         const n = this.chunkSize();
         const items = this.async ? await this.readAsync(n) : this.readSync(n);

@@ -1,4 +1,6 @@
 import { EventEmitter } from 'node:events';
+import { resolveBullmq } from '../backend/bullmq/options.js';
+import { BullmqBackend } from '../backend/bullmq/producer.js';
 import type { Backend } from '../backend/types.js';
 import type { WorkerExit } from '../errors.js';
 import {
@@ -6,6 +8,7 @@ import {
   ConfigError,
   type CpuTimeLimitError,
   type MemoryLimitError,
+  NotSupportedError,
   QueueFullError,
 } from '../errors.js';
 import { formatMetrics, type MetricsFormat } from '../metrics/exposition.js';
@@ -82,6 +85,17 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
   constructor(options: PoolOptions<M>) {
     super();
     const config = resolvePoolOptions(options);
+    const remote = isPlainObject(options) ? (options as PoolOptions).backend : undefined;
+    if (remote !== undefined) {
+      if (!isPlainObject(remote) || Object.keys(remote).join() !== 'bullmq') {
+        throw new ConfigError(
+          'backend',
+          "expected { bullmq: { connection: 'redis://host:6379', queue: 'name' } }",
+        );
+      }
+      this.backend = new BullmqBackend(config, resolveBullmq(remote.bullmq));
+      return;
+    }
     this.backend = new Dispatcher(config, {
       workerStart: (info) => this.emit('workerStart', info),
       workerExit: (info) => this.emit('workerExit', info),
@@ -214,7 +228,10 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     const b = this.backend;
     this.checkCall('stream', name, args);
     if (!b.credit) {
-      throw new ConfigError('stream', "this pool's backend does not stream results; use apply() or map()");
+      throw new NotSupportedError(
+        'pool.stream()',
+        "not there yet on this pool's backend; use apply() or map()",
+      );
     }
     const refusal = b.refusal() ?? (b.hasRoom ? undefined : new QueueFullError(b.config.maxQueue));
     if (refusal) throw refusal;
@@ -262,7 +279,10 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
     if (!Array.isArray(args))
       throw new ConfigError('args', `expected an array of arguments for task '${name}'`);
     if (!(b instanceof Dispatcher)) {
-      throw new ConfigError('broadcast', "this pool's backend has no workers of its own to broadcast to");
+      throw new NotSupportedError(
+        'pool.broadcast()',
+        "this pool's backend has no workers of its own to broadcast to",
+      );
     }
     const refusal = b.refusal();
     if (refusal) throw refusal;

@@ -69,6 +69,8 @@ export class Unit {
   trace: TaskSpan | null | undefined = undefined;
   /** The context its span's parent is taken from, when it is not the one active at submit (map chunks). */
   traceContext: unknown = undefined;
+  /** What the task's context().key says (a remote job's id); undefined for local calls. */
+  ctxKey: string | undefined = undefined;
   constructor(
     readonly name: string,
     readonly mode: UnitMode,

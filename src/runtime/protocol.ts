@@ -59,6 +59,8 @@ export type UnitFrame = [
   flags?: number,
   attempt?: number,
   trace?: TraceCarrier,
+  /** The call's stable key (distributed backends: the job id, the same on every re-run). */
+  key?: string,
 ];
 
 /** [traceparent, tracestate?] of a W3C Trace Context. */

@@ -287,6 +287,8 @@ export class Runner {
       const call: RunningCall = {
         task: unit[1],
         attempt: unit[5] ?? 1,
+        key: unit[7],
+        chunk: unit[2] === UnitMode.Map || unit[2] === UnitMode.Starmap || unit[2] === UnitMode.MapNumbers,
         workerId: this.workerId,
         controller: undefined,
         cancelled: undefined,

@@ -1,0 +1,110 @@
+/**
+ * What a producer pool sees of a distributed run: the hosts by their heartbeats (a hash in Redis each
+ * host writes every second), and pool.stats() / pool.metrics() built from its own counts and meter.
+ * It has no workers of its own: stats().workers is empty, metrics().workers lists the live hosts.
+ */
+import type { Meter } from '../../metrics/meter.js';
+import type { PoolMetrics, TaskMetrics, WorkerMetrics } from '../../pool/metrics.js';
+import type { PoolStats } from '../../pool/stats.js';
+import type { Redis } from './load.js';
+
+/** A host whose heartbeat is older than this is not counted. */
+export const HOST_STALE_MS = 5000;
+/** A host that died without a word left its heartbeat: gone this long, it is forgotten. */
+const HOST_FORGET_MS = 60_000;
+
+/** A host as its heartbeat says. */
+export interface HostBeat {
+  host: string;
+  pid: number;
+  slots: number;
+  running: number;
+  at: number;
+  version: string;
+}
+
+/** The live hosts; `last` while Redis cannot be read. */
+export async function readHosts(cmd: Redis, key: string, last: HostBeat[]): Promise<HostBeat[]> {
+  try {
+    const all = await cmd.hgetall(key);
+    const now = Date.now();
+    const beats = Object.values(all).map((v) => JSON.parse(v) as HostBeat);
+    const dead = beats.filter((h) => now - h.at > HOST_FORGET_MS).map((h) => h.host);
+    if (dead.length > 0) await cmd.hdel(key, ...dead);
+    return beats.filter((h) => now - h.at < HOST_STALE_MS);
+  } catch {
+    return last;
+  }
+}
+
+/** A producer's own counts of units. */
+export interface Counts {
+  createdAt: number;
+  queued: number;
+  running: number;
+  completed: number;
+  failed: number;
+}
+
+export function producerStats(c: Counts): PoolStats {
+  const uptimeMs = performance.now() - c.createdAt;
+  const total = process.memoryUsage.rss();
+  return {
+    workers: [],
+    queued: c.queued,
+    running: c.running,
+    completed: c.completed,
+    failed: c.failed,
+    throughput: uptimeMs > 0 ? (c.completed / uptimeMs) * 1000 : 0,
+    uptimeMs,
+    breaches: 0,
+    recycles: 0,
+    leakedFds: 0,
+    memory: { budget: undefined, total, peakTotal: total, held: false, heldBackMs: 0 },
+  };
+}
+
+export function producerMetrics(c: Counts, meter: Meter, hosts: readonly HostBeat[]): PoolMetrics {
+  const tasks: Record<string, TaskMetrics> = {};
+  for (const [name, t] of meter.tasks) {
+    tasks[name] = {
+      wait: t.wait.snapshot(),
+      run: t.run.snapshot(),
+      completed: t.completed,
+      failed: t.failed,
+      items: t.items,
+    };
+  }
+  const workers: WorkerMetrics[] = hosts.map((h, id) => ({
+    id,
+    pid: h.pid,
+    threadId: undefined,
+    state: h.running > 0 ? 'busy' : 'idle',
+    tasksDone: 0,
+    utilization: h.slots > 0 ? Math.min(1, h.running / h.slots) : 0,
+    rss: undefined,
+    peakRss: undefined,
+    heapUsed: 0,
+    peakHeapUsed: 0,
+    heapLimit: undefined,
+    rssLimit: undefined,
+  }));
+  return {
+    uptimeSeconds: (performance.now() - c.createdAt) / 1000,
+    queued: c.queued,
+    running: c.running,
+    completed: c.completed,
+    failed: c.failed,
+    retries: meter.retries,
+    timeouts: meter.timeouts,
+    aborts: meter.aborts,
+    crashes: meter.crashes,
+    breaches: 0,
+    recycles: 0,
+    leakedFds: 0,
+    tasks,
+    workers,
+    memory: { total: process.memoryUsage.rss(), budget: undefined },
+    series: [],
+  };
+}
