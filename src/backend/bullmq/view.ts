@@ -80,6 +80,7 @@ export function producerMetrics(c: Counts, meter: Meter, hosts: readonly HostBea
     pid: h.pid,
     threadId: undefined,
     state: h.running > 0 ? 'busy' : 'idle',
+    spare: false, // a host's own spare lives in its local pool
     tasksDone: 0,
     utilization: h.slots > 0 ? Math.min(1, h.running / h.slots) : 0,
     rss: undefined,
