@@ -19,9 +19,9 @@ export async function freePort() {
   return port;
 }
 
-function ping(port) {
+function ping(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
-    const socket = createConnection({ port, host: '127.0.0.1' }, () => socket.write('PING\r\n'));
+    const socket = createConnection({ port, host }, () => socket.write('PING\r\n'));
     socket.on('data', (d) => {
       socket.destroy();
       resolve(String(d).startsWith('+PONG'));
@@ -30,25 +30,33 @@ function ping(port) {
   });
 }
 
-/** A redis-server on a free port; `stop()` kills it by pid, `restart()` kills and starts it again (empty). */
-export async function startRedis() {
+/**
+ * A redis-server on a free port; `stop()` kills it by pid, `restart()` kills and starts it again (empty).
+ * `bind`: the addresses it listens on (127.0.0.1 unless told); the url names the first.
+ */
+export async function startRedis({ bind = ['127.0.0.1'] } = {}) {
   const port = await freePort();
   const redis = {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `redis://${bind[0]}:${port}`,
     proc: undefined,
     async start() {
       this.proc = spawn(
         'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+        [
+          ...['--port', String(port), '--bind', bind.join(' '), '--save', '', '--appendonly', 'no'],
+          // Off loopback it would refuse every client: the addresses given are the test's own links.
+          ...(bind.every((a) => a.startsWith('127.')) ? [] : ['--protected-mode', 'no']),
+        ],
         {
           stdio: 'ignore',
         },
       );
       for (let i = 0; i < 100; i++) {
-        if (await ping(port)) return;
+        if (await ping(port, bind[0])) return;
         await sleep(20);
       }
+      await this.stop();
       throw new Error(`redis-server did not start on port ${port}`);
     },
     async stop() {
@@ -78,11 +86,14 @@ process.on('exit', () => {
   }
 });
 
-/** A `corral worker` process serving `queue`; resolves once it says it serves. */
-export async function startHost(url, queue, args = [], module = TASKS) {
-  const proc = spawn(process.execPath, [CLI, 'worker', '--redis', url, '--queue', queue, ...args, module], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+/**
+ * A `corral worker` process serving `queue`; resolves once it says it serves. `netns`: run it in that
+ * network namespace (`ip netns exec` execs node in place, so the pid is the host's).
+ */
+export async function startHost(url, queue, args = [], module = TASKS, { netns } = {}) {
+  const argv = [process.execPath, CLI, 'worker', '--redis', url, '--queue', queue, ...args, module];
+  const [command, ...rest] = netns ? ['ip', 'netns', 'exec', netns, ...argv] : argv;
+  const proc = spawn(command, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
   started.add(proc.pid);
   proc.once('exit', () => started.delete(proc.pid));
   let log = '';
