@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
+export { alive } from './helpers.mjs';
+
 export const HAVE_REDIS = spawnSync('redis-server', ['--version']).status === 0;
 export const SKIP = HAVE_REDIS ? false : 'redis-server is not installed (apt-get install redis-server)';
 export const CLI = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
@@ -136,15 +138,6 @@ export function childrenOf(pid) {
     } catch {}
   }
   return out;
-}
-
-export function alive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export function cmdline(pid) {

@@ -4,19 +4,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryLimitError, Pool, WorkerCrashedError } from '../dist/src/index.js';
+import { alive } from './helpers.mjs';
 
 const limitsModule = new URL('./fixtures/limits.mjs', import.meta.url);
 const misbehave = new URL('./fixtures/misbehave.mjs', import.meta.url);
 const MiB = 2 ** 20;
-
-function alive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('containment', () => {
   it('rss guard: the worker ends itself just past limits.rss, as a MemoryLimitError of kind rss', async () => {

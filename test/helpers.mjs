@@ -12,6 +12,16 @@ export const RUNTIMES = ['thread', 'process'];
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Whether a process with this pid exists (a zombie counts: use the /proc stat where that matters). */
+export function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Every test has a deadline: a task that never settles fails its test instead of stalling the file. */
 export const test = (name, options, fn) =>
   typeof options === 'function'

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { mulberry32 as rng } from '../bench/rng.mjs';
 import { JoinableQueue, Pool } from '../dist/src/index.js';
+import { alive } from './helpers.mjs';
 
 const module = new URL('./fixtures/chaos-tasks.mjs', import.meta.url);
 const CASES = Number(process.env.CORRAL_KILL_CASES ?? 2000);
@@ -105,15 +106,6 @@ const outcome = (p) =>
     (value) => ({ ok: true, value }),
     (error) => ({ ok: false, error }),
   );
-
-function alive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Runs one case; returns a list of broken promises (empty when it held). */
 let caseRuns = 0;

@@ -16,18 +16,10 @@ import {
   systemInfo,
   TaskError,
 } from '../dist/src/index.js';
+import { alive } from './helpers.mjs';
 
 const module = new URL('./fixtures/limits.mjs', import.meta.url);
 const MiB = 2 ** 20;
-
-function alive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Runs `body` with a pool, then checks the pool still works and that no worker process survives it. */
 async function withPool(options, body) {
