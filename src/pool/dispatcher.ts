@@ -258,7 +258,7 @@ export class Dispatcher implements Backend {
       this.fill();
     }
     if (!this.workers.backingOff) {
-      this.workers.spawnFor(this.queued, this.guard?.workerRoom(this.workers));
+      if (this.queued > 0) this.workers.spawnFor(this.queued, this.guard?.workerRoom(this.workers));
       if (
         !this.guard?.held &&
         this.life.state === 'open' &&

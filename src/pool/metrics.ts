@@ -117,8 +117,8 @@ export class Sampler {
   }
 }
 
-export function metricsOf(d: Dispatcher, meter: Meter, sampler: Sampler): PoolMetrics {
-  const now = performance.now();
+/** Per task name, what the meter counted: the same for every backend. */
+export function taskMetrics(meter: Meter): Record<string, TaskMetrics> {
   const tasks: Record<string, TaskMetrics> = {};
   for (const [name, t] of meter.tasks) {
     tasks[name] = {
@@ -129,6 +129,12 @@ export function metricsOf(d: Dispatcher, meter: Meter, sampler: Sampler): PoolMe
       items: t.items,
     };
   }
+  return tasks;
+}
+
+export function metricsOf(d: Dispatcher, meter: Meter, sampler: Sampler): PoolMetrics {
+  const now = performance.now();
+  const tasks = taskMetrics(meter);
   const { limits } = d.config;
   const workers: WorkerMetrics[] = [];
   let running = 0;

@@ -4,7 +4,7 @@
  * It has no workers of its own: stats().workers is empty, metrics().workers lists the live hosts.
  */
 import type { Meter } from '../../metrics/meter.js';
-import type { PoolMetrics, TaskMetrics, WorkerMetrics } from '../../pool/metrics.js';
+import { type PoolMetrics, taskMetrics, type WorkerMetrics } from '../../pool/metrics.js';
 import type { PoolStats } from '../../pool/stats.js';
 import type { Redis } from './load.js';
 
@@ -65,16 +65,7 @@ export function producerStats(c: Counts): PoolStats {
 }
 
 export function producerMetrics(c: Counts, meter: Meter, hosts: readonly HostBeat[]): PoolMetrics {
-  const tasks: Record<string, TaskMetrics> = {};
-  for (const [name, t] of meter.tasks) {
-    tasks[name] = {
-      wait: t.wait.snapshot(),
-      run: t.run.snapshot(),
-      completed: t.completed,
-      failed: t.failed,
-      items: t.items,
-    };
-  }
+  const tasks = taskMetrics(meter);
   const workers: WorkerMetrics[] = hosts.map((h, id) => ({
     id,
     pid: h.pid,
