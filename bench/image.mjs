@@ -15,9 +15,9 @@
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { load, median } from './stats.mjs';
 
 const TASKS = new URL('./contain-tasks.mjs', import.meta.url);
 const SELF = fileURLToPath(import.meta.url);
@@ -138,16 +138,6 @@ function runChild(runner) {
     });
   });
 }
-
-const median = (xs) => {
-  const v = [...xs].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-};
-const load = () =>
-  loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ');
 
 async function main() {
   if (flags.help) {
