@@ -302,6 +302,47 @@ for (const runtime of RUNTIMES) {
   });
 }
 
+const squareMostly = (x) => {
+  const r = ((x % 1000) + 1000) % 1000;
+  return r === 500 ? `#${x}` : x * x;
+};
+
+for (const runtime of RUNTIMES) {
+  describe(`numeric chunks whose results change kind mid-chunk (${runtime})`, () => {
+    // 3,000-item chunks: numbers in (a Float64Array, the process arena), the worker's fast path writing
+    // numbers out until an item returns a string, a promise or throws.
+    const items = Array.from({ length: 12_000 }, (_, i) => i - 3000).filter((x) => x !== 4321);
+
+    test('strings and promises among number results land at their own positions', async () => {
+      const pool = makePool({ runtime, workers: 2 });
+      const out = await settles(pool.map('squareMostly', items, { chunksize: 3000 }), 'map');
+      assert.deepEqual(out, items.map(squareMostly));
+      // The same pool goes on with all-number chunks (the fast path to the end).
+      assert.deepEqual(
+        await settles(pool.map('square', items, { chunksize: 3000 }), 'map'),
+        items.map(square),
+      );
+    });
+
+    test('a throw mid-chunk names its item; the items around it ran', async () => {
+      const pool = makePool({ runtime, workers: 2 });
+      const withBad = Array.from({ length: 6000 }, (_, i) => i);
+      const seen = new Map();
+      await assert.rejects(
+        (async () => {
+          for await (const r of pool.imap('squareMostly', withBad, { chunksize: 3000 }))
+            seen.set(seen.size, r);
+        })(),
+        (e) => e instanceof TaskError && /no square for 4321/.test(e.message),
+      );
+      // imap yields in order up to the failing item: everything before 4321 came back right.
+      assert.equal(seen.size, 4321);
+      for (const [i, r] of seen) assert.deepEqual(r, squareMostly(i));
+      assert.deepEqual(await settles(pool.map('square', [2, 3]), 'map'), [4, 9]);
+    });
+  });
+}
+
 /** Shared segments this test process created that still exist (claim boards and arenas). */
 const ownSegments = () =>
   readdirSync('/dev/shm').filter((n) => n.startsWith(`corral_${process.pid}_`)).length;

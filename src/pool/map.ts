@@ -623,15 +623,33 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
 
   /** map(): every result in input order, or the first failure; whole chunks at a time. */
   async collect(): Promise<unknown[]> {
-    const out: unknown[] = [];
+    // The array is made once the chunks are in and its length known: pushing grew it step by step and
+    // read each chunk (an Array or a Float64Array) through one megamorphic loop, 100+ ns an item.
+    const chunks: ArrayLike<unknown>[] = [];
+    let length = 0;
     for (let chunk = await this.nextChunk(); chunk; chunk = await this.nextChunk()) {
       if (chunk.itemErrors) {
         const first = Math.min(...chunk.itemErrors.map(([i]) => i));
         throw this.itemError(chunk, first)!;
       }
-      const { results } = chunk;
-      for (let i = 0; i < results.length; i++) out.push(results[i]);
+      chunks.push(chunk.results);
+      length += chunk.results.length;
     }
+    const out = new Array<unknown>(length);
+    let at = 0;
+    for (const results of chunks)
+      at = results instanceof Float64Array ? copyNumbers(results, out, at) : copyItems(results, out, at);
     return out;
   }
+}
+
+/** Two copy loops, one per kind of chunk, so that each stays monomorphic (see collect). */
+function copyNumbers(from: Float64Array, to: unknown[], at: number): number {
+  for (let i = 0; i < from.length; i++) to[at++] = from[i];
+  return at;
+}
+
+function copyItems(from: ArrayLike<unknown>, to: unknown[], at: number): number {
+  for (let i = 0; i < from.length; i++) to[at++] = from[i];
+  return at;
 }

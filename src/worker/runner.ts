@@ -60,6 +60,13 @@ export function loadExtras(io: Transport): Promise<Extras> {
   return extrasLoading;
 }
 
+/** Why runChunk's numeric fast path stopped before the end of its chunk. */
+enum Stop {
+  None,
+  Value,
+  Threw,
+}
+
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
     value !== null &&
@@ -519,8 +526,6 @@ export class Runner {
     inArena: Float64Array | undefined,
     call: RunningCall,
   ): ResultFrame | Promise<ResultFrame> {
-    const results = new Array<unknown>(items.length);
-    const errors: [number, ReturnType<typeof toWireError>][] = [];
     const slot = this.slot;
     // A chunk that can be cancelled also watches its claim word between items: a cancel message would
     // not be read before a chunk of synchronous items ends.
@@ -529,6 +534,40 @@ export class Runner {
       if (!call.cancelled && board && claimRevoked(board, call.claimIndex, seq)) call.cancelled = 'abort';
       return call.cancelled !== undefined;
     };
+    // Numbers in and, so far, numbers out, synchronously: each result goes straight into a Float64Array
+    // (into the arena chunk itself, over the item just read), so a tiny item costs no boxed result, no
+    // packing pass and no garbage. The first item that is not like that (a throw, a promise, another
+    // type) hands the chunk to the general loop below, at that item, with what is done so far.
+    let done = 0;
+    let held: unknown;
+    let stop = Stop.None;
+    let out: Float64Array | undefined;
+    if (items instanceof Float64Array && !spread && this.outputs === undefined) {
+      out = inArena ?? new Float64Array(items.length);
+      slot.current = call;
+      try {
+        for (; done < items.length && !revoked(); done++) {
+          call.item = done;
+          const value = fn(items[done]);
+          if (typeof value !== 'number') {
+            held = value;
+            stop = Stop.Value;
+            break;
+          }
+          out[done] = value;
+        }
+      } catch (error) {
+        held = error;
+        stop = Stop.Threw;
+      } finally {
+        slot.current = undefined;
+      }
+      if (call.cancelled) return [seq, ResultStatus.Cancelled, 0, 0];
+      if (stop === Stop.None)
+        return inArena ? [seq, ResultStatus.OkArena, 0, 0] : [seq, ResultStatus.OkNumbers, out, 0];
+    }
+    const results = new Array<unknown>(items.length);
+    const errors: [number, ReturnType<typeof toWireError>][] = [];
     const frame = (): ResultFrame => {
       if (call.cancelled) return [seq, ResultStatus.Cancelled, 0, 0];
       if (errors.length) return [seq, ResultStatus.Partial, [results, errors], 0];
@@ -540,6 +579,23 @@ export class Runner {
       const numbers = packNumbers(results);
       return numbers ? [seq, ResultStatus.OkNumbers, numbers, 0] : [seq, ResultStatus.Ok, results, 0];
     };
+    /** Item `at` returned `value`: a promise goes on with the items after it once it settles. */
+    const settle = (at: number, value: unknown): Promise<ResultFrame> | undefined => {
+      if (!isThenable(value)) {
+        results[at] = value;
+        return undefined;
+      }
+      return Promise.resolve(value).then(
+        (v) => {
+          results[at] = v;
+          return step(at + 1) ?? frame();
+        },
+        (e) => {
+          errors.push([at, this.failure(e, seq)]);
+          return step(at + 1) ?? frame();
+        },
+      );
+    };
     const step = (i: number): Promise<ResultFrame> | undefined => {
       slot.current = call;
       try {
@@ -548,21 +604,8 @@ export class Runner {
           try {
             call.item = i;
             this.outputs?.set(seq, '');
-            const value = spread ? fn(...(items[i] as unknown[])) : fn(items[i]);
-            if (isThenable(value)) {
-              const at = i;
-              return Promise.resolve(value).then(
-                (v) => {
-                  results[at] = v;
-                  return step(at + 1) ?? frame();
-                },
-                (e) => {
-                  errors.push([at, this.failure(e, seq)]);
-                  return step(at + 1) ?? frame();
-                },
-              );
-            }
-            results[i] = value;
+            const later = settle(i, spread ? fn(...(items[i] as unknown[])) : fn(items[i]));
+            if (later) return later;
           } catch (error) {
             errors.push([i, this.failure(error, seq)]);
           }
@@ -572,6 +615,13 @@ export class Runner {
         slot.current = undefined;
       }
     };
-    return step(0) ?? frame();
+    if (stop === Stop.None) return step(0) ?? frame();
+    for (let k = 0; k < done; k++) results[k] = out![k];
+    if (stop === Stop.Threw) errors.push([done, this.failure(held, seq)]);
+    else {
+      const later = settle(done, held);
+      if (later) return later;
+    }
+    return step(done + 1) ?? frame();
   }
 }
