@@ -15,7 +15,7 @@ import sys
 import time
 
 WORKERS = 2
-FIB_N = 27
+FIB_N = 30
 
 
 def square(x):
