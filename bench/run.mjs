@@ -14,7 +14,7 @@
  * workers before the timed pass, as the inline baseline is warm too. Python runs as a subprocess
  * (bench/python_pool.py) that does its own warm-up and runs and reports milliseconds as JSON.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname } from 'node:path';
@@ -558,10 +558,27 @@ async function startAndStop(runner) {
   return { [START]: first, [SHUTDOWN]: performance.now() - t1 };
 }
 
-async function startupWorkload() {
-  const rows = await interleaved(
-    Object.values(runners).map((runner) => [runner.label, () => startAndStop(runner)]),
+/**
+ * The process runtime's floor: 2 bare Node processes forked at once, each sending one IPC message
+ * (start), then killed and waited for (shutdown). No process pool of Node can start faster.
+ */
+async function bareForks() {
+  const source = "process.send('up'); process.on('message', () => {});";
+  const t0 = performance.now();
+  const children = Array.from({ length: WORKERS }, () =>
+    spawn(process.execPath, ['-e', source], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }),
   );
+  await Promise.all(children.map((c) => new Promise((resolve) => c.once('message', resolve))));
+  const t1 = performance.now();
+  await Promise.all(children.map((c) => new Promise((resolve) => c.once('exit', resolve).kill())));
+  return { [START]: t1 - t0, [SHUTDOWN]: performance.now() - t1 };
+}
+
+async function startupWorkload() {
+  const rows = await interleaved([
+    ['floor: 2 bare node processes (fork + one message; kill)', bareForks],
+    ...Object.values(runners).map((runner) => [runner.label, () => startAndStop(runner)]),
+  ]);
   const py = 'python mp Pool(2)';
   rows.push(
     ...(await pythonRows('startup', 0, {
