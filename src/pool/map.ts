@@ -22,9 +22,13 @@ const CONTENDED_CHUNK_MS = 1;
  * workers), while a chunk of tiny items is still a fraction of a millisecond of work per message.
  */
 const MAX_AUTO_CHUNK = 8192;
-/** Chunks sent before any has been timed: small, so a slow task is found out early. */
-const PROBE_CHUNK = 8;
-/** How much larger than the largest timed chunk the next may be (8, 64, 512, 4096, ...). */
+/**
+ * Chunks sent before any has been timed: one item, so a map of tasks of milliseconds never puts several
+ * behind one slow item in a chunk no idle worker can take apart (a 5/200 ms mix: 1.06x ideal with 8,
+ * 1.03x with 1). Tiny items pay one more growth step, one round trip.
+ */
+const PROBE_CHUNK = 1;
+/** How much larger than the largest timed chunk the next may be (1, 8, 64, 512, 4096, ...). */
 const GROWTH = 8;
 /** Items a job may hold in flight when its chunks are small. */
 const WINDOW_ITEMS = 4096;
