@@ -105,14 +105,17 @@ export class MemoryGuard {
    * the smallest worker measured, a fresh one being about that size, against the share of the budget
    * dispatch resumes at: a spare must not be what holds the pool back (it would be retired at once
    * for the budget, and started again, over and over). No spare before a worker was measured, and
-   * none in a pool of threads under a budget (their memory is the pool's process's).
+   * none in a pool of threads under a budget (their memory is the pool's process's). A worker still
+   * starting is not a measure: sampled before its module loaded, it reads far below its size.
    */
   roomForSpare(): boolean {
     const budget = this.budget;
     if (budget === undefined) return true;
     if (this.held) return false;
     let smallest = Infinity;
-    for (const w of this.actions.workers()) if (w.rss > 0 && w.rss < smallest) smallest = w.rss;
+    for (const w of this.actions.workers()) {
+      if (w.state !== 'starting' && w.rss > 0 && w.rss < smallest) smallest = w.rss;
+    }
     return this.total + smallest <= budget * RESUME_AT;
   }
 
