@@ -1,6 +1,6 @@
 /**
- * The engine under Pool: the task queue, the workers, and the one place that decides what a
- * worker's exit means for the units it held.
+ * The engine under Pool: the task queue, dispatch to the workers, and their results. What a worker's
+ * exit means for the units it held is decided in exits.ts.
  *
  * Dispatch is pull-shaped: a worker is sent work only while it has free slots, so a worker that
  * finishes early gets the next units and one slow unit never holds back the rest. How many units a
@@ -20,26 +20,23 @@
  */
 
 import type { Backend, Job } from '../backend/types.js';
-import { channelFrame, channelLinkGone } from '../channel/hub.js';
+import { channelFrame } from '../channel/hub.js';
 import { deadlines } from '../deadline.js';
 import {
   AbortError,
-  CpuTimeLimitError,
-  type CrashRecord,
-  MemoryLimitError,
+  type CpuTimeLimitError,
+  type MemoryLimitError,
   ModuleLoadError,
-  PoisonTaskError,
   PoolClosedError,
   SerializationError,
   TaskError,
   TaskTimeoutError,
   UnknownTaskError,
-  WorkerCrashedError,
   type WorkerExit,
   WorkerStartError,
 } from '../errors.js';
-import { type Breach, classifyDeath, classifyThrown } from '../limits/classify.js';
-import { Meter, type UnitOutcome, type UnitRecord } from '../metrics/meter.js';
+import { classifyThrown } from '../limits/classify.js';
+import { Meter, type UnitRecord } from '../metrics/meter.js';
 import { otelApi, UnitTracer } from '../metrics/tracing.js';
 import { codecError, codecErrorFromWire, decodeResult } from '../runtime/codec.js';
 import {
@@ -52,35 +49,20 @@ import {
   type UnitReport,
   type WireError,
 } from '../runtime/protocol.js';
-import type { RuntimeExit } from '../runtime/types.js';
 import { shmStatus } from '../shm/index.js';
 import { arenaFrame } from './arena.js';
 import type { PoolConfig } from './config.js';
+import { Exits } from './exits.js';
 import { PoolLifecycle, type PoolState } from './lifecycle.js';
 import { MemoryGuard } from './memory.js';
-import { metricsOf, type PoolMetrics, Sampler } from './metrics.js';
+import { logUnit, metricsOf, type PoolMetrics, Sampler } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import { SignalWatch } from './signals.js';
 import { type PoolStats, snapshot } from './stats.js';
 import { stealFor } from './steal.js';
 import type { Unit } from './unit.js';
-import { describeCause, type PoolWorker, type StopCause } from './worker.js';
+import type { PoolWorker, StopCause } from './worker.js';
 import { WorkerSet } from './workers.js';
-
-/** How a worker died under a unit, for the unit's crash history (PoisonTaskError). */
-function crashRecord(w: PoolWorker, exit: RuntimeExit, breach: Breach | undefined): CrashRecord {
-  return {
-    workerId: w.id,
-    pid: w.rt.pid,
-    threadId: w.rt.threadId,
-    exitCode: exit.exitCode,
-    signal: exit.signal,
-    breach: breach ? (breach.type === 'cpu' ? 'cpu-time' : breach.kind) : undefined,
-    peakRss: w.peakRss || undefined,
-    peakHeapUsed: w.peakHeapUsed || undefined,
-    at: Date.now(),
-  };
-}
 
 export interface DispatcherEvents {
   workerStart(info: { workerId: number; pid: number | undefined; threadId: number | undefined }): void;
@@ -116,6 +98,8 @@ export class Dispatcher implements Backend {
   readonly queue: Scheduler;
   readonly workers: WorkerSet;
   readonly life: PoolLifecycle;
+  /** What a worker's exit means for its units, and whether a failed unit runs again. */
+  private readonly exits: Exits;
   /** Units queued, not counting ones settled while waiting (aborted) that are skipped lazily. */
   queued = 0;
   completed = 0;
@@ -157,13 +141,26 @@ export class Dispatcher implements Backend {
     this.life = new PoolLifecycle(() => this.schedule());
     this.workers = new WorkerSet(config, {
       message: (w, m) => this.onMessage(w, m),
-      exited: (w, exit, cause, info) => this.onExit(w, exit, cause, info),
+      exited: (w, exit, cause, info) => this.exits.exited(w, exit, cause, info),
       changed: () => this.schedule(),
       giveUp: (error) => this.failQueued(error),
       unrecoverable: (error) => this.breakPool(error),
       workerStart: events.workerStart,
       workerExit: events.workerExit,
       workerError: events.workerError,
+    });
+    this.exits = new Exits(config, this.life, this.meter, this.workers, {
+      released: (u) => {
+        this.sent--;
+        this.hinted -= u.memoryHint;
+      },
+      requeue: (u) => this.submit(u, true),
+      settleFail: (u, error) => this.settleFail(u, error),
+      handedOver: (u, error) => this.handedOver(u, error),
+      breached: (error) => {
+        this.breaches++;
+        this.events.breach(error);
+      },
     });
     if (MemoryGuard.needed(limits, recycle, config.memoryBudget)) {
       this.guard = new MemoryGuard(limits, recycle, config.memoryBudget, {
@@ -550,7 +547,7 @@ export class Dispatcher implements Backend {
     const ok =
       status === ResultStatus.Ok || status === ResultStatus.OkNumbers || status === ResultStatus.OkArena;
     this.meter.ran(u.name, ms, u.size, ok);
-    if (this.meter.following) this.logUnit(w, u, performance.now() - ms, ok ? 'ok' : 'error');
+    if (this.meter.following) logUnit(this.meter, w, u, performance.now() - ms, ok ? 'ok' : 'error');
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
     const cost = this.costs.get(u.name);
     this.costs.set(u.name, cost === undefined ? ms : cost * 0.8 + ms * 0.2);
@@ -587,9 +584,9 @@ export class Dispatcher implements Backend {
         if (breach) {
           // The task caught the failed allocation, but its worker is at the wall: replace it.
           this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
-          const error = this.breachError(u, breach, w, cause);
-          if (!this.retry(u)) this.settleFail(u, error);
-        } else if (!this.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
+          const error = this.exits.breachError(u, breach, w, cause);
+          if (!this.exits.retry(u)) this.settleFail(u, error);
+        } else if (!this.exits.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
         break;
       }
       case ResultStatus.UnknownTask:
@@ -641,19 +638,6 @@ export class Dispatcher implements Backend {
     }
   }
 
-  /** The typed error of a breach (counted, and told to 'breach' listeners). */
-  private breachError(u: Unit, breach: Breach, w: PoolWorker, cause?: unknown): Error {
-    const who = { workerId: w.id, pid: w.rt.pid, signal: w.exit?.signal ?? null, detail: w.exit?.detail };
-    const error =
-      breach.type === 'cpu'
-        ? new CpuTimeLimitError(u.name, breach.limit, who)
-        : new MemoryLimitError(u.name, breach.kind, breach.limit, breach.observed, who, { cause });
-    this.breaches++;
-    w.breaches++;
-    this.events.breach(error);
-    return error;
-  }
-
   settleFail(u: Unit, error: Error): void {
     if (u.state === 'settled') return;
     deadlines.cancel(u.deadline);
@@ -669,20 +653,13 @@ export class Dispatcher implements Backend {
     if (this.life.state === 'closing') this.schedule();
   }
 
-  /** Whether the unit has tries left, the pool still runs work (closing included) and someone waits for it. */
-  private retriable(u: Unit): boolean {
-    return u.attempts <= u.retries && this.life.running && u.sink.wants(u);
-  }
-
-  /** Runs the unit again if it may (see retriable). */
-  private retry(u: Unit): boolean {
-    if (!this.retriable(u)) return false;
-    this.meter.retries++;
+  /** Its sink took the unit over (split into new units): it is no longer this dispatcher's. */
+  private handedOver(u: Unit, error: Error): void {
+    if (u.trace) this.tracer!.end(u.trace, u, u.worker, error);
     deadlines.cancel(u.deadline);
     u.deadline = undefined;
-    u.worker = undefined;
-    this.submit(u, true);
-    return true;
+    u.state = 'settled';
+    this.signals.unwatch(u);
   }
 
   /** A running unit's timeout passed: it is retried or fails now, and its worker is asked to stop it. */
@@ -691,7 +668,7 @@ export class Dispatcher implements Backend {
     const w = u.worker;
     if (u.state !== 'sent' || !w) return;
     this.meter.timeouts++;
-    if (this.meter.following) this.logUnit(w, u, performance.now() - u.timeout, 'timeout');
+    if (this.meter.following) logUnit(this.meter, w, u, performance.now() - u.timeout, 'timeout');
     this.cancel(w, u, 'timeout', new TaskTimeoutError(u.name, u.timeout));
   }
 
@@ -719,7 +696,7 @@ export class Dispatcher implements Backend {
     const running = this.isRunning(u);
     w.zombies.add(seq);
     if (running) w.board?.revoke(u);
-    if (!(why === 'timeout' && this.retry(u))) this.settleFail(u, error);
+    if (!(why === 'timeout' && this.exits.retry(u))) this.settleFail(u, error);
     try {
       w.rt.send({ t: 'cancel', seq, why });
     } catch {
@@ -764,11 +741,6 @@ export class Dispatcher implements Backend {
     this.workers.stop(w, w.cause ?? { kind: 'retired', reason: 'retired' }, w.inflight.size > 0);
   }
 
-  /** For the task stream: a unit that ran on `w` from `start` until now, and how it ended. */
-  private logUnit(w: PoolWorker, u: Unit, start: number, outcome: UnitOutcome): void {
-    this.meter.log({ workerId: w.id, task: u.name, items: u.size, start, end: performance.now(), outcome });
-  }
-
   /** A stream's consumer took `n` items: its task may yield that many more. */
   credit(u: Unit, n: number): void {
     const w = u.worker;
@@ -789,106 +761,6 @@ export class Dispatcher implements Backend {
   }
 
   // ── workers ───────────────────────────────────────────────────────────────────────────────
-
-  /**
-   * The one place that decides what an exit means. Units with results are already settled, and so are
-   * zombies; of the rest, the first `concurrency` were running (they fail, or are retried if allowed)
-   * and the others never started (they go back to the front of the queue, in order).
-   */
-  private onExit(w: PoolWorker, exit: RuntimeExit, cause: StopCause | undefined, info: WorkerExit): void {
-    channelLinkGone(w.rt, info); // queue items it held go back (channel/broker.ts)
-    const held = [...w.inflight];
-    w.inflight.clear();
-    for (const [, u] of held) {
-      this.sent--;
-      this.hinted -= u.memoryHint;
-    }
-    const terminated = this.life.terminated;
-    const requeue: Unit[] = [];
-    if (!terminated && (!cause || cause.kind === 'breach')) {
-      this.meter.crashes++;
-      // Died under its task: more such deaths are likely, and a spare makes each cost a death only.
-      if (held.length > 0 && this.life.state === 'open') this.workers.noteDeath();
-    }
-    held.forEach(([seq, u], i) => {
-      if (w.zombies.has(seq) || u.state === 'settled' || u.worker !== w) return;
-      deadlines.cancel(u.deadline);
-      u.deadline = undefined;
-      if (i >= this.config.concurrency) {
-        if (u.pin) {
-          this.settleFail(
-            u,
-            new WorkerCrashedError(
-              u.name,
-              info,
-              `worker ${w.id} ended before it ran the broadcast of '${u.name}'`,
-            ),
-          );
-          return;
-        }
-        u.attempts--; // never started: this try does not count
-        requeue.push(u);
-        return;
-      }
-      if (terminated) {
-        this.settleFail(u, new PoolClosedError('the pool was terminated while this task was running'));
-        return;
-      }
-      const breach = classifyDeath({ ...exit, observed: w.breach }, this.config.limits);
-      if (this.meter.following) this.logUnit(w, u, w.startedAt, breach ? 'breach' : 'crash');
-      const error = breach
-        ? this.breachError(u, breach, w)
-        : new WorkerCrashedError(
-            u.name,
-            info,
-            cause
-              ? `worker ${w.id} was stopped (${describeCause(cause)}) while running task '${u.name}'`
-              : undefined,
-          );
-      // The task's own doing (it crashed, or breached a limit), not the pool's: it counts toward
-      // quarantine, and a chunk runs again item by item so that the next death names its item. A
-      // stop for the memory budget is the pool's: the sum of workers was too much, not this input
-      // (four growing tasks under a tight budget had one quarantined after two such stops).
-      if (!cause || (cause.kind === 'breach' && cause.limit !== 'budget')) {
-        (u.crashes ??= []).push(crashRecord(w, exit, breach));
-        if (u.crashes.length >= this.config.poisonAfter) {
-          this.settleFail(u, new PoisonTaskError(u.name, u.crashes, { cause: error }));
-          return;
-        }
-        if (this.retriable(u) && u.sink.split?.(u)) {
-          this.handedOver(u, error);
-          return;
-        }
-      }
-      if (!this.retry(u)) this.settleFail(u, error);
-    });
-    w.zombies.clear();
-    w.acked.clear();
-    // broadcast() units meant for this worker alone, which it will now never run.
-    for (const u of w.pinned.splice(0)) {
-      this.settleFail(
-        u,
-        new WorkerCrashedError(
-          u.name,
-          info,
-          `worker ${w.id} ended before it ran the broadcast of '${u.name}'`,
-        ),
-      );
-    }
-    for (let i = requeue.length - 1; i >= 0; i--) {
-      if (terminated) this.settleFail(requeue[i]!, new PoolClosedError());
-      else this.submit(requeue[i]!, true);
-    }
-  }
-
-  /** Its sink took the unit over (split into new units): it is no longer this dispatcher's. */
-  private handedOver(u: Unit, error: Error): void {
-    if (u.trace) this.tracer!.end(u.trace, u, u.worker, error);
-    deadlines.cancel(u.deadline);
-    u.deadline = undefined;
-    u.state = 'settled';
-    this.signals.unwatch(u);
-  }
 
   private failQueued(error: Error): void {
     for (const u of this.queue.drain()) if (u.state !== 'settled') this.settleFail(u, error);

@@ -5,9 +5,10 @@
  */
 import { readRss } from '../limits/memory.js';
 import type { HistogramSnapshot } from '../metrics/histogram.js';
-import { type Meter, SERIES_LENGTH } from '../metrics/meter.js';
+import { type Meter, SERIES_LENGTH, type UnitOutcome } from '../metrics/meter.js';
 import type { Dispatcher } from './dispatcher.js';
-import type { WorkerState } from './worker.js';
+import type { Unit } from './unit.js';
+import type { PoolWorker, WorkerState } from './worker.js';
 
 export interface TaskMetrics {
   /** Time units (an apply, a map chunk) waited in the queue before a worker took them. */
@@ -130,6 +131,11 @@ export function taskMetrics(meter: Meter): Record<string, TaskMetrics> {
     };
   }
   return tasks;
+}
+
+/** For the task stream: a unit that ran on `w` from `start` until now, and how it ended. */
+export function logUnit(meter: Meter, w: PoolWorker, u: Unit, start: number, outcome: UnitOutcome): void {
+  meter.log({ workerId: w.id, task: u.name, items: u.size, start, end: performance.now(), outcome });
 }
 
 export function metricsOf(d: Dispatcher, meter: Meter, sampler: Sampler): PoolMetrics {

@@ -6,7 +6,7 @@ import type { Unit } from './unit.js';
 
 /**
  * A worker's life. Every change goes through `to()`, which refuses moves the table does not allow:
- * a state machine that cannot be bypassed is what lets one place (Dispatcher.onExit) decide what an
+ * a state machine that cannot be bypassed is what lets one place (exits.ts) decide what an
  * exit means for the units the worker held.
  *
  *   starting ─ready→ idle ⇄ busy ─retire→ draining ─(nothing running)→ stopping ─→ exited

@@ -1,7 +1,7 @@
 /**
  * The workers' side of the pool: starting them (with their limits, heap and claim board), retiring
  * them between tasks, stopping them, backing off when they fail to start. What an exit means for the
- * units a worker held is not decided here but in Dispatcher.onExit, the one place for it.
+ * units a worker held is not decided here but in exits.ts, the one place for it.
  */
 import { type Deadline, deadlines } from '../deadline.js';
 import { type WorkerExit, WorkerStartError } from '../errors.js';
