@@ -12,25 +12,20 @@
  * (`progress()`): anything queued has a live or starting worker, or fails with a typed error. That is
  * what keeps a queued task from waiting forever whatever happens to the workers, closing or not.
  *
- * Cancelling a running unit (its timeout passed, its signal fired) settles it at once and asks its
- * worker to stop it (the task's signal aborts, see corral/task); the unit stays in the worker's list
- * as a zombie holding its slot. If the task has not returned after `cancelGrace`, the worker takes no
- * more work and is stopped once nothing else it runs is owed to a caller, or at once if its event
- * loop did not even acknowledge the cancel: other tasks on it are never collateral of a cancel.
+ * A cancelled unit (timeout, abort) is settled at once but stays in its worker's list as a zombie
+ * holding its slot until the worker answers for it: see cancel.ts.
  */
 
 import type { Backend, Job } from '../backend/types.js';
 import { channelFrame } from '../channel/hub.js';
 import { deadlines } from '../deadline.js';
 import {
-  AbortError,
   type CpuTimeLimitError,
   type MemoryLimitError,
   ModuleLoadError,
   PoolClosedError,
   SerializationError,
   TaskError,
-  TaskTimeoutError,
   UnknownTaskError,
   type WorkerExit,
   WorkerStartError,
@@ -51,6 +46,7 @@ import {
 } from '../runtime/protocol.js';
 import { shmStatus } from '../shm/index.js';
 import { arenaFrame } from './arena.js';
+import { Canceller } from './cancel.js';
 import type { PoolConfig } from './config.js';
 import { Exits } from './exits.js';
 import { PoolLifecycle, type PoolState } from './lifecycle.js';
@@ -61,7 +57,7 @@ import { SignalWatch } from './signals.js';
 import { type PoolStats, snapshot } from './stats.js';
 import { stealFor } from './steal.js';
 import type { Unit } from './unit.js';
-import type { PoolWorker, StopCause } from './worker.js';
+import type { PoolWorker } from './worker.js';
 import { WorkerSet } from './workers.js';
 
 export interface DispatcherEvents {
@@ -100,6 +96,8 @@ export class Dispatcher implements Backend {
   readonly life: PoolLifecycle;
   /** What a worker's exit means for its units, and whether a failed unit runs again. */
   private readonly exits: Exits;
+  /** Timeouts and aborts of units in workers' hands, and the workers that ignore them. */
+  private readonly cancels: Canceller;
   /** Units queued, not counting ones settled while waiting (aborted) that are skipped lazily. */
   queued = 0;
   completed = 0;
@@ -161,6 +159,10 @@ export class Dispatcher implements Backend {
         this.breaches++;
         this.events.breach(error);
       },
+    });
+    this.cancels = new Canceller(config, this.meter, this.workers, {
+      settleFail: (u, error) => this.settleFail(u, error),
+      retry: (u) => this.exits.retry(u),
     });
     if (MemoryGuard.needed(limits, recycle, config.memoryBudget)) {
       this.guard = new MemoryGuard(limits, recycle, config.memoryBudget, {
@@ -244,7 +246,7 @@ export class Dispatcher implements Backend {
 
   private dispatch(): void {
     this.dispatchScheduled = false;
-    for (const w of this.workers) if (w.state === 'draining') this.stopIfDrained(w);
+    for (const w of this.workers) if (w.state === 'draining') this.workers.stopIfDrained(w);
     if (!this.life.running) return;
     // An idle worker takes back what a busy one holds but has not started: anything, once the queue
     // is empty; while it is not, only what waits behind a unit running far longer than its task's
@@ -460,20 +462,9 @@ export class Dispatcher implements Backend {
     for (const u of w.inflight.values()) {
       if (i++ >= this.config.concurrency) break;
       if (u.deadline === undefined && u.state === 'sent' && u.worker === w) {
-        u.deadline = deadlines.after(u.timeout, () => this.expire(u));
+        u.deadline = deadlines.after(u.timeout, () => this.cancels.expire(u));
       }
     }
-  }
-
-  private isRunning(u: Unit): boolean {
-    const w = u.worker;
-    if (!w || u.state !== 'sent') return false;
-    let i = 0;
-    for (const other of w.inflight.values()) {
-      if (other === u) return true;
-      if (++i >= this.config.concurrency) return false;
-    }
-    return false;
   }
 
   // ── outcomes ──────────────────────────────────────────────────────────────────────────────
@@ -662,83 +653,9 @@ export class Dispatcher implements Backend {
     this.signals.unwatch(u);
   }
 
-  /** A running unit's timeout passed: it is retried or fails now, and its worker is asked to stop it. */
-  private expire(u: Unit): void {
-    u.deadline = undefined;
-    const w = u.worker;
-    if (u.state !== 'sent' || !w) return;
-    this.meter.timeouts++;
-    if (this.meter.following) logUnit(this.meter, w, u, performance.now() - u.timeout, 'timeout');
-    this.cancel(w, u, 'timeout', new TaskTimeoutError(u.name, u.timeout));
-  }
-
   /** The unit's signal fired: a queued unit is dropped, a sent one is cancelled in its worker. */
   abort(u: Unit): void {
-    if (u.state === 'settled') return;
-    if (u.pin && u.state === 'new') {
-      this.settleFail(u, new AbortError(u.name, u.signal?.reason));
-      return;
-    }
-    const w = u.worker;
-    const error = new AbortError(u.name, u.signal?.reason);
-    this.meter.aborts++;
-    if (u.state === 'sent' && w) this.cancel(w, u, 'abort', error);
-    else this.settleFail(u, error);
-  }
-
-  /**
-   * Settles a unit its worker holds (a timeout may retry it elsewhere) and tells the worker: the task's
-   * signal aborts, or a unit not started yet is dropped. Until the worker answers for it, the unit is a
-   * zombie holding its slot; after cancelGrace, see `graceOver`.
-   */
-  private cancel(w: PoolWorker, u: Unit, why: 'timeout' | 'abort', error: Error): void {
-    const seq = u.seq;
-    const running = this.isRunning(u);
-    w.zombies.add(seq);
-    if (running) w.board?.revoke(u);
-    if (!(why === 'timeout' && this.exits.retry(u))) this.settleFail(u, error);
-    try {
-      w.rt.send({ t: 'cancel', seq, why });
-    } catch {
-      // A dead channel: the exit comes next and frees the slot.
-    }
-    if (!running) return; // the worker drops it unstarted and says so
-    const task = u.name;
-    const over = (): void => this.graceOver(w, seq, task, why);
-    if (this.config.cancelGrace === 0) over();
-    else deadlines.after(this.config.cancelGrace, over);
-  }
-
-  /**
-   * The cancelled task has not returned. If its worker's event loop answered the cancel, the task is
-   * ignoring its signal: the worker takes no more work and stops once nothing else it runs is owed
-   * (tasks sharing it finish first). If it did not answer, the loop is blocked: nothing else on the
-   * worker can finish either, so it is stopped now.
-   */
-  private graceOver(w: PoolWorker, seq: number, task: string, why: 'timeout' | 'abort'): void {
-    if (!w.zombies.has(seq) || w.state === 'stopping' || w.state === 'exited') return;
-    const blocked = !w.acked.has(seq);
-    const cause: StopCause = { kind: 'cancelled', task, why, blocked };
-    if (blocked) this.workers.stop(w, cause, true);
-    else {
-      if (w.state === 'draining') w.cause = cause;
-      else this.workers.retire(w, cause);
-      this.stopIfDrained(w);
-    }
-  }
-
-  /**
-   * A draining worker stops once none of its running slots holds a unit a caller waits for: the
-   * zombies among them die with it, and units it holds but never started go back to the queue.
-   */
-  private stopIfDrained(w: PoolWorker): void {
-    if (w.state !== 'draining') return;
-    let i = 0;
-    for (const [seq] of w.inflight) {
-      if (i++ >= this.config.concurrency) break;
-      if (!w.zombies.has(seq)) return;
-    }
-    this.workers.stop(w, w.cause ?? { kind: 'retired', reason: 'retired' }, w.inflight.size > 0);
+    this.cancels.abort(u);
   }
 
   /** A stream's consumer took `n` items: its task may yield that many more. */

@@ -246,8 +246,8 @@ export class WorkerSet implements Iterable<PoolWorker> {
   }
 
   /**
-   * Stop giving the worker work; the host stops it once nothing it runs is owed to a caller
-   * (Dispatcher.drained). Only the first retirement counts and keeps its cause.
+   * Stop giving the worker work; it is stopped once nothing it runs is owed to a caller
+   * (`stopIfDrained`, tried in every dispatch). Only the first retirement counts and keeps its cause.
    */
   retire(w: PoolWorker, cause: StopCause): void {
     if (w.spare && w.state === 'idle') {
@@ -260,6 +260,20 @@ export class WorkerSet implements Iterable<PoolWorker> {
     deadlines.cancel(w.timer);
     w.timer = undefined;
     w.to('draining');
+  }
+
+  /**
+   * A draining worker stops once none of its running slots holds a unit a caller waits for: the
+   * zombies among them die with it, and units it holds but never started go back to the queue.
+   */
+  stopIfDrained(w: PoolWorker): void {
+    if (w.state !== 'draining') return;
+    let i = 0;
+    for (const [seq] of w.inflight) {
+      if (i++ >= this.config.concurrency) break;
+      if (!w.zombies.has(seq)) return;
+    }
+    this.stop(w, w.cause ?? { kind: 'retired', reason: 'retired' }, w.inflight.size > 0);
   }
 
   /**
