@@ -402,7 +402,10 @@ async function fibWorkload() {
       },
     ],
   ];
-  entries.push(['floor: 2 bare worker threads, next item by atomic counter, no pool', bareThreads(inputs, check)]);
+  entries.push([
+    'floor: 2 bare worker threads, next item by atomic counter, no pool',
+    bareThreads(inputs, check),
+  ]);
   const corralMap = (chunksize) => async (p) => check(await p.raw.map('fib', inputs, { chunksize }));
   for (const runner of CORRAL) {
     for (const chunksize of [1, 'auto']) {
