@@ -1,7 +1,8 @@
 /**
  * map / imap / imapUnordered / starmap: input is read lazily in chunks, each chunk travels as one
  * unit, and results come back in input order (imap) or as chunks complete (imapUnordered). Memory
- * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken.
+ * stays bounded: no more than `window` chunks are read ahead of what the consumer has taken. How
+ * many items a chunk holds, and that window, are decided in chunking.ts.
  */
 
 import type { Backend, Job } from '../backend/types.js';
@@ -9,29 +10,9 @@ import { AbortError, TaskError } from '../errors.js';
 import { activeContext } from '../metrics/tracing.js';
 import { codecError, encodeArgs } from '../runtime/codec.js';
 import { fromWireError, packNumbers, UnitMode, type WireError } from '../runtime/protocol.js';
+import { ChunkSizer } from './chunking.js';
 import type { ResolvedCall } from './config.js';
 import { deliver, Unit, type UnitSink } from './unit.js';
-
-/** Work per message that amortises the ~30 µs a message costs, yet keeps load balancing fine. */
-const TARGET_CHUNK_MS = 4;
-/** The same while other callers compete for the workers (Backend.contended). */
-const CONTENDED_CHUNK_MS = 1;
-/**
- * Largest automatic chunk for input of unknown length. With the window of chunks read ahead, it
- * bounds what a lazy input costs: at most ~64k items read ahead of the consumer (8 chunks with 2
- * workers), while a chunk of tiny items is still a fraction of a millisecond of work per message.
- */
-const MAX_AUTO_CHUNK = 8192;
-/**
- * Chunks sent before any has been timed: one item, so a map of tasks of milliseconds never puts several
- * behind one slow item in a chunk no idle worker can take apart (a 5/200 ms mix: 1.06x ideal with 8,
- * 1.03x with 1). Tiny items pay one more growth step, one round trip.
- */
-const PROBE_CHUNK = 1;
-/** How much larger than the largest timed chunk the next may be (1, 8, 64, 512, 4096, ...). */
-const GROWTH = 8;
-/** Items a job may hold in flight when its chunks are small. */
-const WINDOW_ITEMS = 4096;
 
 interface ChunkOutcome {
   /** An array, or a Float64Array when every result was a number. */
@@ -76,17 +57,8 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private readonly async: AsyncIterator<unknown> | undefined;
   private readonly array: readonly unknown[] | undefined;
   private arrayPos = 0;
-  private readonly cap: number;
-  /** Decaying sums of chunk time and chunk items: the estimate weighs a chunk by its items. */
-  private timedMs = 0;
-  private timedItems = 0;
-  /** The largest chunk whose time is known: the next may be at most GROWTH times larger. */
-  private largestTimed = PROBE_CHUNK / GROWTH;
-
-  /** Measured work per item, once a chunk has been timed. */
-  private get perItemMs(): number | undefined {
-    return this.timedItems > 0 ? this.timedMs / this.timedItems : undefined;
-  }
+  /** How many items go in a chunk, and how many chunks may be out. */
+  private readonly sizer: ChunkSizer;
   private exhausted = false;
   private reading = false;
   private finished = false;
@@ -95,7 +67,6 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private itemsRead = 0;
   private emitIndex = 0;
   private outstanding = 0;
-  private readonly workers: number;
   private readonly ready = new Map<number, ChunkOutcome>();
   private readonly readyOrder: number[] = [];
   private current: ChunkOutcome | undefined = undefined;
@@ -109,8 +80,6 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private waiter: { resolve: () => void } | undefined = undefined;
   private sourceError: Error | undefined = undefined;
   private readonly onAbort: (() => void) | undefined;
-  /** close() was called: read the rest of the input without waiting for the consumer. */
-  private eager = false;
   /** Whether the dispatcher counts this job as having work left. */
   private working = true;
   /** next() calls wait for the one before them: concurrent calls each get their own item. */
@@ -121,18 +90,11 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     private readonly spec: MapSpec,
   ) {
     const { source } = spec;
-    const workers = dispatcher.config.workers;
-    if (Array.isArray(source)) {
-      this.array = source;
-      // Python's rule (about four chunks per worker) is the largest chunk: balance needs several.
-      this.cap = Math.max(1, Math.ceil(source.length / (workers * 4)));
-    } else {
-      this.cap = MAX_AUTO_CHUNK;
-      if (Symbol.asyncIterator in Object(source))
-        this.async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
-      else this.sync = (source as Iterable<unknown>)[Symbol.iterator]();
-    }
-    this.workers = workers;
+    if (Array.isArray(source)) this.array = source;
+    else if (Symbol.asyncIterator in Object(source))
+      this.async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+    else this.sync = (source as Iterable<unknown>)[Symbol.iterator]();
+    this.sizer = new ChunkSizer(dispatcher, spec.chunksize, this.array?.length);
     if (spec.call.signal) {
       const signal = spec.call.signal;
       this.onAbort = () => this.end(new AbortError(spec.name, signal.reason), true);
@@ -150,72 +112,27 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
 
   /** Pool.close(): the rest of the input is read and run now; results wait for the consumer. */
   drain(): void {
-    this.eager = true;
+    this.sizer.unbound();
     this.fill();
   }
 
-  /**
-   * Chunks read ahead of the consumer: four per worker for big chunks; small chunks (chunksize 1
-   * for I/O-ish work) need more in flight to keep workers fed, up to 64 per worker, which is
-   * still only a few thousand items held.
-   */
-  private window(): number {
-    if (this.eager) return Infinity;
-    const small = Math.ceil(WINDOW_ITEMS / this.chunkSize());
-    // While chunks are still growing their size is a guess: a few in flight, not a window of them
-    // (dozens of chunks of a few hundred tiny items cost a process pool more than their work).
-    const window =
-      this.spec.chunksize === 'auto' && this.growing()
-        ? this.workers * Math.max(2, this.dispatcher.config.concurrency)
-        : Math.max(4, this.workers * 4, Math.min(this.workers * 64, small));
-    // A small maxQueue asks for tight memory: read ahead no further than it allows.
-    const { maxQueue } = this.dispatcher.config;
-    return Number.isFinite(maxQueue) ? Math.min(window, Math.max(this.workers * 4, maxQueue)) : window;
-  }
-
-  private chunkSize(): number {
-    const { chunksize } = this.spec;
-    if (chunksize !== 'auto') return chunksize;
-    const size = Math.min(this.timedSize(), this.largestTimed * GROWTH);
-    if (!this.array) return size;
-    // Towards the end of an array the chunks shrink (guided scheduling), so the workers finish
-    // close together rather than a whole chunk apart; not below ~1 ms of work, though, or tiny
-    // items would end in dozens of messages of a few items each.
-    const left = this.array.length - this.arrayPos;
-    const { chunkMs } = this.dispatcher.config;
-    const floorMs = chunkMs ?? TARGET_CHUNK_MS / 4;
-    const floor = this.perItemMs === undefined ? 1 : Math.round(floorMs / Math.max(this.perItemMs, 1e-6));
-    return Math.min(size, Math.max(1, floor, Math.ceil(left / (2 * this.workers))));
-  }
-
-  /** The automatic size the timings ask for: TARGET_CHUNK_MS of work, at most the cap. */
-  private timedSize(): number {
-    if (this.perItemMs === undefined) return Math.min(PROBE_CHUNK, this.cap);
-    // While other callers wait for the same workers, chunks shrink: a chunk is how long they wait.
-    const target =
-      this.dispatcher.config.chunkMs ?? (this.dispatcher.contended ? CONTENDED_CHUNK_MS : TARGET_CHUNK_MS);
-    return Math.max(1, Math.min(this.cap, Math.round(target / Math.max(this.perItemMs, 1e-6))));
-  }
-
-  /**
-   * Chunks grow at most GROWTH times past the largest one timed so far: a small chunk's time is
-   * mostly the message's fixed cost, so its per-item estimate is too high (and could be too low).
-   */
-  private growing(): boolean {
-    return this.perItemMs === undefined || this.largestTimed * GROWTH < this.timedSize();
+  /** Items of an array input not read yet; undefined for an iterable (chunks do not shrink at its end). */
+  private left(): number | undefined {
+    return this.array && this.array.length - this.arrayPos;
   }
 
   /** Reads input and submits chunks while the window and the pool's queue have room. */
   private fill(): void {
     // Called on every result: return before making a promise when there is nothing to read.
-    if (this.reading || this.exhausted || this.finished || this.outstanding >= this.window()) return;
+    if (this.reading || this.exhausted || this.finished) return;
+    if (this.outstanding >= this.sizer.window(this.left())) return;
     void this.read();
   }
 
   private async read(): Promise<void> {
     this.reading = true;
     try {
-      while (!this.exhausted && !this.finished && this.outstanding < this.window()) {
+      while (!this.exhausted && !this.finished && this.outstanding < this.sizer.window(this.left())) {
         if (!this.dispatcher.hasRoom) {
           // maxQueue is back pressure for imap too: stop reading until the queue drains.
           if (this.outstanding === 0) setTimeout(() => void this.fill(), 5).unref();
@@ -225,7 +142,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
         // resume() once it is not.
         if (this.dispatcher.heldBack) break;
         // Arrays and sync iterables are read without a promise per chunk: small chunks stay cheap.
-        const n = this.chunkSize();
+        const n = this.sizer.size(this.left());
         const items = this.async ? await this.readAsync(n) : this.readSync(n);
         if (this.finished) break;
         if (items.length > 0) this.submit(items);
@@ -354,13 +271,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
       );
       return;
     }
-    // Later chunks aim at TARGET_CHUNK_MS of work, from the time chunks took in their worker. Items
-    // weigh, not chunks: a probe of 8 tiny items mostly times the chunk's fixed cost, and must not
-    // hold back the estimate once chunks of thousands have been timed. Halving the sums at each
-    // result still follows a task whose cost drifts along the input.
-    if (unit.size > this.largestTimed) this.largestTimed = unit.size;
-    this.timedMs = this.timedMs * 0.5 + ms;
-    this.timedItems = this.timedItems * 0.5 + unit.size;
+    this.sizer.timed(unit.size, ms);
     if (!itemErrors) {
       this.store(index, { results: value as ArrayLike<unknown>, itemErrors, error: undefined });
       return;

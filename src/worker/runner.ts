@@ -2,24 +2,16 @@
  * The worker's run loop: runs the units the pool sends, in order, `concurrency` at a time, posting
  * each result before starting the next unit (the exactly-once rule described in
  * runtime/protocol.ts). What few pools need (shared-memory and channel handles, usage probes) is
- * loaded on the first unit that needs it, holding the loop meanwhile.
+ * loaded on the first unit that needs it, holding the loop meanwhile. How a unit's items run (map
+ * chunks and their numeric fast path, streams, the arena) is chunk.ts's.
  */
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import type { ChanDown } from '../channel/wire.js';
-import type {
-  FromWorker,
-  ResultFrame,
-  ToWorker,
-  UnitFrame,
-  WireError,
-  WorkerLimits,
-} from '../runtime/protocol.js';
+import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
 import {
   claim,
-  claimRevoked,
   HEAP_REPORT_MS,
-  packNumbers,
   probeEveryUnit,
   ResultStatus,
   toWireError,
@@ -31,7 +23,8 @@ import {
   UnitMode,
 } from '../runtime/protocol.js';
 import { shmEverUsed } from '../shm/used.js';
-import { CallEvent, cancelReason, type RunningCall, taskSlot } from '../task.js';
+import { cancelReason, type RunningCall, taskSlot } from '../task.js';
+import { ItemRunner, isThenable } from './chunk.js';
 import { EventOutbox } from './events.js';
 import type { UnitProbe } from './limits.js';
 import { inTraceContext } from './tracing.js';
@@ -60,21 +53,6 @@ export function loadExtras(io: Transport): Promise<Extras> {
   return extrasLoading;
 }
 
-/** Why runChunk's numeric fast path stopped before the end of its chunk. */
-enum Stop {
-  None,
-  Value,
-  Threw,
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
-}
-
 export class Runner {
   private readonly queue: UnitFrame[] = [];
   private head = 0;
@@ -93,22 +71,14 @@ export class Runner {
   private chanBacklog: ChanDown[] = [];
   private readonly needsExtras: number;
   private heapReportedAt = performance.now();
-  /** The transfer arena's name as the pool sent it, and its float64 view once mapped. */
-  private arenaName: string | undefined;
-  private arenaView: Float64Array | undefined;
   /** The calls running now, by unit seq: what a cancel from the pool reaches. */
   private readonly calls = new Map<number, RunningCall>();
   /** Units cancelled before they started: skipped when their turn comes. */
   private readonly dropped = new Set<number>();
   private readonly slot = taskSlot();
   private readonly events: EventOutbox;
-  /** captureOutput: what each running call wrote (a map chunk's current item). */
-  private outputs: Map<number, string> | undefined = undefined;
-  /** Streamed calls: items they may still yield before the consumer takes more, and who waits for credit. */
-  private readonly streams = new Map<
-    number,
-    { credits: number; wake: (() => void) | undefined; error: unknown }
-  >();
+  /** Runs a unit's items (map chunks, streams) and keeps the arena's view and captured output. */
+  private readonly items: ItemRunner;
 
   constructor(
     private readonly workerId: number,
@@ -127,14 +97,9 @@ export class Runner {
     if (extras) this.adopt(extras);
     this.events = new EventOutbox(
       (m) => io.post(m),
-      (seq, error) => {
-        const stream = this.streams.get(seq);
-        if (stream) {
-          stream.error = error;
-          stream.wake?.();
-        }
-      },
+      (seq, error) => this.items.unsendable(seq, error),
     );
+    this.items = new ItemRunner(this.board, this.events);
   }
 
   private adopt(extras: Extras): void {
@@ -176,17 +141,7 @@ export class Runner {
   }
 
   arena(segment: string): void {
-    this.arenaName = segment;
-  }
-
-  private arenaChunk(at: number, length: number): Float64Array {
-    if (!this.arenaView) {
-      const { internalSegment, SharedMemory } = this.shm ?? this.extras!;
-      const name = this.arenaName;
-      if (name === undefined) throw new Error('corral: an arena unit arrived before its arena');
-      this.arenaView = new Float64Array(internalSegment(() => SharedMemory.attach(name).buffer));
-    }
-    return this.arenaView.subarray(at, at + length);
+    this.items.arena(segment);
   }
 
   /** Told to stop in good order: the teardown export (if any) runs, then the worker exits. */
@@ -210,25 +165,18 @@ export class Runner {
    * OUTPUT_TAIL characters; a map chunk's, per item), and a failure carries it (WireError props.output).
    */
   captureOutput(): void {
-    this.outputs = new Map();
+    this.items.outputs = new Map();
     for (const stream of [process.stdout, process.stderr]) {
       const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
       stream.write = ((chunk: unknown, ...rest: unknown[]) => {
         const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
         for (const seq of this.calls.keys()) {
-          this.outputs!.set(seq, ((this.outputs!.get(seq) ?? '') + text).slice(-OUTPUT_TAIL));
+          const outputs = this.items.outputs!;
+          outputs.set(seq, ((outputs.get(seq) ?? '') + text).slice(-OUTPUT_TAIL));
         }
         return write(chunk, ...rest);
       }) as typeof stream.write;
     }
-  }
-
-  /** A task's error as it travels, with what it wrote when output is captured. */
-  private failure(error: unknown, seq: number): WireError {
-    const wire = toWireError(error);
-    const output = this.outputs?.get(seq);
-    if (output) wire.props.output = output;
-    return wire;
   }
 
   /**
@@ -242,7 +190,7 @@ export class Runner {
       if (call.cancelled) return;
       call.cancelled = why;
       call.controller?.abort(cancelReason(why));
-      this.streams.get(seq)?.wake?.();
+      this.items.wake(seq);
       this.io.post({ t: 'cancelled', seq });
       return;
     }
@@ -256,10 +204,7 @@ export class Runner {
 
   /** A stream's consumer took `n` items: it may yield that many more. */
   credit(seq: number, n: number): void {
-    const stream = this.streams.get(seq);
-    if (!stream) return;
-    stream.credits += n;
-    stream.wake?.();
+    this.items.credit(seq, n);
   }
 
   channel(frame: ChanDown): void {
@@ -359,8 +304,7 @@ export class Runner {
     const call = this.calls.get(frame[0]);
     if (call) call.post = undefined; // nothing it reports from now on outlives it
     this.calls.delete(frame[0]);
-    this.streams.delete(frame[0]);
-    this.outputs?.delete(frame[0]);
+    this.items.release(frame[0]);
     // A result may hand back SharedMemory too (a segment the task created): send its handle.
     if (shmEverUsed() && this.need()) this.encodeResult(frame);
     this.outbox.push(frame);
@@ -434,11 +378,12 @@ export class Runner {
     let inArena: Float64Array | undefined;
     if ((flags & UNIT_ARENA) !== 0) {
       const [at, length] = payload as [number, number];
-      payload = inArena = this.arenaChunk(at, length);
+      payload = inArena = this.items.arenaChunk(at, length, this.shm ?? this.extras!);
     }
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];
-    if (mode === UnitMode.Stream) return this.stream(seq, name, fn, payload as [number, unknown[]], call);
+    if (mode === UnitMode.Stream)
+      return this.items.stream(seq, name, fn, payload as [number, unknown[]], call);
     if (mode === UnitMode.Apply) {
       const slot = this.slot;
       slot.current = call;
@@ -447,197 +392,23 @@ export class Runner {
         if (isThenable(value)) {
           return Promise.resolve(value).then(
             (v): ResultFrame => [seq, ResultStatus.Ok, v, 0],
-            (e): ResultFrame => [seq, ResultStatus.Threw, this.failure(e, seq), 0],
+            (e): ResultFrame => [seq, ResultStatus.Threw, this.items.failure(e, seq), 0],
           );
         }
         return [seq, ResultStatus.Ok, value, 0];
       } catch (error) {
-        return [seq, ResultStatus.Threw, this.failure(error, seq), 0];
+        return [seq, ResultStatus.Threw, this.items.failure(error, seq), 0];
       } finally {
         slot.current = undefined;
       }
     }
-    return this.runChunk(seq, fn, mode === UnitMode.Starmap, payload as ArrayLike<unknown>, inArena, call);
-  }
-
-  /**
-   * pool.stream: the task returns an iterator (a generator); its items go to the pool as events, no
-   * more than the consumer's credit allows ahead of it; the generator's return value is the result.
-   */
-  private stream(
-    seq: number,
-    name: string,
-    fn: Task,
-    [window, args]: [number, unknown[]],
-    call: RunningCall,
-  ): ResultFrame | Promise<ResultFrame> {
-    let made: unknown;
-    this.slot.current = call;
-    try {
-      made = fn(...args);
-    } catch (error) {
-      return [seq, ResultStatus.Threw, toWireError(error), 0];
-    } finally {
-      this.slot.current = undefined;
-    }
-    const it = made as Partial<AsyncIterator<unknown> & AsyncIterable<unknown> & Iterable<unknown>> | null;
-    const iterator =
-      it?.[Symbol.asyncIterator]?.() ??
-      (typeof it?.[Symbol.iterator] === 'function' ? it[Symbol.iterator]!() : undefined);
-    if (!iterator) {
-      const error = new TypeError(
-        `task '${name}' returned ${made === null ? 'null' : typeof made}, not an iterator: pool.stream() needs a generator function (function* or async function*)`,
-      );
-      return [seq, ResultStatus.Threw, toWireError(error), 0];
-    }
-    const state = {
-      credits: window,
-      wake: undefined as (() => void) | undefined,
-      error: undefined as unknown,
-    };
-    this.streams.set(seq, state);
-    const wait = (): Promise<void> =>
-      new Promise<void>((resolve) => {
-        state.wake = () => {
-          state.wake = undefined;
-          resolve();
-        };
-      });
-    const drive = async (): Promise<ResultFrame> => {
-      for (;;) {
-        if (call.cancelled || state.error !== undefined) {
-          await Promise.resolve(iterator.return?.()).catch(() => {});
-          return state.error !== undefined
-            ? [seq, ResultStatus.Uncloneable, toWireError(state.error), 0]
-            : [seq, ResultStatus.Cancelled, 0, 0];
-        }
-        if (state.credits <= 0) {
-          this.events.flush(); // the consumer must see what it is owed before it grants more
-          await wait();
-          continue;
-        }
-        let next: IteratorResult<unknown>;
-        this.slot.current = call;
-        try {
-          next = await iterator.next();
-        } catch (error) {
-          return [seq, ResultStatus.Threw, toWireError(error), 0];
-        } finally {
-          this.slot.current = undefined;
-        }
-        if (next.done) return [seq, ResultStatus.Ok, next.value, 0];
-        state.credits--;
-        this.events.add(seq, 0, CallEvent.Yield, undefined, next.value);
-      }
-    };
-    return drive();
-  }
-
-  /** A chunk runs its items in order; per-item failures are reported beside the other results. */
-  private runChunk(
-    seq: number,
-    fn: Task,
-    spread: boolean,
-    items: ArrayLike<unknown>,
-    inArena: Float64Array | undefined,
-    call: RunningCall,
-  ): ResultFrame | Promise<ResultFrame> {
-    const slot = this.slot;
-    // A chunk that can be cancelled also watches its claim word between items: a cancel message would
-    // not be read before a chunk of synchronous items ends.
-    const board = call.claimIndex >= 0 ? this.board : undefined;
-    const revoked = (): boolean => {
-      if (!call.cancelled && board && claimRevoked(board, call.claimIndex, seq)) call.cancelled = 'abort';
-      return call.cancelled !== undefined;
-    };
-    // Numbers in and, so far, numbers out, synchronously: each result goes straight into a Float64Array
-    // (into the arena chunk itself, over the item just read), so a tiny item costs no boxed result, no
-    // packing pass and no garbage. The first item that is not like that (a throw, a promise, another
-    // type) hands the chunk to the general loop below, at that item, with what is done so far.
-    let done = 0;
-    let held: unknown;
-    let stop = Stop.None;
-    let out: Float64Array | undefined;
-    if (items instanceof Float64Array && !spread && this.outputs === undefined) {
-      out = inArena ?? new Float64Array(items.length);
-      slot.current = call;
-      try {
-        for (; done < items.length && !revoked(); done++) {
-          call.item = done;
-          const value = fn(items[done]);
-          if (typeof value !== 'number') {
-            held = value;
-            stop = Stop.Value;
-            break;
-          }
-          out[done] = value;
-        }
-      } catch (error) {
-        held = error;
-        stop = Stop.Threw;
-      } finally {
-        slot.current = undefined;
-      }
-      if (call.cancelled) return [seq, ResultStatus.Cancelled, 0, 0];
-      if (stop === Stop.None)
-        return inArena ? [seq, ResultStatus.OkArena, 0, 0] : [seq, ResultStatus.OkNumbers, out, 0];
-    }
-    const results = new Array<unknown>(items.length);
-    const errors: [number, ReturnType<typeof toWireError>][] = [];
-    const frame = (): ResultFrame => {
-      if (call.cancelled) return [seq, ResultStatus.Cancelled, 0, 0];
-      if (errors.length) return [seq, ResultStatus.Partial, [results, errors], 0];
-      // Every item has been read: numbers go back over the chunk, anything else through the pipe.
-      if (inArena && results.every((r) => typeof r === 'number')) {
-        inArena.set(results as number[]);
-        return [seq, ResultStatus.OkArena, 0, 0];
-      }
-      const numbers = packNumbers(results);
-      return numbers ? [seq, ResultStatus.OkNumbers, numbers, 0] : [seq, ResultStatus.Ok, results, 0];
-    };
-    /** Item `at` returned `value`: a promise goes on with the items after it once it settles. */
-    const settle = (at: number, value: unknown): Promise<ResultFrame> | undefined => {
-      if (!isThenable(value)) {
-        results[at] = value;
-        return undefined;
-      }
-      return Promise.resolve(value).then(
-        (v) => {
-          results[at] = v;
-          return step(at + 1) ?? frame();
-        },
-        (e) => {
-          errors.push([at, this.failure(e, seq)]);
-          return step(at + 1) ?? frame();
-        },
-      );
-    };
-    const step = (i: number): Promise<ResultFrame> | undefined => {
-      slot.current = call;
-      try {
-        // A cancelled chunk stops between items: its remaining items would be thrown away anyway.
-        for (; i < items.length && !revoked(); i++) {
-          try {
-            call.item = i;
-            this.outputs?.set(seq, '');
-            const later = settle(i, spread ? fn(...(items[i] as unknown[])) : fn(items[i]));
-            if (later) return later;
-          } catch (error) {
-            errors.push([i, this.failure(error, seq)]);
-          }
-        }
-        return undefined;
-      } finally {
-        slot.current = undefined;
-      }
-    };
-    if (stop === Stop.None) return step(0) ?? frame();
-    for (let k = 0; k < done; k++) results[k] = out![k];
-    if (stop === Stop.Threw) errors.push([done, this.failure(held, seq)]);
-    else {
-      const later = settle(done, held);
-      if (later) return later;
-    }
-    return step(done + 1) ?? frame();
+    return this.items.runChunk(
+      seq,
+      fn,
+      mode === UnitMode.Starmap,
+      payload as ArrayLike<unknown>,
+      inArena,
+      call,
+    );
   }
 }
