@@ -101,7 +101,9 @@ async function childRun(runner, count, n, seed) {
   } else {
     const { Pool } = await import('../dist/src/index.js');
     const limited = runner === 'corralRss';
-    const traceDir = limited ? mkdtempSync(join(tmpdir(), 'corral-contain-')) : undefined;
+    // Greedy items leave their marks here (contain-tasks.mjs): in both corral runs how fast they
+    // touch memory, and with the limit when their process crossed it.
+    const traceDir = mkdtempSync(join(tmpdir(), 'corral-contain-'));
     const pool = new Pool({
       module: TASKS,
       workers: WORKERS,
@@ -114,7 +116,7 @@ async function childRun(runner, count, n, seed) {
     pool.on('breach', () => breaches++);
     await Promise.all([pool.apply('hello', [{}]), pool.apply('hello', [{}])]);
     const initial = new Set(starts);
-    const args = limited ? items.map((a) => ({ ...a, rssLimit: RSS_LIMIT_BYTES, traceDir })) : items;
+    const args = items.map((a) => ({ ...a, ...(limited ? { rssLimit: RSS_LIMIT_BYTES } : {}), traceDir }));
     const t = performance.now();
     const settled = await Promise.allSettled(args.map((arg) => pool.apply('item', [arg])));
     out.wall = performance.now() - t;
@@ -126,11 +128,15 @@ async function childRun(runner, count, n, seed) {
     );
     out.memoryErrors = memoryErrors.length;
     await pool.close();
-    if (traceDir) {
+    const marks = (suffix) =>
+      readdirSync(traceDir)
+        .filter((f) => f.endsWith(suffix))
+        .map((f) => Number(readFileSync(join(traceDir, f), 'utf8')));
+    out.pace = median(marks('.pace'));
+    const crossings = marks('.cross').sort((a, b) => a - b);
+    rmSync(traceDir, { recursive: true, force: true });
+    if (limited) {
       // Breach cost: limit crossed (seen by the task) → the replacement's first item started.
-      const crossings = readdirSync(traceDir)
-        .map((f) => Number(readFileSync(join(traceDir, f), 'utf8')))
-        .sort((a, b) => a - b);
       const firstStart = new Map();
       for (const s of settled) {
         if (s.status !== 'fulfilled') continue;
@@ -146,7 +152,24 @@ async function childRun(runner, count, n, seed) {
       out.crossings = crossings.length;
       out.breachCost = median(costs);
       out.breachCostMean = costs.length ? costs.reduce((a, b) => a + b, 0) / costs.length : undefined;
-      rmSync(traceDir, { recursive: true, force: true });
+      // A replacement's cold start: its first five good items against the run's median good item.
+      const good = [];
+      const byPid = new Map();
+      settled.forEach((s, i) => {
+        if (s.status !== 'fulfilled' || items[i].kind !== 'good') return;
+        const { pid, start, end } = s.value;
+        good.push(end - start);
+        if (!initial.has(pid)) byPid.set(pid, [...(byPid.get(pid) ?? []), [start, end - start]]);
+      });
+      const typical = median(good);
+      const extra = [...byPid.values()].map((xs) =>
+        xs
+          .sort((a, b) => a[0] - b[0])
+          .slice(0, 5)
+          .reduce((sum, [, ms]) => sum + ms - typical, 0),
+      );
+      out.coldExtra = median(extra);
+      out.replacements = byPid.size;
     }
   }
   out.selfPeak = peakOf('self');
@@ -278,6 +301,26 @@ async function main() {
       console.log(
         `corral rss 256MiB / inline wall: ${(w('corralRss') / w('inline')).toFixed(2)} (target < 1)`,
       );
+    if (results.corral?.length) {
+      // Where a breach's pool time goes: what the run lost per breach against the unlimited run, and
+      // the parts measured on their own.
+      const breaches = med('corralRss', 'breaches');
+      const lost = ((w('corralRss') - w('corral')) * WORKERS) / breaches;
+      console.log(
+        `pool time lost per breach (rss wall − unlimited wall) × ${WORKERS} / breaches: ${lost.toFixed(0)} ms; its parts, each measured on its own:`,
+      );
+      console.log(
+        `  a greedy item's first 150 MiB: ${med('corralRss', 'pace').toFixed(0)} ms in a fresh process, ` +
+          `${med('corral', 'pace').toFixed(0)} ms in a long-lived one that reuses its pages (the kernel's page faults)`,
+      );
+      console.log(
+        `  a replacement's process start: ${start.toFixed(0)} ms (the bare start above; CPU the workers share)`,
+      );
+      console.log(
+        `  a replacement's first 5 items over a typical item (cold JIT): ${med('corralRss', 'coldExtra').toFixed(0)} ms`,
+      );
+      console.log(`  the breach itself, limit crossed → replacement takes work: ${cost.toFixed(0)} ms`);
+    }
   }
   console.log(`load now: ${load()}`);
 }
