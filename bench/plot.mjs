@@ -29,7 +29,7 @@ export function plot(results, machine) {
       const len = Math.max(1, ((W - LABEL - 90) * goodness(r)) / top);
       const ours = r.runner.startsWith('corral');
       parts.push(
-        `<text x="10" y="${y + BAR - 4}" font-size="12">${esc(r.runner.slice(0, 52))}</text>`,
+        `<text x="10" y="${y + BAR - 4}" font-size="12">${esc(r.runner.length > 52 ? `${r.runner.slice(0, 51)}…` : r.runner)}</text>`,
         `<rect x="${LABEL}" y="${y}" width="${len.toFixed(1)}" height="${BAR}" fill="${ours ? '#1f5fa8' : '#a9c4e4'}"/>`,
         `<text x="${(LABEL + len + 6).toFixed(1)}" y="${y + BAR - 4}" font-size="12">${r.ratio.toFixed(2)}×</text>`,
       );
