@@ -123,9 +123,11 @@ for (const runtime of RUNTIMES) {
       const behind = ids.slice(5).map((id) => pool.apply('record', [file, id]));
       await new Promise((r) => setTimeout(r, 100));
       const held = pool.stats();
-      // Precondition: the crash and the tasks behind it were all sent to the one worker (prefetched).
-      assert.equal(held.queued, 0, 'all units were sent to the worker');
-      assert.equal(held.running, 32, 'the worker holds the gate, the crash and 30 records');
+      // Precondition: the crash and tasks behind it were sent to the one worker (prefetched). How
+      // deep depends on how fast the squares measured: 64 units under 0.05 ms each, 16 under 0.5 ms
+      // (a loaded machine), so at least the gate, the 5 before, the crash and 9 records behind it.
+      assert.equal(held.queued + held.running, 32, 'every unit is queued or held by the worker');
+      assert.ok(held.running >= 16, `the worker holds records behind the crash (it holds ${held.running})`);
 
       assert.equal(await gate, 'gate');
       assert.deepEqual(await Promise.all(before), ids.slice(0, 5));
