@@ -159,7 +159,9 @@ async function childRun(runner, count, n, seed) {
         if (s.status !== 'fulfilled' || items[i].kind !== 'good') return;
         const { pid, start, end } = s.value;
         good.push(end - start);
-        if (!initial.has(pid)) byPid.set(pid, [...(byPid.get(pid) ?? []), [start, end - start]]);
+        if (initial.has(pid)) return;
+        if (!byPid.has(pid)) byPid.set(pid, []);
+        byPid.get(pid).push([start, end - start]);
       });
       const typical = median(good);
       const extra = [...byPid.values()].map((xs) =>
@@ -169,7 +171,6 @@ async function childRun(runner, count, n, seed) {
           .reduce((sum, [, ms]) => sum + ms - typical, 0),
       );
       out.coldExtra = median(extra);
-      out.replacements = byPid.size;
     }
   }
   out.selfPeak = peakOf('self');
