@@ -31,6 +31,8 @@
 
 #include <node_api.h>
 
+#include "rss-watch.h"
+
 /* Bail out of a binding when a Node-API call fails, surfacing the failure as a JS
  * exception unless one is already pending (then JS sees the original one). */
 #define NAPI_CALL(env, call)                                                            \
@@ -341,7 +343,9 @@ static napi_value pr_limit(napi_env env, napi_callback_info info) {
 
 /*
  * The rss guard: a thread of its own that watches this process's resident memory and ends the
- * process the moment it passes a limit, with one line on stderr.
+ * process the moment it passes a limit, with one line on stderr. A worker whose heap addon loaded
+ * arms heap.cc's guard instead, which first tries to stop the running task in place; this one is
+ * for Node versions without that addon (Node-API: it loads everywhere).
  *
  * Why it is needed: the pool samples its workers' RSS from outside every sampleInterval (100 ms by
  * default), so a task that touches memory fast is seen tens of milliseconds (and tens of MiB) past
@@ -364,35 +368,10 @@ static struct {
 } rss_guard = {-1, 0, 0, ""};
 
 static void *rss_guard_main(void *unused) {
-  long page = sysconf(_SC_PAGESIZE);
-  char buf[128];
   for (;;) {
-    uint64_t room = 0;
-    ssize_t n = pread(rss_guard.fd, buf, sizeof buf - 1, 0);
-    if (n > 0) {
-      buf[n] = '\0';
-      unsigned long size, resident;
-      if (sscanf(buf, "%lu %lu", &size, &resident) == 2) {
-        uint64_t rss = (uint64_t)resident * (uint64_t)page;
-        if (rss > rss_guard.limit) {
-          char line[160];
-          int len = snprintf(line, sizeof line, "%s rss=%llu limit=%llu\n", rss_guard.marker,
-                             (unsigned long long)rss, (unsigned long long)rss_guard.limit);
-          if (len > 0) {
-            ssize_t w = write(2, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
-            (void)w;
-          }
-          _exit(rss_guard.exit_code);
-        }
-        room = rss_guard.limit - rss;
-      }
-    }
-    /* 8 bytes per nanosecond: faster than this VM (or most machines) can fault pages in. */
-    uint64_t ns = room / 8;
-    if (ns < 1000000) ns = 1000000;
-    if (ns > 20000000) ns = 20000000;
-    struct timespec ts = {0, (long)ns};
-    nanosleep(&ts, NULL);
+    uint64_t rss = rss_watch_read(rss_guard.fd);
+    if (rss > rss_guard.limit) rss_watch_exit(rss_guard.marker, rss, rss_guard.limit, rss_guard.exit_code);
+    rss_watch_nap(rss == 0 ? 0 : rss_guard.limit - rss);
   }
   return NULL;
 }

@@ -49,11 +49,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include <node.h>
 #include <v8.h>
+
+#include "rss-watch.h"
 
 namespace {
 
@@ -286,6 +295,203 @@ void ArmThread(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(true);
 }
 
+
+/*
+ * The rss stop: limits.rss for a process worker, enforced from inside like corral.c's guard, but a
+ * breach during a synchronous call of the task stops that call instead of the process.
+ *
+ * Why: ending the process throws away more than the task. On the 2-core VM a contained run with 2 %
+ * greedy items lost ~600 ms of pool time per breach against an unlimited pool (issue 16): a new
+ * Node process (230-270 ms of CPU the workers share), its cold JIT (~90 ms), and pages the old
+ * process had faulted in already and a new one faults again (4 ms per MiB here). Stopping the call
+ * keeps the process, its JIT and its pages.
+ *
+ * How: the task's calls go through call(fn, args). A watcher thread reads /proc/self/statm as the
+ * corral.c guard does. When resident memory passes the limit:
+ *  - inside call(): TerminateExecution() (thread-safe; V8 checks for it at every loop back edge and
+ *    function entry). The call's TryCatch sees the termination, cancels it, and returns the
+ *    `stopped` value; JS then calls reclaim(), a full GC plus malloc_trim(), which must bring the
+ *    process back under `low` (3/4 of the limit). What a task leaves behind in module state does not
+ *    go away: then the process ends as it always did, and the pool replaces it.
+ *  - anywhere else (an async task's continuation, the worker's own code): the process ends at once.
+ * The stop has to land within kLandMs, the reclaim within kReclaimMs, and resident memory may not
+ * pass the ceiling (limit + limit/16, at least 8 MiB more) meanwhile: a call stuck in one long
+ * native function that keeps allocating still ends the process, just as late as the old guard.
+ * A termination that lands after the call returned is cancelled too (at the end of call()).
+ */
+constexpr double kLandMs = 100;
+constexpr double kReclaimMs = 2000;
+
+enum class Phase { kWatching, kStopping, kReclaiming };
+
+struct RssStop {
+  Isolate* isolate;
+  int fd;
+  uint64_t limit;
+  uint64_t ceiling;
+  uint64_t low;
+  int exit_code;
+  std::string marker;
+  v8::Global<Value> stopped;
+  std::mutex mu;
+  int depth = 0;  // call()s running; only the outermost handles a stop
+  Phase phase = Phase::kWatching;
+  double since_ms = 0;
+  uint64_t seen = 0;  // resident bytes when the stop was asked for
+};
+
+RssStop* g_rss = nullptr;
+
+[[noreturn]] void RssExit(RssStop& s, uint64_t rss) {
+  rss_watch_exit(s.marker.c_str(), rss > s.seen ? rss : s.seen, s.limit, s.exit_code);
+  _exit(s.exit_code);  // not reached; tells the compiler so
+}
+
+void* WatchRss(void* data) {
+  RssStop& s = *static_cast<RssStop*>(data);
+  for (;;) {
+    uint64_t rss = rss_watch_read(s.fd);
+    uint64_t room = 0;
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      double now = NowMs();
+      switch (s.phase) {
+        case Phase::kWatching:
+          if (rss <= s.limit) {
+            room = rss == 0 ? 0 : s.limit - rss;
+            break;
+          }
+          if (s.depth == 0) RssExit(s, rss);
+          s.phase = Phase::kStopping;
+          s.since_ms = now;
+          s.seen = rss;
+          s.isolate->TerminateExecution();
+          break;
+        case Phase::kStopping:
+          if (rss > s.ceiling || now - s.since_ms > kLandMs) RssExit(s, rss);
+          break;
+        case Phase::kReclaiming:
+          if (rss > s.ceiling || now - s.since_ms > kReclaimMs) RssExit(s, rss);
+          break;
+      }
+    }
+    rss_watch_nap(room);
+  }
+  return nullptr;
+}
+
+// armRss(limitBytes, exitCode, marker, stopped), in a process's main thread: starts the watcher;
+// false when it runs already. `stopped` is what call() returns for a call it stopped.
+void ArmRss(const FunctionCallbackInfo<Value>& args) {
+  Isolate* isolate = args.GetIsolate();
+  if (args.Length() < 4 || !args[0]->IsNumber() || !args[1]->IsInt32() || !args[2]->IsString()) {
+    return Throw(isolate, "armRss(limitBytes: number, exitCode: integer, marker: string, stopped: unknown)");
+  }
+  double limit = args[0].As<v8::Number>()->Value();
+  int exit_code = args[1].As<v8::Int32>()->Value();
+  if (!ValidLimit(limit) || exit_code < 1 || exit_code > 255) {
+    return Throw(isolate, "armRss: limitBytes must be at least 1 MiB and exitCode within 1..255");
+  }
+  if (g_rss != nullptr) return args.GetReturnValue().Set(false);
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Throw(isolate, "armRss: cannot open /proc/self/statm");
+  RssStop* s = new RssStop();
+  s->isolate = isolate;
+  s->fd = fd;
+  s->limit = static_cast<uint64_t>(limit);
+  uint64_t more = s->limit / 16 > (8u << 20) ? s->limit / 16 : (8u << 20);
+  s->ceiling = s->limit + more;
+  s->low = s->limit / 4 * 3;
+  s->exit_code = exit_code;
+  String::Utf8Value marker(isolate, args[2]);
+  s->marker = *marker ? *marker : "";
+  s->stopped.Reset(isolate, args[3]);
+  // The watcher takes no signal meant for the process: block them all while it is created.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, WatchRss, s);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (err != 0) {
+    close(fd);
+    delete s;
+    return Throw(isolate, "armRss: cannot start its thread");
+  }
+  g_rss = s;  // never freed: the thread reads it until the process ends
+  args.GetReturnValue().Set(true);
+}
+
+// call(fn, args): fn(...args), or `stopped` when the watcher stopped it (see above). Exceptions
+// pass through.
+void CallTask(const FunctionCallbackInfo<Value>& args) {
+  Isolate* isolate = args.GetIsolate();
+  RssStop* s = g_rss;
+  if (s == nullptr || args.Length() < 2 || !args[0]->IsFunction() || !args[1]->IsArray()) {
+    return Throw(isolate, "call(fn: function, args: array), after armRss()");
+  }
+  Local<Context> context = isolate->GetCurrentContext();
+  Local<v8::Array> list = args[1].As<v8::Array>();
+  uint32_t n = list->Length();
+  std::vector<Local<Value>> argv(n);
+  for (uint32_t i = 0; i < n; i++) {
+    if (!list->Get(context, i).ToLocal(&argv[i])) return;  // a getter threw: pass it on
+  }
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->depth++;
+  }
+  v8::TryCatch tc(isolate);
+  v8::MaybeLocal<Value> result =
+      args[0].As<v8::Function>()->Call(context, v8::Undefined(isolate), n, argv.data());
+  bool stopped;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    stopped = --s->depth == 0 && s->phase == Phase::kStopping;
+    if (stopped) {
+      s->phase = Phase::kReclaiming;
+      s->since_ms = NowMs();
+    }
+  }
+  if (stopped) {
+    // Also when the call had returned before the termination landed: the process is over its limit
+    // all the same, and the request must not hit the worker's own code next.
+    isolate->CancelTerminateExecution();
+    return args.GetReturnValue().Set(s->stopped.Get(isolate));
+  }
+  if (tc.HasCaught()) {
+    tc.ReThrow();
+    return;
+  }
+  Local<Value> value;
+  if (result.ToLocal(&value)) args.GetReturnValue().Set(value);
+}
+
+// reclaim(): after a stopped call, frees what it can; the bytes seen at the stop when the process is
+// back under 3/4 of its limit. Otherwise the process ends here (exit code and line as a breach).
+void Reclaim(const FunctionCallbackInfo<Value>& args) {
+  Isolate* isolate = args.GetIsolate();
+  RssStop* s = g_rss;
+  if (s == nullptr) return Throw(isolate, "reclaim() after armRss()");
+  isolate->LowMemoryNotification();
+  uint64_t rss = rss_watch_read(s->fd);
+  if (rss > s->low) {
+    // Freed chunks glibc keeps for reuse count as resident: hand them back.
+    malloc_trim(0);
+    rss = rss_watch_read(s->fd);
+  }
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (s->phase != Phase::kReclaiming) return args.GetReturnValue().Set(0.0);
+  if (rss > s->low) RssExit(*s, s->seen);
+  s->phase = Phase::kWatching;
+  args.GetReturnValue().Set(static_cast<double>(s->seen));
+}
+
 }  // namespace
 
 NODE_MODULE_INIT() {
@@ -299,6 +505,14 @@ NODE_MODULE_INIT() {
       ->Set(context, String::NewFromUtf8Literal(isolate, "armThread"),
             v8::FunctionTemplate::New(isolate, ArmThread)->GetFunction(context).ToLocalChecked())
       .Check();
+  for (auto [name, fn] : {std::pair<const char*, v8::FunctionCallback>{"armRss", ArmRss},
+                          {"call", CallTask},
+                          {"reclaim", Reclaim}}) {
+    target
+        ->Set(context, String::NewFromUtf8(isolate, name).ToLocalChecked(),
+              v8::FunctionTemplate::New(isolate, fn)->GetFunction(context).ToLocalChecked())
+        .Check();
+  }
   target
       ->Set(context, String::NewFromUtf8Literal(isolate, "abi"),
             Integer::New(isolate, NODE_MODULE_VERSION))

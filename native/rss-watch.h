@@ -1,0 +1,51 @@
+/*
+ * What both rss guards share (corral.c's, which ends the process, and heap.cc's, which can stop the
+ * running task in place first): reading this process's resident bytes, pacing the reads, and the
+ * exit the parent recognises. C and C++ alike; every function is static, one copy per addon.
+ */
+#ifndef CORRAL_RSS_WATCH_H
+#define CORRAL_RSS_WATCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Resident bytes from /proc/self/statm (opened by the caller: a task at its descriptor limit must
+ * not blind the guard), or 0 when it cannot be read. statm's resident count is what VmRSS says,
+ * which the pool's own sampler reads. */
+static uint64_t rss_watch_read(int fd) {
+  char buf[128];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long size, resident;
+  if (sscanf(buf, "%lu %lu", &size, &resident) != 2) return 0;
+  return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Sleeps as long as `room` bytes take to fill at 8 GiB/s, clamped to 1-20 ms: faster than this VM
+ * (or most machines) can fault pages in, so a worker far below its limit costs ~50 reads a second
+ * and one near it is read every millisecond. */
+static void rss_watch_nap(uint64_t room) {
+  uint64_t ns = room / 8;
+  if (ns < 1000000) ns = 1000000;
+  if (ns > 20000000) ns = 20000000;
+  struct timespec ts = {0, (long)ns};
+  nanosleep(&ts, NULL);
+}
+
+/* Ends the process: "<marker> rss=<bytes> limit=<bytes>\n" with write(2) on fd 2, then
+ * _exit(code). The marker and the code come from the pool, which recognises them in the parent. */
+static void rss_watch_exit(const char *marker, uint64_t rss, uint64_t limit, int code) {
+  char line[160];
+  int len = snprintf(line, sizeof line, "%s rss=%llu limit=%llu\n", marker, (unsigned long long)rss,
+                     (unsigned long long)limit);
+  if (len > 0) {
+    ssize_t w = write(2, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+    (void)w;
+  }
+  _exit(code);
+}
+
+#endif
