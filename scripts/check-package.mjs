@@ -179,6 +179,10 @@ async function main() {
       'scripts/build-native.mjs',
       'native/binding.gyp',
       'native/shm.gypi',
+      // Sources a machine without a matching prebuild compiles: the header both addons include too.
+      'native/corral.c',
+      'native/heap.cc',
+      'native/rss-watch.h',
       'examples/demo-tasks.mjs',
     ];
     for (const arch of ['x64', 'arm64']) {
