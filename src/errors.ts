@@ -260,15 +260,21 @@ export class MemoryLimitError extends CorralError {
   readonly workerId: number;
   readonly pid: number | undefined;
   readonly stderrTail: string | undefined;
+  /**
+   * True when the worker's rss guard stopped the call inside the worker, which freed the memory and
+   * went on (limits.rss, during the call's synchronous part); false when the worker was replaced.
+   */
+  readonly inPlace: boolean;
   constructor(
     task: string,
     kind: MemoryLimitKind,
     limit: number,
     observed: number | undefined,
     exit: Pick<WorkerExit, 'workerId' | 'pid' | 'detail'>,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; inPlace?: boolean },
   ) {
     const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    const inPlace = options?.inPlace === true;
     // The heap guard stops a worker whose heap is full before V8 gives up on it: what it saw
     // is live data just under the limit, with no room left to work in.
     const how =
@@ -277,8 +283,12 @@ export class MemoryLimitError extends CorralError {
         : observed < limit
           ? `filled the ${kind} limit of ${mib(limit)} (${mib(observed)} still live after a full garbage collection)`
           : `went over the ${kind} limit of ${mib(limit)} (observed ${mib(observed)})`;
-    super('ERR_MEMORY_LIMIT', `task '${task}' ${how}; worker ${exit.workerId} was replaced`, options);
+    const after = inPlace
+      ? `the call was stopped, and worker ${exit.workerId} freed the memory and goes on`
+      : `worker ${exit.workerId} was replaced`;
+    super('ERR_MEMORY_LIMIT', `task '${task}' ${how}; ${after}`, options);
     this.task = task;
+    this.inPlace = inPlace;
     this.kind = kind;
     this.limit = limit;
     this.observed = observed;

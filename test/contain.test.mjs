@@ -3,7 +3,7 @@
 // does), and after a worker died under its task a warm spare takes the next dead worker's place.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MemoryLimitError, Pool, WorkerCrashedError } from '../dist/src/index.js';
+import { MemoryLimitError, Pool, TaskError, WorkerCrashedError } from '../dist/src/index.js';
 import { alive } from './helpers.mjs';
 
 const limitsModule = new URL('./fixtures/limits.mjs', import.meta.url);
@@ -181,6 +181,177 @@ describe('containment', () => {
       await Promise.all(Array.from({ length: 50 }, (_, i) => pool.apply('square', [i])));
       assert.ok(started <= 2, `${started} workers started`);
       assert.ok(pool.stats().workers.length <= 2, `${pool.stats().workers.length} workers`);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('rss breach stopped in place', () => {
+  // A breach during a call's synchronous part is stopped inside its worker (native/heap.cc): the call
+  // fails with the same typed error, the worker frees the memory and goes on. Everything else still
+  // ends the process, by the guard's own exit (code 88): the pool's sampler looks once an hour, except
+  // where it runs every 5 ms to show that it leaves an in-place stop alone.
+  const stopPool = (options = {}, sampleInterval = '1h') =>
+    new Pool({
+      module: limitsModule,
+      workers: 1,
+      runtime: 'process',
+      limits: { rss: '256MiB', sampleInterval },
+      ...options,
+    });
+  const watch = (pool) => {
+    const seen = { exits: [], breaches: [] };
+    pool.on('workerExit', (info) => seen.exits.push(info));
+    pool.on('breach', (error) => seen.breaches.push(error));
+    return seen;
+  };
+
+  it('a synchronous Buffer bomb fails as MemoryLimitError (rss, inPlace) and the same worker goes on', async () => {
+    const pool = stopPool({}, 5);
+    const seen = watch(pool);
+    try {
+      const pid = await pool.apply('pid', []);
+      for (let round = 0; round < 3; round++) {
+        const error = await pool.apply('bufferBombSync', [8]).catch((e) => e);
+        assert.ok(error instanceof MemoryLimitError, `round ${round}: ${error}`);
+        assert.equal(error.code, 'ERR_MEMORY_LIMIT');
+        assert.equal(error.kind, 'rss');
+        assert.equal(error.inPlace, true, `round ${round}: ${error.message}`);
+        assert.equal(error.limit, 256 * MiB);
+        assert.ok(
+          error.observed > 256 * MiB && error.observed <= 256 * MiB + 16 * MiB,
+          `observed ${error.observed}`,
+        );
+        assert.match(error.message, /the call was stopped, and worker \d+ freed the memory and goes on/);
+        assert.equal(await pool.apply('pid', []), pid, `round ${round}: the same process runs the next task`);
+      }
+      assert.equal(seen.exits.length, 0, 'no worker ended');
+      assert.equal(seen.breaches.length, 3);
+      assert.equal(pool.stats().breaches, 3);
+      // The memory went back: the worker is well under its limit again.
+      await new Promise((r) => setTimeout(r, 50));
+      const [w] = pool.stats().workers;
+      assert.ok(w.rss < 192 * MiB, `worker rss ${w.rss}`);
+      assert.equal(await pool.apply('square', [9]), 81);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a call that keeps what it allocated cannot be reclaimed: its worker is replaced', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const pid = await pool.apply('pid', []);
+      const error = await pool.apply('bufferBombHoard', [8]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.kind, 'rss');
+      assert.equal(error.inPlace, false);
+      assert.match(error.message, /was replaced/);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.notEqual(await pool.apply('pid', []), pid);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('one native call that passes the ceiling (limit + 1/16) ends the process', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const error = await pool.apply('fillBomb', [400]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.equal(await pool.apply('square', [5]), 25);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a stop that cannot land within 100 ms (a blocking native call) ends the process', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const error = await pool.apply('blockedPastLimit', [256 * MiB, 4, 1500]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.equal(await pool.apply('square', [6]), 36);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a breach after an await is not in a call the guard can stop: the process ends as before', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const error = await pool.apply('bufferBomb', [8, 0]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('recycle.onBreach replaces the worker even for a breach it could have stopped in place', async () => {
+    const pool = stopPool({ recycle: { onBreach: true } });
+    const seen = watch(pool);
+    try {
+      const pid = await pool.apply('pid', []);
+      const error = await pool.apply('bufferBombSync', [8]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.notEqual(await pool.apply('pid', []), pid);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a task cannot pass its own error off as a stop: without an in-place guard it is a TaskError', async () => {
+    const pool = stopPool({ recycle: { onBreach: true } });
+    try {
+      const error = await pool.apply('forgeRssStop', []).catch((e) => e);
+      assert.ok(error instanceof TaskError, `${error}`);
+      assert.equal(error.cause?.message, 'not really stopped');
+      assert.equal(pool.stats().breaches, 0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('calls running beside the stopped one in the same worker finish, each settled once', async () => {
+    const pool = stopPool({ concurrency: 3 }, 5);
+    const seen = watch(pool);
+    try {
+      const beside = [pool.apply('grow', [16, 400]), pool.apply('grow', [8, 600])];
+      await new Promise((r) => setTimeout(r, 100));
+      const error = await pool.apply('bufferBombSync', [8]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError && error.inPlace, `${error}`);
+      assert.deepEqual(await Promise.all(beside), [16, 8]);
+      assert.equal(seen.exits.length, 0);
+      assert.equal(pool.stats().completed, 2);
+      assert.equal(pool.stats().failed, 1);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('in a map chunk, the breaching item fails typed; the worker goes on', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const pid = await pool.apply('pid', []);
+      const error = await pool.map('squareOrBomb', [1, 2, -1, 4], { chunksize: 4 }).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, true);
+      assert.equal(seen.exits.length, 0);
+      assert.deepEqual(await pool.map('squareOrBomb', [1, 2, 3], { chunksize: 3 }), [1, 4, 9]);
+      assert.equal(await pool.apply('pid', []), pid);
     } finally {
       await pool.close();
     }

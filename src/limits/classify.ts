@@ -7,10 +7,17 @@
 import type { MemoryLimitKind } from '../errors.js';
 import { heapGuardKill, heapGuardLineIn } from './heap-guard.js';
 import type { ResolvedLimits } from './limits.js';
-import { rssGuardKill } from './rss-guard.js';
+import { RSS_STOPPED_CODE, rssGuardKill } from './rss-guard.js';
 
 export type Breach =
-  | { type: 'memory'; kind: MemoryLimitKind; limit: number; observed: number | undefined }
+  | {
+      type: 'memory';
+      kind: MemoryLimitKind;
+      limit: number;
+      observed: number | undefined;
+      /** The worker's rss guard stopped the call in place: the worker freed the memory and lives on. */
+      inPlace?: true;
+    }
   | { type: 'cpu'; limit: number };
 
 export interface DeathFacts {
@@ -101,11 +108,20 @@ function rlimitKind(limits: ResolvedLimits): [MemoryLimitKind, number] | undefin
   return undefined;
 }
 
-/** A RangeError a task caught and rethrew under an rlimit is the same breach, reported as such. */
+/**
+ * A RangeError a task caught and rethrew under an rlimit is the same breach, reported as such; so is
+ * the error a worker throws for a call its rss guard stopped in place (RSS_STOPPED_CODE), when that
+ * worker said it stops calls in place (`rssInPlace`): a task cannot pass its own error off as one.
+ */
 export function classifyThrown(
-  error: { name?: string; message?: string },
+  error: { name?: string; message?: string; code?: unknown; rss?: unknown },
   limits: ResolvedLimits,
+  rssInPlace = false,
 ): Breach | undefined {
+  if (rssInPlace && error.code === RSS_STOPPED_CODE && limits.rss !== undefined) {
+    const observed = typeof error.rss === 'number' && error.rss > 0 ? error.rss : undefined;
+    return { type: 'memory', kind: 'rss', limit: limits.rss, observed, inPlace: true };
+  }
   if (error.name !== 'RangeError' || !NATIVE_OOM.test(error.message ?? '')) return undefined;
   if (limits.addressSpace !== undefined) {
     return { type: 'memory', kind: 'address-space', limit: limits.addressSpace, observed: undefined };

@@ -63,6 +63,13 @@ export interface RecycleOptions {
   whenHeapAbove?: number | string;
   /** Retire a worker whose task leaked file descriptors (process workers). */
   onLeak?: boolean;
+  /**
+   * Replace a worker after every limits.rss breach. By default a breach during the synchronous part
+   * of a call stops that call inside its worker, which frees the memory and goes on (a process start,
+   * its cold JIT and its page faults saved); the call fails with the same MemoryLimitError. Set this
+   * for a fresh process after every breach, e.g. for tasks that leave shared state half-updated.
+   */
+  onBreach?: boolean;
 }
 
 export interface ResolvedLimits {
@@ -81,6 +88,7 @@ export interface ResolvedRecycle {
   whenRssAbove: number | undefined;
   whenHeapAbove: number | undefined;
   onLeak: boolean;
+  onBreach: boolean;
 }
 
 /** Limits only a process can have: a thread shares its process's rlimits and memory. */
@@ -96,7 +104,7 @@ const LIMIT_KEYS = [
   'sampleInterval',
   'startTimeout',
 ];
-const RECYCLE_KEYS = ['afterTasks', 'whenRssAbove', 'whenHeapAbove', 'onLeak'];
+const RECYCLE_KEYS = ['afterTasks', 'whenRssAbove', 'whenHeapAbove', 'onLeak', 'onBreach'];
 
 const opt = <T>(v: unknown, parse: (v: unknown) => T): T | undefined =>
   v === undefined ? undefined : parse(v);
@@ -218,8 +226,10 @@ export function resolveRecycle(value: unknown, maxTasksPerWorker: number): Resol
   }
   const o = (value ?? {}) as RecycleOptions;
   checkKnownKeys('recycle', o as Record<string, unknown>, RECYCLE_KEYS);
-  if (o.onLeak !== undefined && typeof o.onLeak !== 'boolean') {
-    throw new ConfigError('recycle.onLeak', 'expected true or false');
+  for (const key of ['onLeak', 'onBreach'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') {
+      throw new ConfigError(`recycle.${key}`, 'expected true or false');
+    }
   }
   const afterTasks = opt(o.afterTasks, (v) => parseCount('recycle.afterTasks', v, 1, true)) ?? Infinity;
   return {
@@ -227,6 +237,7 @@ export function resolveRecycle(value: unknown, maxTasksPerWorker: number): Resol
     whenRssAbove: opt(o.whenRssAbove, (v) => parseSize('recycle.whenRssAbove', v)),
     whenHeapAbove: opt(o.whenHeapAbove, (v) => parseSize('recycle.whenHeapAbove', v)),
     onLeak: o.onLeak ?? false,
+    onBreach: o.onBreach ?? false,
   };
 }
 

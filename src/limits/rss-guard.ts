@@ -6,6 +6,20 @@
 
 export const RSS_GUARD_EXIT = 88;
 export const RSS_GUARD_MARKER = 'corral-rss-guard:';
+/**
+ * The code of the error a process worker throws for a call its rss stop ended in place (native/heap.cc):
+ * the worker freed the memory and lives on. Its props: `rss`, the bytes seen at the stop; `limit`.
+ */
+export const RSS_STOPPED_CODE = 'ERR_CORRAL_RSS_STOPPED';
+
+/**
+ * How far past limits.rss a worker whose guard stops calls in place may be seen while it does: the
+ * guard's own ceiling (heap.cc, kept equal), past which it ends the process anyway. Below it the
+ * pool's sampler leaves the breach to the guard, which sees it first and may save the process.
+ */
+export function rssCeiling(limit: number): number {
+  return limit + Math.max(Math.floor(limit / 16), 8 * 2 ** 20);
+}
 
 const LINE = new RegExp(`${RSS_GUARD_MARKER} rss=(\\d+) limit=(\\d+)`);
 

@@ -30,7 +30,7 @@ import {
   type WorkerExit,
   WorkerStartError,
 } from '../errors.js';
-import { classifyThrown } from '../limits/classify.js';
+import { type Breach, classifyThrown } from '../limits/classify.js';
 import { Meter, type UnitRecord } from '../metrics/meter.js';
 import { otelApi, UnitTracer } from '../metrics/tracing.js';
 import { codecError, codecErrorFromWire, decodeResult } from '../runtime/codec.js';
@@ -485,6 +485,7 @@ export class Dispatcher implements Backend {
         return;
       case 'ready':
         w.noteHeap(m.heap);
+        w.rssInPlace = m.rssInPlace === true;
         if (!this.workers.ready(w)) return; // stopped while it was starting
         this.workers.onEmpty(w);
         return;
@@ -565,17 +566,26 @@ export class Dispatcher implements Backend {
         else this.settleFail(u, new Error(`corral internal error: no arena place for unit ${seq}`));
         break;
       case ResultStatus.Partial: {
-        const [results, errors] = value as [unknown[], [number, WireError][]];
+        const [results, errors] = value as [unknown[], [number, WireError | Error][]];
+        // An item that breached a limit fails with its typed error, as it would have run alone.
+        for (const entry of errors) {
+          const wire = entry[1] as WireError;
+          const { code, rss } = wire.props;
+          const breach = classifyThrown(
+            { name: wire.name, message: wire.message, code, rss },
+            this.config.limits,
+            w.rssInPlace,
+          );
+          if (breach) entry[1] = this.thrownBreach(w, u, breach, fromWireError(wire));
+        }
         this.settleOk(u, results, errors, ms);
         break;
       }
       case ResultStatus.Threw: {
         const cause = fromWireError(value as WireError);
-        const breach = classifyThrown(cause, this.config.limits);
+        const breach = classifyThrown(cause, this.config.limits, w.rssInPlace);
         if (breach) {
-          // The task caught the failed allocation, but its worker is at the wall: replace it.
-          this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
-          const error = this.exits.breachError(u, breach, w, cause);
+          const error = this.thrownBreach(w, u, breach, cause);
           if (!this.exits.retry(u)) this.settleFail(u, error);
         } else if (!this.exits.retry(u)) this.settleFail(u, new TaskError(u.name, cause));
         break;
@@ -596,7 +606,23 @@ export class Dispatcher implements Backend {
     }
   }
 
-  private settleOk(u: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void {
+  /**
+   * A breach the worker survived to report. A task that caught the failed allocation of an rlimit
+   * leaves its worker at the wall: it is replaced. A call the rss guard stopped in place left a worker
+   * that freed the memory: it goes on.
+   */
+  private thrownBreach(w: PoolWorker, u: Unit, breach: Breach, cause: Error): Error {
+    if (!(breach.type === 'memory' && breach.inPlace))
+      this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
+    return this.exits.breachError(u, breach, w, cause);
+  }
+
+  private settleOk(
+    u: Unit,
+    value: unknown,
+    itemErrors: [number, WireError | Error][] | undefined,
+    ms: number,
+  ): void {
     u.state = 'settled';
     this.signals.unwatch(u);
     if (itemErrors) this.failed++;

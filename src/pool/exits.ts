@@ -152,7 +152,10 @@ export class Exits {
     const error =
       breach.type === 'cpu'
         ? new CpuTimeLimitError(u.name, breach.limit, who)
-        : new MemoryLimitError(u.name, breach.kind, breach.limit, breach.observed, who, { cause });
+        : new MemoryLimitError(u.name, breach.kind, breach.limit, breach.observed, who, {
+            cause,
+            inPlace: breach.inPlace,
+          });
     w.breaches++;
     this.actions.breached(error);
     return error;

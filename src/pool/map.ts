@@ -249,7 +249,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     else this.dispatcher.submit(unit);
   }
 
-  ok(unit: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void {
+  ok(unit: Unit, value: unknown, itemErrors: [number, WireError | Error][] | undefined, ms: number): void {
     const index = this.units.get(unit);
     if (index === undefined) return;
     this.units.delete(unit);

@@ -7,6 +7,7 @@
  */
 import type { ResolvedLimits, ResolvedRecycle } from '../limits/limits.js';
 import { readRss } from '../limits/memory.js';
+import { rssCeiling } from '../limits/rss-guard.js';
 import type { PoolWorker } from './worker.js';
 
 /** Dispatch resumes below this share of the budget, so it does not flap at the edge. */
@@ -56,8 +57,13 @@ export class MemoryGuard {
       w.rss = rss;
       if (rss > w.peakRss) w.peakRss = rss;
       total += rss;
-      if (this.limits.rss !== undefined && rss > this.limits.rss && w.state !== 'stopping') {
-        this.actions.kill(w, { kind: 'rss', limit: this.limits.rss, value: rss });
+      const rssLimit = this.limits.rss;
+      if (
+        rssLimit !== undefined &&
+        rss > (w.rssInPlace ? rssCeiling(rssLimit) : rssLimit) &&
+        w.state !== 'stopping'
+      ) {
+        this.actions.kill(w, { kind: 'rss', limit: rssLimit, value: rss });
         continue;
       }
       if (this.recycle.whenRssAbove !== undefined && rss > this.recycle.whenRssAbove) {

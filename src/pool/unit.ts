@@ -7,7 +7,8 @@ import type { PoolWorker } from './worker.js';
 
 /** Where a unit's outcome goes: a promise for apply(), the owning job for map chunks. */
 export interface UnitSink {
-  ok(unit: Unit, value: unknown, itemErrors: [number, WireError][] | undefined, ms: number): void;
+  /** `itemErrors`: as the worker sent them, or a corral error already (a breach, a remote item). */
+  ok(unit: Unit, value: unknown, itemErrors: [number, WireError | Error][] | undefined, ms: number): void;
   fail(unit: Unit, error: Error): void;
   /** Whether anyone still waits for the unit (a map that already failed does not): retries only then. */
   wants(unit: Unit): boolean;

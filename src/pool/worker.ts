@@ -113,6 +113,8 @@ export class PoolWorker {
   leaks = 0;
   /** Its tasks failed by a memory or CPU-time limit. */
   breaches = 0;
+  /** Its rss guard stops a breaching call in place (it said so when ready): see memory.ts. */
+  rssInPlace = false;
   /** Shared claim words for work stealing (thread workers only). */
   board: ClaimBoard | undefined = undefined;
   /** Process workers: the shared segment big number chunks travel through, made on first need. */

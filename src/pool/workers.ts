@@ -116,6 +116,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
           boardSegment: w.board?.segment?.name,
           parentPid: process.pid,
           rssGuard: config.runtime === 'process' ? config.limits.rss : undefined,
+          rssInPlace: !config.recycle.onBreach,
         },
         { message: (m) => this.host.message(w, m), exit: (e) => this.onExit(w, e) },
       );

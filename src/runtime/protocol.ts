@@ -172,8 +172,10 @@ export interface WorkerInit {
   heapGuardMb?: number;
   /** A thread's guard reports here (HEAP_GUARD_REPORT_BYTES); a process's on stderr. */
   heapGuardReport?: SharedArrayBuffer;
-  /** A process worker under limits.rss: arm the rss guard (native/corral.c) at this many bytes. */
+  /** A process worker under limits.rss: arm the rss guard at this many bytes. */
   rssGuard?: number;
+  /** ...and stop a call that breaches it in place when it can (native/heap.cc), not the process. */
+  rssInPlace?: boolean;
 }
 
 export type ToWorker =
@@ -189,7 +191,8 @@ export type ToWorker =
   | ChanDown;
 
 export type FromWorker =
-  | { t: 'ready'; exports: string[]; heap: number }
+  /** `rssInPlace`: the rss guard stops calls in place (the pool's sampler then leaves the limit to it). */
+  | { t: 'ready'; exports: string[]; heap: number; rssInPlace?: true }
   | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
   /** `heap`: the worker's V8 heap in use, sent with a result batch at most every HEAP_REPORT_MS. */
   | { t: 'done'; results: ResultFrame[]; heap?: number }

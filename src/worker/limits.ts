@@ -6,9 +6,10 @@ import { readdirSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import { HEAP_GUARD_EXIT, HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
-import { RSS_GUARD_EXIT, RSS_GUARD_MARKER } from '../limits/rss-guard.js';
+import { RSS_GUARD_EXIT, RSS_GUARD_MARKER, RSS_STOPPED_CODE } from '../limits/rss-guard.js';
 import { heapGuardNative, native } from '../native/index.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
+import type { Task } from './runner.js';
 
 const HEAP_CHECK_MS = 5;
 const CPU_CHECK_MS = 50;
@@ -69,14 +70,46 @@ export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefin
 }
 
 /**
- * Arms the rss guard (native/corral.c) for this process: from inside, a breach of limits.rss is seen
- * within a millisecond or so, where the pool's sampler sees it up to sampleInterval later (and then
- * has to kill the worker and wait for its exit). Without the addon, the sampler alone enforces it.
+ * Arms the rss guard for this process: from inside, a breach of limits.rss is seen within a millisecond
+ * or so, where the pool's sampler sees it up to sampleInterval later (and then has to kill the worker
+ * and wait for its exit). With `inPlace` and the heap addon, heap.cc's guard can stop a synchronous
+ * call of the task instead of the process ('in-place'; see stoppable()); otherwise corral.c's ends the
+ * process ('exit'). Without either addon, the sampler alone enforces it (false).
  */
-export function armRssGuard(limit: number): boolean {
+export function armRssGuard(limit: number, inPlace: boolean): 'in-place' | 'exit' | false {
+  if (!isMainThread) return false;
+  const heap = inPlace ? heapGuardNative() : undefined;
+  if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED)) return 'in-place';
   const binding = native();
-  if (!isMainThread || !binding?.armRssGuard) return false;
-  return binding.armRssGuard(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER);
+  return binding?.armRssGuard?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER) ? 'exit' : false;
+}
+
+/** What heap.cc's call() returns for a call it stopped: nothing a task can return. */
+const STOPPED = Symbol('corral rss stop');
+
+/**
+ * The task functions, each called through the rss stop, so that a breach during its synchronous part
+ * ends that call and not the process. The call then throws RSS_STOPPED_CODE once its memory is freed
+ * (reclaim() ends the process when it cannot be). What runs after an await is not covered: a breach
+ * there ends the process as before.
+ */
+export function stoppable(tasks: Map<string, Task>, limit: number): Map<string, Task> {
+  const guard = heapGuardNative()!;
+  const call = guard.call!;
+  const reclaim = guard.reclaim!;
+  const out = new Map<string, Task>();
+  for (const [name, fn] of tasks) {
+    out.set(name, (...args: unknown[]) => {
+      const value = call(fn, args);
+      if (value !== STOPPED) return value;
+      const rss = reclaim();
+      throw Object.assign(
+        new Error(`task '${name}' went over limits.rss and was stopped; its worker freed the memory`),
+        { code: RSS_STOPPED_CODE, rss, limit },
+      );
+    });
+  }
+  return out;
 }
 
 /**

@@ -58,7 +58,10 @@ async function main(): Promise<void> {
   // (which may fill the heap as it loads).
   if (init.heapGuardMb !== undefined)
     (await import('./limits.js')).armHeapGuard(init.heapGuardMb, init.heapGuardReport);
-  if (init.rssGuard !== undefined && isMainThread) (await import('./limits.js')).armRssGuard(init.rssGuard);
+  const rssGuard =
+    init.rssGuard !== undefined && isMainThread
+      ? (await import('./limits.js')).armRssGuard(init.rssGuard, init.rssInPlace === true)
+      : false;
   const { rlimits, cpuTime } = init.limits;
   const limited = isMainThread && (rlimits.length > 0 || cpuTime !== undefined);
   // Loaded before the rlimits when there are any: under a descriptor or memory limit the task may
@@ -116,7 +119,10 @@ async function main(): Promise<void> {
     const { internalSegment, SharedMemory } = shm;
     board = internalSegment(() => SharedMemory.attach(segment).buffer);
   }
-  const runner = new Runner(init.workerId, tasks, init.concurrency, io, init.limits, board, extras, shm);
+  // Only the runner's calls: a breach in the initializer or teardown ends the process as before.
+  const run =
+    rssGuard === 'in-place' ? (await import('./limits.js')).stoppable(tasks, init.rssGuard!) : tasks;
+  const runner = new Runner(init.workerId, run, init.concurrency, io, init.limits, board, extras, shm);
   if (init.captureOutput) runner.captureOutput();
   io.listen((msg) => {
     if (msg.t === 'run') runner.accept(msg.units);
@@ -126,7 +132,12 @@ async function main(): Promise<void> {
     else if (msg.t === 'credit') runner.credit(msg.seq, msg.n);
     else if (msg.t === 'stop') void runner.stop(teardown);
   });
-  io.post({ t: 'ready', exports: [...tasks.keys()], heap: process.memoryUsage().heapUsed });
+  io.post({
+    t: 'ready',
+    exports: [...tasks.keys()],
+    heap: process.memoryUsage().heapUsed,
+    ...(rssGuard === 'in-place' ? { rssInPlace: true } : {}),
+  });
 }
 
 void main();

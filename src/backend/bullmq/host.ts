@@ -14,7 +14,7 @@ import { ModuleVersionError, WorkerLostError } from '../../errors.js';
 import { type PoolConfig, type PoolOptions, resolvePoolOptions } from '../../pool/config.js';
 import { Dispatcher, type DispatcherEvents } from '../../pool/dispatcher.js';
 import { Unit, type UnitSink } from '../../pool/unit.js';
-import { UNIT_USAGE } from '../../runtime/protocol.js';
+import { toWireError, UNIT_USAGE } from '../../runtime/protocol.js';
 import {
   decodePayload,
   encodeReply,
@@ -199,7 +199,16 @@ export class WorkerHost {
       };
       const sink: UnitSink = {
         ok: (u, value, itemErrors, ms) =>
-          settle({ id, ok: true, value, itemErrors, ms, usage: u.usage, host: this.name }),
+          settle({
+            id,
+            ok: true,
+            value,
+            // A breached item's typed error travels as any item's does: as a WireError.
+            itemErrors: itemErrors?.map(([i, e]) => [i, e instanceof Error ? toWireError(e) : e]),
+            ms,
+            usage: u.usage,
+            host: this.name,
+          }),
         fail: (_u, error) => settle(errorReply(id, this.name, error)),
         wants: () => true,
       };

@@ -257,8 +257,7 @@ export class BullmqBackend implements Backend {
     else this.completed++;
     this.meter.ran(unit.name, reply.ms, unit.size, !itemErrors);
     this.record(sent, itemErrors ? 'error' : 'ok', reply.host);
-    // MapJob takes a corral error in place of a WireError for an item (its own failures use it too).
-    unit.sink.ok(unit, reply.value, itemErrors as never, reply.ms);
+    unit.sink.ok(unit, reply.value, itemErrors, reply.ms);
     this.changed();
   }
 
