@@ -28,8 +28,8 @@ const PACE_MIB = 150;
  * touches `greedyMiB` of Buffers in 10 MiB steps. With `traceDir` set it writes, in that directory,
  * `<pid>-<start>.pace`: the milliseconds its first 150 MiB took (well under any limit here: a process
  * that reuses pages it touched before is faster than a fresh one, whose every page faults in); and
- * with `rssLimit` too, `<pid>.cross`: the moment its process's RSS first passed the limit (the start
- * of a breach, as the worker itself saw it).
+ * with `rssLimit` too, `<pid>-<start>.cross`: the moment its process's RSS first passed the limit (the
+ * start of a breach, as the worker itself saw it).
  */
 export function item({ kind, n, greedyMiB = 320, rssLimit, traceDir }) {
   const start = now();
@@ -45,7 +45,7 @@ export function item({ kind, n, greedyMiB = 320, rssLimit, traceDir }) {
       for (let at = 0; at < b.length; at += MiB) {
         if (!crossed && process.memoryUsage.rss() + MiB > rssLimit) {
           crossed = true;
-          writeFileSync(`${traceDir}/${process.pid}.cross`, String(now()));
+          writeFileSync(`${traceDir}/${process.pid}-${start}.cross`, String(now()));
         }
         b.fill(1, at, at + MiB);
       }

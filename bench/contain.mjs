@@ -16,7 +16,8 @@
  * its own, weighs on the next), and this parent samples the peak RSS of the child's whole process
  * tree from /proc every 10 ms. A run reports: wall time, items ok / failed, peak tree RSS, breaches,
  * and (corral with the rss limit) the breach cost: for each breach, from the moment the greedy item
- * saw its process's RSS pass the limit to the moment its replacement worker started its first item.
+ * saw its process's RSS pass the limit to the moment a worker took work again in its place: the same
+ * process when its rss guard stopped the call in place, else its replacement's first item.
  * Each round also measures a bare process-worker start: a fresh one-worker corral process pool, from
  * `new Pool` to its first item starting. Medians of --runs runs; `uptime` load with each round.
  */
@@ -113,9 +114,15 @@ async function childRun(runner, count, n, seed) {
     const starts = [];
     pool.on('workerStart', (info) => starts.push(info.pid));
     let breaches = 0;
-    pool.on('breach', () => breaches++);
+    let inPlace = 0;
+    pool.on('breach', (error) => {
+      breaches++;
+      if (error.inPlace) inPlace++;
+    });
     await Promise.all([pool.apply('hello', [{}]), pool.apply('hello', [{}])]);
     const initial = new Set(starts);
+    let exits = 0;
+    pool.on('workerExit', () => exits++);
     const args = items.map((a) => ({ ...a, ...(limited ? { rssLimit: RSS_LIMIT_BYTES } : {}), traceDir }));
     const t = performance.now();
     const settled = await Promise.allSettled(args.map((arg) => pool.apply('item', [arg])));
@@ -123,6 +130,8 @@ async function childRun(runner, count, n, seed) {
     out.ok = settled.filter((s) => s.status === 'fulfilled').length;
     out.failed = settled.length - out.ok;
     out.breaches = breaches;
+    out.inPlace = inPlace;
+    out.replaced = exits; // workers that ended during the run (before close): each one was replaced
     const memoryErrors = settled.filter(
       (s) => s.status === 'rejected' && s.reason?.code === 'ERR_MEMORY_LIMIT',
     );
@@ -131,23 +140,29 @@ async function childRun(runner, count, n, seed) {
     const marks = (suffix) =>
       readdirSync(traceDir)
         .filter((f) => f.endsWith(suffix))
-        .map((f) => Number(readFileSync(join(traceDir, f), 'utf8')));
-    out.pace = median(marks('.pace'));
-    const crossings = marks('.cross').sort((a, b) => a - b);
+        .map((f) => ({ pid: Number(f.split('-')[0]), at: Number(readFileSync(join(traceDir, f), 'utf8')) }));
+    out.pace = median(marks('.pace').map((m) => m.at));
+    const crossings = marks('.cross').sort((a, b) => a.at - b.at);
     rmSync(traceDir, { recursive: true, force: true });
     if (limited) {
-      // Breach cost: limit crossed (seen by the task) → the replacement's first item started.
+      // Breach cost: limit crossed (seen by the task) → a worker takes work in its place: the same
+      // process's next item (stopped in place), or the replacement's first item.
       const firstStart = new Map();
+      const startsOf = new Map();
       for (const s of settled) {
         if (s.status !== 'fulfilled') continue;
         const { pid, start } = s.value;
+        if (!startsOf.has(pid)) startsOf.set(pid, []);
+        startsOf.get(pid).push(start);
         if (!initial.has(pid) && !(firstStart.get(pid) <= start)) firstStart.set(pid, start);
       }
       const replacements = [...firstStart.values()].sort((a, b) => a - b);
       const costs = [];
-      for (let i = 0, j = 0; i < crossings.length; i++) {
-        while (j < replacements.length && replacements[j] < crossings[i]) j++;
-        if (j < replacements.length) costs.push(replacements[j++] - crossings[i]);
+      for (const { pid, at } of crossings) {
+        const same = Math.min(...(startsOf.get(pid) ?? []).filter((t) => t > at));
+        const j = replacements.findIndex((t) => t > at);
+        const next = j >= 0 && replacements[j] < same ? replacements.splice(j, 1)[0] : same;
+        if (Number.isFinite(next)) costs.push(next - at);
       }
       out.crossings = crossings.length;
       out.breachCost = median(costs);
@@ -281,6 +296,9 @@ async function main() {
       'ok / failed': `${med(r, 'ok')} / ${med(r, 'failed')}`,
       'peak tree RSS MiB': (med(r, 'peak') / MiB).toFixed(0),
       breaches: med(r, 'breaches') ?? '',
+      'in place / replaced': r.startsWith('corral')
+        ? `${med(r, 'inPlace') ?? 0} / ${med(r, 'replaced') ?? 0}`
+        : '',
       'breach cost ms': med(r, 'breachCost')?.toFixed(0) ?? '',
     });
   }
@@ -311,16 +329,19 @@ async function main() {
         `pool time lost per breach (rss wall − unlimited wall) × ${WORKERS} / breaches: ${lost.toFixed(0)} ms; its parts, each measured on its own:`,
       );
       console.log(
-        `  a greedy item's first 150 MiB: ${med('corralRss', 'pace').toFixed(0)} ms in a fresh process, ` +
-          `${med('corral', 'pace').toFixed(0)} ms in a long-lived one that reuses its pages (the kernel's page faults)`,
+        `  a greedy item's first 150 MiB: ${med('corralRss', 'pace').toFixed(0)} ms under the limit, ` +
+          `${med('corral', 'pace').toFixed(0)} ms unlimited (the kernel's page faults; a fresh process faults every page in)`,
       );
+      const replaced = med('corralRss', 'replaced');
       console.log(
-        `  a replacement's process start: ${start.toFixed(0)} ms (the bare start above; CPU the workers share)`,
+        `  replacements: ${replaced} (of ${breaches} breaches), each a process start of ${start.toFixed(0)} ms (the bare start above; CPU the workers share)`,
       );
+      const cold = med('corralRss', 'coldExtra');
+      if (cold !== undefined)
+        console.log(`  a replacement's first 5 items over a typical item (cold JIT): ${cold.toFixed(0)} ms`);
       console.log(
-        `  a replacement's first 5 items over a typical item (cold JIT): ${med('corralRss', 'coldExtra').toFixed(0)} ms`,
+        `  the breach itself, limit crossed → a worker takes work again: ${cost?.toFixed(0) ?? 'n/a'} ms`,
       );
-      console.log(`  the breach itself, limit crossed → replacement takes work: ${cost.toFixed(0)} ms`);
     }
   }
   console.log(`load now: ${load()}`);
