@@ -308,11 +308,19 @@ void ArmThread(const FunctionCallbackInfo<Value>& args) {
  *
  * How: the task's calls go through call(fn, args). A watcher thread reads /proc/self/statm as the
  * corral.c guard does. When resident memory passes the limit:
- *  - inside call(): TerminateExecution() (thread-safe; V8 checks for it at every loop back edge and
- *    function entry). The call's TryCatch sees the termination, cancels it, and returns the
- *    `stopped` value; JS then calls reclaim(), a full GC plus malloc_trim(), which must bring the
- *    process back under `low` (3/4 of the limit). What a task leaves behind in module state does not
- *    go away: then the process ends as it always did, and the pool replaces it.
+ *  - inside call(): it asks V8 for an interrupt (RequestInterrupt: the callback runs on the JS thread
+ *    at the next loop back edge or function entry), and there, if the JS running is the task's own
+ *    code, terminates it (TerminateExecution: uncatchable, no `finally` runs). When the JS running is
+ *    Node's (a `node:` script) or corral's (a script under `own`), the interrupt is asked for again
+ *    a millisecond later: a termination there could leave Node's timer lists or streams, or corral's
+ *    channel state, half-updated in a process that goes on. (It lands at the next check after the
+ *    interrupt, which is in the task's code or at the entry of the next function it calls, before
+ *    that function's body runs; corral's task-facing code also counts itself in runtime/critical.ts,
+ *    and a stop that lands inside it ends the process anyway.) The call's TryCatch sees the
+ *    termination, cancels it, and returns the `stopped` value; JS then calls reclaim(), a full GC
+ *    plus malloc_trim(), which must bring the process back under `low` (3/4 of the limit). What a
+ *    task leaves behind in module state does not go away: then the process ends as it always did,
+ *    and the pool replaces it.
  *  - anywhere else (an async task's continuation, the worker's own code): the process ends at once.
  * The stop has to land within kLandMs, the reclaim within kReclaimMs, and resident memory may not
  * pass the ceiling (limit + limit/16, at least 8 MiB more) meanwhile: a call stuck in one long
@@ -334,7 +342,9 @@ struct RssStop {
   std::string marker;
   v8::Global<Value> stopped;
   std::mutex mu;
+  std::string own;  // corral's own scripts start with this (a file: URL)
   int depth = 0;  // call()s running; only the outermost handles a stop
+  bool asked = false;  // an interrupt asked for has not run yet
   Phase phase = Phase::kWatching;
   double since_ms = 0;
   uint64_t seen = 0;  // resident bytes when the stop was asked for
@@ -345,6 +355,29 @@ RssStop* g_rss = nullptr;
 [[noreturn]] void RssExit(RssStop& s, uint64_t rss) {
   rss_watch_exit(s.marker.c_str(), rss > s.seen ? rss : s.seen, s.limit, s.exit_code);
   _exit(s.exit_code);  // not reached; tells the compiler so
+}
+
+bool StartsWith(const char* text, const std::string& prefix) {
+  return !prefix.empty() && strncmp(text, prefix.c_str(), prefix.size()) == 0;
+}
+
+// On the JS thread, at an interrupt check: terminates the running call when the JS there is the task's.
+void LandStop(Isolate* isolate, void* data) {
+  RssStop& s = *static_cast<RssStop*>(data);
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.asked = false;
+  if (s.phase != Phase::kStopping || s.depth == 0) return;
+  v8::HandleScope scope(isolate);
+  Local<v8::StackTrace> trace = v8::StackTrace::CurrentStackTrace(isolate, 1);
+  if (trace->GetFrameCount() > 0) {
+    Local<Value> name = trace->GetFrame(isolate, 0)->GetScriptName();
+    if (!name.IsEmpty() && name->IsString()) {
+      String::Utf8Value script(isolate, name);
+      const char* text = *script ? *script : "";
+      if (strncmp(text, "node:", 5) == 0 || StartsWith(text, s.own)) return;  // asked again soon
+    }
+  }
+  isolate->TerminateExecution();
 }
 
 void* WatchRss(void* data) {
@@ -365,10 +398,15 @@ void* WatchRss(void* data) {
           s.phase = Phase::kStopping;
           s.since_ms = now;
           s.seen = rss;
-          s.isolate->TerminateExecution();
+          s.asked = true;
+          s.isolate->RequestInterrupt(LandStop, &s);
           break;
         case Phase::kStopping:
           if (rss > s.ceiling || now - s.since_ms > kLandMs) RssExit(s, rss);
+          if (!s.asked) {
+            s.asked = true;
+            s.isolate->RequestInterrupt(LandStop, &s);
+          }
           break;
         case Phase::kReclaiming:
           if (rss > s.ceiling || now - s.since_ms > kReclaimMs) RssExit(s, rss);
@@ -380,12 +418,15 @@ void* WatchRss(void* data) {
   return nullptr;
 }
 
-// armRss(limitBytes, exitCode, marker, stopped), in a process's main thread: starts the watcher;
-// false when it runs already. `stopped` is what call() returns for a call it stopped.
+// armRss(limitBytes, exitCode, marker, stopped, own), in a process's main thread: starts the
+// watcher; false when it runs already. `stopped` is what call() returns for a call it stopped; `own`
+// the URL prefix of corral's scripts, where a stop does not land.
 void ArmRss(const FunctionCallbackInfo<Value>& args) {
   Isolate* isolate = args.GetIsolate();
-  if (args.Length() < 4 || !args[0]->IsNumber() || !args[1]->IsInt32() || !args[2]->IsString()) {
-    return Throw(isolate, "armRss(limitBytes: number, exitCode: integer, marker: string, stopped: unknown)");
+  if (args.Length() < 5 || !args[0]->IsNumber() || !args[1]->IsInt32() || !args[2]->IsString() ||
+      !args[4]->IsString()) {
+    return Throw(isolate,
+                 "armRss(limitBytes: number, exitCode: integer, marker: string, stopped: unknown, own: string)");
   }
   double limit = args[0].As<v8::Number>()->Value();
   int exit_code = args[1].As<v8::Int32>()->Value();
@@ -406,6 +447,8 @@ void ArmRss(const FunctionCallbackInfo<Value>& args) {
   String::Utf8Value marker(isolate, args[2]);
   s->marker = *marker ? *marker : "";
   s->stopped.Reset(isolate, args[3]);
+  String::Utf8Value own(isolate, args[4]);
+  s->own = *own ? *own : "";
   // The watcher takes no signal meant for the process: block them all while it is created.
   sigset_t all, old;
   sigfillset(&all);
@@ -472,12 +515,19 @@ void CallTask(const FunctionCallbackInfo<Value>& args) {
   if (result.ToLocal(&value)) args.GetReturnValue().Set(value);
 }
 
-// reclaim(): after a stopped call, frees what it can; the bytes seen at the stop when the process is
-// back under 3/4 of its limit. Otherwise the process ends here (exit code and line as a breach).
+// reclaim(goOn): after a stopped call, frees what it can; the bytes seen at the stop when the process
+// is back under 3/4 of its limit. Otherwise, or when !goOn (the stop landed where the process cannot go
+// on), the process ends here (exit code and line as a breach).
 void Reclaim(const FunctionCallbackInfo<Value>& args) {
   Isolate* isolate = args.GetIsolate();
   RssStop* s = g_rss;
-  if (s == nullptr) return Throw(isolate, "reclaim() after armRss()");
+  if (s == nullptr || args.Length() < 1 || !args[0]->IsBoolean()) {
+    return Throw(isolate, "reclaim(goOn: boolean), after armRss()");
+  }
+  if (!args[0].As<v8::Boolean>()->Value()) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    RssExit(*s, s->seen);
+  }
   isolate->LowMemoryNotification();
   uint64_t rss = rss_watch_read(s->fd);
   if (rss > s->low) {

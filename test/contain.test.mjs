@@ -3,7 +3,7 @@
 // does), and after a worker died under its task a warm spare takes the next dead worker's place.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MemoryLimitError, Pool, TaskError, WorkerCrashedError } from '../dist/src/index.js';
+import { MemoryLimitError, Pool, Queue, TaskError, WorkerCrashedError } from '../dist/src/index.js';
 import { alive } from './helpers.mjs';
 
 const limitsModule = new URL('./fixtures/limits.mjs', import.meta.url);
@@ -319,6 +319,51 @@ describe('rss breach stopped in place', () => {
       assert.ok(error instanceof TaskError, `${error}`);
       assert.equal(error.cause?.message, 'not really stopped');
       assert.equal(pool.stats().breaches, 0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a stop that lands inside corral (a queue put reading its item) ends the process, as before', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    const queue = new Queue();
+    try {
+      const error = await pool.apply('queuePutBomb', [queue]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false, error.message);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.equal(queue.size, 0, 'nothing half-put arrived');
+      assert.equal(await pool.apply('square', [7]), 49);
+    } finally {
+      queue.close();
+      await pool.close();
+    }
+  });
+
+  it("a breach inside Node's own JS is not stopped there: the process ends", async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const error = await pool.apply('inspectPastLimit', [256 * MiB]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false, error.message);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a worker that made a pool of its own is not stopped in place: its process ends', async () => {
+    const pool = stopPool({ module: new URL('./fixtures/own-pool.mjs', import.meta.url) });
+    const seen = watch(pool);
+    try {
+      const pid = await pool.apply('pid', []);
+      const error = await pool.apply('ownPoolBomb', []).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false, error.message);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.notEqual(await pool.apply('pid', []), pid);
     } finally {
       await pool.close();
     }

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ConfigError } from '../errors.js';
+import { critical } from '../runtime/critical.js';
 import { Broker, type ConsumerLost, GetMode, RESOLVED } from './broker.js';
 import { itemBytes, type QueueConfig, type QueueOptions, resolveQueueOptions, waitMs } from './check.js';
 import { registerBroker, retireBroker } from './hub.js';
@@ -113,7 +114,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this[CORE].put(item, ms);
+    return critical(() => this[CORE].put(item, ms));
   }
 
   /** Puts each item in order. Every item is checked first: one that cannot be cloned puts none. */
@@ -123,7 +124,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     for (const item of list) itemBytes(item, 'a queue');
     const core = this[CORE];
     for (const item of list) {
-      const done = core.put(item, ms);
+      const done = critical(() => core.put(item, ms));
       if (done !== RESOLVED) await done;
     }
   }
@@ -136,7 +137,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this[CORE].get(GetMode.One, 1, ms) as Promise<T>;
+    return critical(() => this[CORE].get(GetMode.One, 1, ms)) as Promise<T>;
   }
 
   /** Between 1 and `n` items: what is there once at least one is (waiting as get() does). */
@@ -149,14 +150,14 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this[CORE].get(GetMode.Many, n, ms) as Promise<T[]>;
+    return critical(() => this[CORE].get(GetMode.Many, n, ms)) as Promise<T[]>;
   }
 
   /** Items until the queue is closed and drained. */
   [Symbol.asyncIterator](): AsyncIterator<T> {
     const core = this[CORE];
     return {
-      next: () => core.get(GetMode.Iter, 1, -1) as Promise<IteratorResult<T>>,
+      next: () => critical(() => core.get(GetMode.Iter, 1, -1)) as Promise<IteratorResult<T>>,
       return: (value?: unknown) => Promise.resolve({ value: value as T, done: true }),
     };
   }
@@ -166,7 +167,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
    * is left; then get() rejects with QueueClosedError and iteration ends.
    */
   close(): void {
-    this[CORE].close();
+    critical(() => this[CORE].close());
   }
 
   /** `using q = new Queue()` closes it at the end of the block. */
@@ -177,7 +178,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   /** In a worker: sends the items batched so far now. (Elsewhere, and at task end, nothing to do.) */
   flush(): Promise<void> {
     const core = this[CORE];
-    if ('flush' in core) core.flush();
+    if ('flush' in core) critical(() => core.flush());
     return RESOLVED;
   }
 
@@ -252,11 +253,11 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
   taskDone(n = 1): void {
     if (!Number.isSafeInteger(n) || n < 1)
       throw new ConfigError('n', `expected a whole number >= 1; got ${n}`);
-    this[CORE].taskDone(n);
+    critical(() => this[CORE].taskDone(n));
   }
 
   /** Resolves once every item put so far has been got and marked done. */
   join(): Promise<void> {
-    return this[CORE].join();
+    return critical(() => this[CORE].join());
   }
 }

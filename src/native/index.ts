@@ -352,17 +352,19 @@ export interface HeapGuardBinding {
   /**
    * limits.rss for this process, from inside (native/heap.cc, "the rss stop"): a thread watches its
    * resident memory; past `limitBytes` a call made through `call()` is stopped in place (`call()`
-   * returns `stopped`), anything else ends the process like armRssGuard. False when armed already.
+   * returns `stopped`) where the JS running is not Node's nor under `own` (corral's scripts' URL
+   * prefix), anything else ends the process like armRssGuard. False when armed already.
    * Absent from addons built before it existed.
    */
-  armRss?(limitBytes: number, exitCode: number, marker: string, stopped: unknown): boolean;
+  armRss?(limitBytes: number, exitCode: number, marker: string, stopped: unknown, own: string): boolean;
   /** `fn(...args)`, or the `stopped` value given to armRss when the rss stop ended the call. */
   call?(fn: (...args: unknown[]) => unknown, args: unknown[]): unknown;
   /**
    * After a stopped call: collects garbage and trims malloc's free memory, then returns the resident
-   * bytes seen at the stop. Ends the process instead when it stays above 3/4 of the limit.
+   * bytes seen at the stop. Ends the process instead when it stays above 3/4 of the limit, or at once
+   * when `goOn` is false.
    */
-  reclaim?(): number;
+  reclaim?(goOn: boolean): number;
 }
 
 type HeapLoaded = { binding: HeapGuardBinding | undefined; status: NativeStatus };

@@ -17,6 +17,7 @@ import type { DashboardOptions, DashboardServer } from '../observe/dashboard.js'
 import type { ObserveServer, ServeOptions } from '../observe/serve.js';
 import { isPlainObject, parseChoice, parseCount } from '../options.js';
 import { codecError, type Encoded, encodeArgs } from '../runtime/codec.js';
+import { ownPool } from '../runtime/critical.js';
 import { type TaskUsage, UNIT_USAGE, UnitMode } from '../runtime/protocol.js';
 import {
   type AnyModule,
@@ -84,6 +85,8 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
 
   constructor(options: PoolOptions<M>) {
     super();
+    // A worker that makes a pool of its own gives up rss stops in place (runtime/critical.ts).
+    ownPool();
     const config = resolvePoolOptions(options);
     const remote = isPlainObject(options) ? (options as PoolOptions).backend : undefined;
     if (remote !== undefined) {

@@ -26,6 +26,7 @@
 import { ConfigError, SharedMemoryClosedError, SharedMemoryExistsError } from '../errors.js';
 import { shmNative } from '../native/index.js';
 import { checkKnownKeys, isPlainObject } from '../options.js';
+import { critical } from '../runtime/critical.js';
 import {
   localCreate,
   localLookup,
@@ -140,6 +141,10 @@ export class SharedMemory implements Disposable {
 
   /** Creates a new segment: zero-filled, exclusive (a taken name is SharedMemoryExistsError), mode 0600. */
   static create(options: CreateOptions): SharedMemory {
+    return critical(() => SharedMemory.#create(options));
+  }
+
+  static #create(options: CreateOptions): SharedMemory {
     if (!isPlainObject(options)) {
       throw new ConfigError('options', 'SharedMemory.create() expects { size, name?, persist?, reserve? }');
     }
@@ -164,6 +169,10 @@ export class SharedMemory implements Disposable {
    * this process' threads only). Throws SharedMemoryNotFoundError when there is none.
    */
   static attach(name: string, options: AttachOptions = {}): SharedMemory {
+    return critical(() => SharedMemory.#attach(name, options));
+  }
+
+  static #attach(name: string, options: AttachOptions): SharedMemory {
     const segmentName = checkName(name);
     if (!isPlainObject(options)) throw new ConfigError('options', 'SharedMemory.attach() expects { size? }');
     checkKnownKeys('SharedMemory.attach', options, ['size']);
@@ -268,6 +277,10 @@ export class SharedMemory implements Disposable {
    * pages are released at once and they read zeros.
    */
   close(): void {
+    critical(() => this.#close());
+  }
+
+  #close(): void {
     const buffer = this.#buffer;
     if (buffer === undefined) return;
     this.#buffer = undefined;
@@ -295,8 +308,10 @@ export class SharedMemory implements Disposable {
    * false when the name was already gone (or now names another segment, which is left alone).
    */
   unlink(): boolean {
-    this.#owner = false;
-    return this.#unlinkName();
+    return critical(() => {
+      this.#owner = false;
+      return this.#unlinkName();
+    });
   }
 
   #unlinkName(): boolean {

@@ -5,6 +5,8 @@
  * goes still reaches the pool live: the clock is read at each report, not left to a timer that cannot
  * fire while the task holds the event loop. Everything here is sent before the result of its call.
  */
+
+import { critical } from '../runtime/critical.js';
 import { EVENT_FLUSH_MS, type EventFrame, type FromWorker } from '../runtime/protocol.js';
 import { CallEvent } from '../task.js';
 
@@ -22,6 +24,10 @@ export class EventOutbox {
   ) {}
 
   add(seq: number, item: number, kind: CallEvent, name: string | undefined, data: unknown): void {
+    critical(() => this.queue(seq, item, kind, name, data));
+  }
+
+  private queue(seq: number, item: number, kind: CallEvent, name: string | undefined, data: unknown): void {
     if (kind === CallEvent.Progress) {
       const key = `${seq}:${item}`;
       const at = this.progressAt.get(key);

@@ -8,6 +8,7 @@ import { isMainThread } from 'node:worker_threads';
 import { HEAP_GUARD_EXIT, HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
 import { RSS_GUARD_EXIT, RSS_GUARD_MARKER, RSS_STOPPED_CODE } from '../limits/rss-guard.js';
 import { heapGuardNative, native } from '../native/index.js';
+import { stopLandedSafely } from '../runtime/critical.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
 import type { Task } from './runner.js';
 
@@ -79,13 +80,15 @@ export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefin
 export function armRssGuard(limit: number, inPlace: boolean): 'in-place' | 'exit' | false {
   if (!isMainThread) return false;
   const heap = inPlace ? heapGuardNative() : undefined;
-  if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED)) return 'in-place';
+  if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED, CORRAL_SCRIPTS)) return 'in-place';
   const binding = native();
   return binding?.armRssGuard?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER) ? 'exit' : false;
 }
 
 /** What heap.cc's call() returns for a call it stopped: nothing a task can return. */
 const STOPPED = Symbol('corral rss stop');
+/** Where corral's own scripts are (dist/src/), as V8 names them: a stop does not land in them. */
+const CORRAL_SCRIPTS = new URL('../', import.meta.url).href;
 
 /**
  * The task functions, each called through the rss stop, so that a breach during its synchronous part
@@ -102,7 +105,7 @@ export function stoppable(tasks: Map<string, Task>, limit: number): Map<string, 
     out.set(name, (...args: unknown[]) => {
       const value = call(fn, args);
       if (value !== STOPPED) return value;
-      const rss = reclaim();
+      const rss = reclaim(stopLandedSafely());
       throw Object.assign(
         new Error(`task '${name}' went over limits.rss and was stopped; its worker freed the memory`),
         { code: RSS_STOPPED_CODE, rss, limit },
