@@ -312,8 +312,8 @@ describe('rss breach stopped in place', () => {
     }
   });
 
-  it('a task cannot pass its own error off as a stop: without an in-place guard it is a TaskError', async () => {
-    const pool = stopPool({ recycle: { onBreach: true } });
+  it('a task cannot pass its own error off as a stop: it is a TaskError, no breach', async () => {
+    const pool = stopPool();
     try {
       const error = await pool.apply('forgeRssStop', []).catch((e) => e);
       assert.ok(error instanceof TaskError, `${error}`);
@@ -364,6 +364,20 @@ describe('rss breach stopped in place', () => {
       assert.equal(error.inPlace, false, error.message);
       assert.equal(seen.exits[0]?.exitCode, 88);
       assert.notEqual(await pool.apply('pid', []), pid);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a call that returned a promise before the stop could land is not dropped: the process ends', async () => {
+    const pool = stopPool();
+    const seen = watch(pool);
+    try {
+      const error = await pool.apply('promiseAfterBreach', [256 * MiB]).catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      assert.equal(error.inPlace, false, error.message);
+      assert.equal(seen.exits[0]?.exitCode, 88);
+      assert.equal(await pool.apply('square', [8]), 64);
     } finally {
       await pool.close();
     }

@@ -110,15 +110,21 @@ function rlimitKind(limits: ResolvedLimits): [MemoryLimitKind, number] | undefin
 
 /**
  * A RangeError a task caught and rethrew under an rlimit is the same breach, reported as such; so is
- * the error a worker throws for a call its rss guard stopped in place (RSS_STOPPED_CODE), when that
- * worker said it stops calls in place (`rssInPlace`): a task cannot pass its own error off as one.
+ * the error a worker throws for a call its rss guard stopped in place (RSS_STOPPED_CODE), when it
+ * carries the worker's `stopKey`: a secret the pool gave that worker alone, so that a task cannot pass
+ * its own error off as one.
  */
 export function classifyThrown(
-  error: { name?: string; message?: string; code?: unknown; rss?: unknown },
+  error: { name?: string; message?: string; code?: unknown; rss?: unknown; key?: unknown },
   limits: ResolvedLimits,
-  rssInPlace = false,
+  stopKey?: string,
 ): Breach | undefined {
-  if (rssInPlace && error.code === RSS_STOPPED_CODE && limits.rss !== undefined) {
+  if (
+    stopKey !== undefined &&
+    error.key === stopKey &&
+    error.code === RSS_STOPPED_CODE &&
+    limits.rss !== undefined
+  ) {
     const observed = typeof error.rss === 'number' && error.rss > 0 ? error.rss : undefined;
     return { type: 'memory', kind: 'rss', limit: limits.rss, observed, inPlace: true };
   }

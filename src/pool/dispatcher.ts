@@ -570,11 +570,11 @@ export class Dispatcher implements Backend {
         // An item that breached a limit fails with its typed error, as it would have run alone.
         for (const entry of errors) {
           const wire = entry[1] as WireError;
-          const { code, rss } = wire.props;
+          const { code, rss, key } = wire.props;
           const breach = classifyThrown(
-            { name: wire.name, message: wire.message, code, rss },
+            { name: wire.name, message: wire.message, code, rss, key },
             this.config.limits,
-            w.rssInPlace,
+            w.rssInPlace ? w.rssStopKey : undefined,
           );
           if (breach) entry[1] = this.thrownBreach(w, u, breach, fromWireError(wire));
         }
@@ -583,7 +583,7 @@ export class Dispatcher implements Backend {
       }
       case ResultStatus.Threw: {
         const cause = fromWireError(value as WireError);
-        const breach = classifyThrown(cause, this.config.limits, w.rssInPlace);
+        const breach = classifyThrown(cause, this.config.limits, w.rssInPlace ? w.rssStopKey : undefined);
         if (breach) {
           const error = this.thrownBreach(w, u, breach, cause);
           if (!this.exits.retry(u)) this.settleFail(u, error);
@@ -612,6 +612,8 @@ export class Dispatcher implements Backend {
    * that freed the memory: it goes on.
    */
   private thrownBreach(w: PoolWorker, u: Unit, breach: Breach, cause: Error): Error {
+    // The worker's secret stays in the pool: the error may be handed to a task again.
+    delete (cause as { key?: unknown }).key;
     if (!(breach.type === 'memory' && breach.inPlace))
       this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
     return this.exits.breachError(u, breach, w, cause);

@@ -115,6 +115,8 @@ export class PoolWorker {
   breaches = 0;
   /** Its rss guard stops a breaching call in place (it said so when ready): see memory.ts. */
   rssInPlace = false;
+  /** The secret its errors for calls stopped in place carry (see classifyThrown). */
+  rssStopKey: string | undefined = undefined;
   /** Shared claim words for work stealing (thread workers only). */
   board: ClaimBoard | undefined = undefined;
   /** Process workers: the shared segment big number chunks travel through, made on first need. */

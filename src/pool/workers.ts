@@ -98,6 +98,8 @@ export class WorkerSet implements Iterable<PoolWorker> {
     const { config } = this;
     const w = new PoolWorker(this.nextId++, config.runtime, () => this.host.changed());
     w.board = this.newBoard();
+    if (config.runtime === 'process' && config.limits.rss !== undefined && !config.recycle.onBreach)
+      w.rssStopKey = crypto.randomUUID();
     w.oomKillsSeen = this.oom?.kills();
     this.all.add(w);
     try {
@@ -116,7 +118,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
           boardSegment: w.board?.segment?.name,
           parentPid: process.pid,
           rssGuard: config.runtime === 'process' ? config.limits.rss : undefined,
-          rssInPlace: !config.recycle.onBreach,
+          rssStopKey: w.rssStopKey,
         },
         { message: (m) => this.host.message(w, m), exit: (e) => this.onExit(w, e) },
       );

@@ -174,8 +174,11 @@ export interface WorkerInit {
   heapGuardReport?: SharedArrayBuffer;
   /** A process worker under limits.rss: arm the rss guard at this many bytes. */
   rssGuard?: number;
-  /** ...and stop a call that breaches it in place when it can (native/heap.cc), not the process. */
-  rssInPlace?: boolean;
+  /**
+   * ...and stop a call that breaches it in place when it can (native/heap.cc), not the process; the
+   * error for such a call carries this key, which no task knows (see classifyThrown).
+   */
+  rssStopKey?: string;
 }
 
 export type ToWorker =

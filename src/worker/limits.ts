@@ -80,7 +80,11 @@ export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefin
 export function armRssGuard(limit: number, inPlace: boolean): 'in-place' | 'exit' | false {
   if (!isMainThread) return false;
   const heap = inPlace ? heapGuardNative() : undefined;
-  if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED, CORRAL_SCRIPTS)) return 'in-place';
+  try {
+    if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED, CORRAL_SCRIPTS)) return 'in-place';
+  } catch {
+    // No thread or no /proc/self/statm for it: corral.c's guard (or the sampler) holds the limit.
+  }
   const binding = native();
   return binding?.armRssGuard?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER) ? 'exit' : false;
 }
@@ -96,7 +100,7 @@ const CORRAL_SCRIPTS = new URL('../', import.meta.url).href;
  * (reclaim() ends the process when it cannot be). What runs after an await is not covered: a breach
  * there ends the process as before.
  */
-export function stoppable(tasks: Map<string, Task>, limit: number): Map<string, Task> {
+export function stoppable(tasks: Map<string, Task>, limit: number, key: string): Map<string, Task> {
   const guard = heapGuardNative()!;
   const call = guard.call!;
   const reclaim = guard.reclaim!;
@@ -108,7 +112,8 @@ export function stoppable(tasks: Map<string, Task>, limit: number): Map<string, 
       const rss = reclaim(stopLandedSafely());
       throw Object.assign(
         new Error(`task '${name}' went over limits.rss and was stopped; its worker freed the memory`),
-        { code: RSS_STOPPED_CODE, rss, limit },
+        // `key`: the pool's secret for this worker, so that no task can throw one of these itself.
+        { code: RSS_STOPPED_CODE, rss, limit, key },
       );
     });
   }

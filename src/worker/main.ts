@@ -60,7 +60,7 @@ async function main(): Promise<void> {
     (await import('./limits.js')).armHeapGuard(init.heapGuardMb, init.heapGuardReport);
   const rssGuard =
     init.rssGuard !== undefined && isMainThread
-      ? (await import('./limits.js')).armRssGuard(init.rssGuard, init.rssInPlace === true)
+      ? (await import('./limits.js')).armRssGuard(init.rssGuard, init.rssStopKey !== undefined)
       : false;
   const { rlimits, cpuTime } = init.limits;
   const limited = isMainThread && (rlimits.length > 0 || cpuTime !== undefined);
@@ -121,7 +121,9 @@ async function main(): Promise<void> {
   }
   // Only the runner's calls: a breach in the initializer or teardown ends the process as before.
   const run =
-    rssGuard === 'in-place' ? (await import('./limits.js')).stoppable(tasks, init.rssGuard!) : tasks;
+    rssGuard === 'in-place'
+      ? (await import('./limits.js')).stoppable(tasks, init.rssGuard!, init.rssStopKey!)
+      : tasks;
   const runner = new Runner(init.workerId, run, init.concurrency, io, init.limits, board, extras, shm);
   if (init.captureOutput) runner.captureOutput();
   io.listen((msg) => {
