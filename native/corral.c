@@ -400,18 +400,7 @@ static napi_value arm_rss_guard(napi_env env, napi_callback_info info) {
   rss_guard.fd = fd;
   rss_guard.limit = (uint64_t)limit;
   rss_guard.exit_code = (int)code;
-  /* The guard takes no signal meant for the process: block them all while it is created. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_t thread;
-  int err = pthread_create(&thread, &attr, rss_guard_main, NULL);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int err = rss_watch_start(rss_guard_main, NULL);
   if (err != 0) {
     close(fd);
     rss_guard.fd = -1;

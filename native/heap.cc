@@ -51,8 +51,6 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <memory>
 #include <mutex>
@@ -495,19 +493,7 @@ void ArmRss(const FunctionCallbackInfo<Value>& args) {
   KeepFreedPages(s->limit);
   String::Utf8Value own(isolate, args[4]);
   s->own = *own ? *own : "";
-  // The watcher takes no signal meant for the process: block them all while it is created.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_t thread;
-  int err = pthread_create(&thread, &attr, WatchRss, s);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (err != 0) {
+  if (rss_watch_start(WatchRss, s) != 0) {
     close(fd);
     delete s;
     return Throw(isolate, "armRss: cannot start its thread");

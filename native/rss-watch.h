@@ -6,6 +6,8 @@
 #ifndef CORRAL_RSS_WATCH_H
 #define CORRAL_RSS_WATCH_H
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
@@ -46,6 +48,23 @@ static void rss_watch_exit(const char *marker, uint64_t rss, uint64_t limit, int
     (void)w;
   }
   _exit(code);
+}
+
+/* Starts the watcher thread, detached, on a 64 KiB stack; 0 or pthread_create's error. It takes no
+ * signal meant for the process: all are blocked while it is created, so it inherits that mask. */
+static int rss_watch_start(void *(*watch)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, watch, arg);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return err;
 }
 
 #endif
