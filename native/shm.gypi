@@ -20,7 +20,7 @@
       # The heap guard (heap.cc): V8 API for the same reason, so built here, once per ABI, as
       # its own addon: a worker loads it without the shared-memory machinery.
       'target_name': 'corral_heap',
-      'sources': ['heap.cc'],
+      'sources': ['heap.cc', 'rss-stop.cc'],
       'cflags_cc': ['-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-cast-function-type'],
       # Never unloaded either: a Worker's isolate may run a GC after Node unloads what the Worker
       # loaded, and our GC callbacks must not then point into unmapped code.

@@ -182,6 +182,7 @@ async function main() {
       // Sources a machine without a matching prebuild compiles: the header both addons include too.
       'native/corral.c',
       'native/heap.cc',
+      'native/rss-stop.cc',
       'native/rss-watch.h',
       'examples/demo-tasks.mjs',
     ];
