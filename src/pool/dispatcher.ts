@@ -486,6 +486,8 @@ export class Dispatcher implements Backend {
       case 'ready':
         w.noteHeap(m.heap);
         w.rssInPlace = m.rssInPlace === true;
+        // A worker whose guard ends its process (no heap addon) has no stop errors to recognise.
+        if (!w.rssInPlace) w.rssStopKey = undefined;
         if (!this.workers.ready(w)) return; // stopped while it was starting
         this.workers.onEmpty(w);
         return;
@@ -574,7 +576,7 @@ export class Dispatcher implements Backend {
           const breach = classifyThrown(
             { name: wire.name, message: wire.message, code, rss, key },
             this.config.limits,
-            w.rssInPlace ? w.rssStopKey : undefined,
+            w.rssStopKey,
           );
           if (breach) entry[1] = this.thrownBreach(w, u, breach, fromWireError(wire));
         }
@@ -583,7 +585,7 @@ export class Dispatcher implements Backend {
       }
       case ResultStatus.Threw: {
         const cause = fromWireError(value as WireError);
-        const breach = classifyThrown(cause, this.config.limits, w.rssInPlace ? w.rssStopKey : undefined);
+        const breach = classifyThrown(cause, this.config.limits, w.rssStopKey);
         if (breach) {
           const error = this.thrownBreach(w, u, breach, cause);
           if (!this.exits.retry(u)) this.settleFail(u, error);

@@ -115,7 +115,7 @@ export class PoolWorker {
   breaches = 0;
   /** Its rss guard stops a breaching call in place (it said so when ready): see memory.ts. */
   rssInPlace = false;
-  /** The secret its errors for calls stopped in place carry (see classifyThrown). */
+  /** The secret its errors for calls stopped in place carry (see classifyThrown); gone once ready if it does not stop in place. */
   rssStopKey: string | undefined = undefined;
   /** Shared claim words for work stealing (thread workers only). */
   board: ClaimBoard | undefined = undefined;
