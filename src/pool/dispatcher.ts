@@ -80,6 +80,8 @@ const CONTENDED_AHEAD_MS = 1;
 const STUCK_FACTOR = 3;
 const STUCK_MIN_MS = 5;
 const CONTENDED_HOLD_MS = 250;
+/** How soon dispatch looks again at a worker whose claim board is full (see boardWait). */
+const BOARD_WAIT_MS = 2;
 
 function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
   const floor = stealable ? 1 : 0;
@@ -113,6 +115,8 @@ export class Dispatcher implements Backend {
   private sent = 0;
   private hinted = 0;
   private dispatchScheduled = false;
+  /** A dispatch to come once a worker has read further down its claim board (boardWait). */
+  private boardTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   /** When the queue last held work of several callers (see fill). */
   private contendedAt = -Infinity;
   private meanMs: number | undefined = undefined;
@@ -309,6 +313,10 @@ export class Dispatcher implements Backend {
   private sendPinned(): void {
     for (const w of this.workers) {
       if (w.pinned.length === 0 || !w.accepting) continue;
+      if (w.board && w.board.room() < w.pinned.length) {
+        this.boardWait();
+        continue;
+      }
       const batch = w.pinned.filter((u) => u.state !== 'settled');
       w.pinned = [];
       for (const u of batch) u.state = 'sent';
@@ -389,7 +397,24 @@ export class Dispatcher implements Backend {
   }
 
   private free(w: PoolWorker, depth: number): number {
-    return Math.min(depth, this.config.maxTasksPerWorker - w.tasksDone) - w.inflight.size;
+    const free = Math.min(depth, this.config.maxTasksPerWorker - w.tasksDone) - w.inflight.size;
+    if (!w.board || free <= 0) return free;
+    const room = w.board.room();
+    if (room < free) this.boardWait();
+    return Math.min(free, room);
+  }
+
+  /**
+   * A worker's claim board is full of units it has not read yet (see ClaimBoard.room()): it may read
+   * them without a word (units taken back are skipped silently), so dispatch looks again shortly
+   * rather than waiting for a message that might not come.
+   */
+  private boardWait(): void {
+    if (this.boardTimer !== undefined) return;
+    this.boardTimer = setTimeout(() => {
+      this.boardTimer = undefined;
+      this.schedule();
+    }, BOARD_WAIT_MS);
   }
 
   private send(w: PoolWorker, batch: Unit[]): void {

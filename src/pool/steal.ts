@@ -8,7 +8,7 @@
  * memory segment (Atomics compare-and-swap is atomic across processes on a shared mapping); where the
  * shared-memory addon is missing they are not stolen from, and their prefetch follows measured task time.
  */
-import { BOARD_SLOTS } from '../runtime/protocol.js';
+import { BOARD_READ, BOARD_SLOTS, BOARD_WORDS } from '../runtime/protocol.js';
 import type { Unit } from './unit.js';
 import type { PoolWorker } from './worker.js';
 
@@ -18,11 +18,23 @@ export class ClaimBoard {
 
   /** For a thread: a fresh SharedArrayBuffer. For a process: the buffer of a shared segment. */
   constructor(
-    readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(BOARD_SLOTS * 4),
+    readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(BOARD_WORDS * 4),
     /** Released when its worker exits. */
     readonly segment?: { name: string; close(): void },
   ) {
     this.words = new Int32Array(buffer);
+  }
+
+  /**
+   * How many more units may be offered now. A slot is given to a new unit only once the worker has
+   * read past the unit that had it: a worker held up (a long synchronous task, a starved process) still
+   * has, unread in its queue, units taken back from it, and every one of them was sent again elsewhere.
+   * Reusing such a slot made the old unit look like the worker's own again (it ran twice), and once the
+   * new unit was taken back in turn, made a unit still waiting there look taken (skipped: its call never
+   * settled). Steady work holds a few dozen units per worker; only a steal storm gets near this.
+   */
+  room(): number {
+    return BOARD_SLOTS - ((this.next - Atomics.load(this.words, BOARD_READ)) | 0);
   }
 
   /** Posts the unit's claim word; the worker counts units in the same order, so slots agree. */

@@ -8,7 +8,7 @@ import { type WorkerExit, WorkerStartError } from '../errors.js';
 import { classifyDeath } from '../limits/classify.js';
 import { heapMbFor, rlimitsFor } from '../limits/limits.js';
 import { OomWatch } from '../limits/oom.js';
-import { BOARD_SLOTS, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
+import { BOARD_WORDS, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
 import { startWorker } from '../runtime/spawn.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { SharedMemory, shmStatus } from '../shm/index.js';
@@ -178,7 +178,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (this.config.runtime === 'thread') return new ClaimBoard();
     if (!shmStatus().crossProcess) return undefined;
     try {
-      const segment = internalSegment(() => SharedMemory.create({ size: BOARD_SLOTS * 4 }));
+      const segment = internalSegment(() => SharedMemory.create({ size: BOARD_WORDS * 4 }));
       return new ClaimBoard(segment.buffer, segment);
     } catch {
       return undefined; // /dev/shm full or unusable: this worker is simply not stolen from

@@ -214,12 +214,19 @@ export const EVENT_FLUSH_MS = 10;
 /** How often at most a worker reports its V8 heap (with a result batch). */
 export const HEAP_REPORT_MS = 100;
 
-/** Claim words per worker (see pool/steal.ts); more than a worker ever holds at once. */
+/** Claim words per worker (see pool/steal.ts), reused round-robin. */
 export const BOARD_SLOTS = 1024;
+/** After the slots, one word: how many units the worker has read off its queue (claimed or skipped). */
+export const BOARD_READ = BOARD_SLOTS;
+/** The board's size in 32-bit words. */
+export const BOARD_WORDS = BOARD_SLOTS + 1;
 
 /** Worker side of work stealing: may this unit start? False when the pool took it back first. */
 export function claim(words: Int32Array, index: number, seq: number): boolean {
-  return Atomics.compareExchange(words, index % BOARD_SLOTS, seq, -seq) !== 0;
+  const won = Atomics.compareExchange(words, index % BOARD_SLOTS, seq, -seq) !== 0;
+  // Read past this slot: from now on the pool may give it to another unit (ClaimBoard.room()).
+  Atomics.store(words, BOARD_READ, index + 1);
+  return won;
 }
 
 /** Worker side: has the pool cancelled this running unit (its claim word no longer says -seq)? */
