@@ -24,6 +24,27 @@ function within(promise, ms, what) {
   ]).finally(() => clearTimeout(timer));
 }
 
+/** Calls countOnce in waves of PER_WAVE, each awaited: the worker not held is idle after each one. */
+async function waves(pool, counts, count) {
+  const calls = [];
+  for (let wave = 0; wave < count; wave++) {
+    const batch = [];
+    for (let i = wave * PER_WAVE; i < (wave + 1) * PER_WAVE; i++)
+      batch.push(pool.apply('countOnce', [counts, i]));
+    calls.push(...batch);
+    await within(Promise.all(batch), 20_000, `wave ${wave}`);
+  }
+  return within(Promise.all(calls), 20_000, `${calls.length} calls`);
+}
+
+/** The first index of counts that is not exactly 1, and how many times it ran. */
+function notOnce(counts, n) {
+  const ran = counts.view(Int32Array);
+  const wrong = [];
+  for (let i = 0; i < n && wrong.length < 5; i++) if (ran[i] !== 1) wrong.push(`#${i} ran ${ran[i]} times`);
+  return wrong;
+}
+
 for (const runtime of ['thread', 'process']) {
   describe(`claim board (${runtime}): a worker held up while its units are taken back wave after wave`, () => {
     it('every call settles with its own result, and each ran exactly once', async () => {
@@ -32,26 +53,32 @@ for (const runtime of ['thread', 'process']) {
       const pool = new Pool({ module: TASKS, workers: 2, runtime });
       try {
         // block's usual time becomes ~0 ms, so a worker it holds for 500 ms counts as stuck after 5 ms
-        // and the other worker, idle after each wave, takes back what waits behind it.
+        // and the other worker, idle after each wave, takes back what waits behind it. The waves go on
+        // after the block ends, while the held worker reads its backlog.
         for (let i = 0; i < 6; i++) await pool.apply('block', [0]);
         const held = pool.apply('block', [500]);
-        const calls = [];
-        for (let wave = 0; wave < WAVES; wave++) {
-          const batch = [];
-          for (let i = wave * PER_WAVE; i < (wave + 1) * PER_WAVE; i++)
-            batch.push(pool.apply('countOnce', [counts, i]));
-          calls.push(...batch);
-          // Waves go on while the held worker reads its backlog after the block, as before it.
-          await within(Promise.all(batch), 20_000, `wave ${wave}`);
-        }
-        const results = await within(Promise.all(calls), 20_000, `${n} calls`);
+        const results = await waves(pool, counts, WAVES);
         assert.equal(await held, 500);
         for (let i = 0; i < n; i++) assert.equal(results[i], i);
-        const ran = counts.view(Int32Array);
-        const wrong = [];
-        for (let i = 0; i < n && wrong.length < 5; i++)
-          if (ran[i] !== 1) wrong.push(`#${i} ran ${ran[i]} times`);
-        assert.deepEqual(wrong, [], 'each call ran exactly once');
+        assert.deepEqual(notOnce(counts, n), [], 'each call ran exactly once');
+      } finally {
+        await pool.terminate();
+        counts.close();
+      }
+    });
+
+    it('a cancellable map chunk running on the held worker is not taken for cancelled', async () => {
+      // The chunk watches its claim word between items (it can be cancelled: it has a timeout). More
+      // than a board's worth of units offered to its worker while it runs must not reuse that word.
+      const n = 300 * PER_WAVE;
+      const counts = SharedMemory.create({ size: n * 4 });
+      const pool = new Pool({ module: TASKS, workers: 2, runtime });
+      try {
+        await pool.map('block', [0, 0, 0, 0, 0, 0], { chunksize: 1 });
+        const long = pool.map('block', new Array(250).fill(2), { chunksize: 250, timeout: 60_000 });
+        await waves(pool, counts, 300);
+        assert.deepEqual(await within(long, 20_000, 'the long chunk'), new Array(250).fill(2));
+        assert.deepEqual(notOnce(counts, n), [], 'each call ran exactly once');
       } finally {
         await pool.terminate();
         counts.close();

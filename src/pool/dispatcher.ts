@@ -68,12 +68,6 @@ export interface DispatcherEvents {
   breach(error: MemoryLimitError | CpuTimeLimitError): void;
 }
 
-/**
- * Prefetch beyond the running units, by mean unit time in ms. Tiny units go deep to hide the round
- * trip. Long ones still get one waiting in the worker: when workers fill every core the pool's own
- * thread may wait milliseconds for the CPU before it can send the next unit, and a unit parked
- * behind a slow one is taken back by work stealing (`stealable`) when another worker goes idle.
- */
 /** Work a worker may hold beyond what it runs while callers compete, and how long that lasts after. */
 const CONTENDED_AHEAD_MS = 1;
 /** A worker is stuck once its unit has run this many times its task's usual time, and this long at least. */
@@ -83,6 +77,17 @@ const CONTENDED_HOLD_MS = 250;
 /** How soon dispatch looks again at a worker whose claim board is full (see boardWait). */
 const BOARD_WAIT_MS = 2;
 
+/** The first unit a worker holds: inflight keeps units in the order they were sent. */
+function oldestHeld(w: PoolWorker): Unit | undefined {
+  return w.inflight.values().next().value;
+}
+
+/**
+ * Prefetch beyond the running units, by mean unit time in ms. Tiny units go deep to hide the round
+ * trip. Long ones still get one waiting in the worker: when workers fill every core the pool's own
+ * thread may wait milliseconds for the CPU before it can send the next unit, and a unit parked
+ * behind a slow one is taken back by work stealing (`stealable`) when another worker goes idle.
+ */
 function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
   const floor = stealable ? 1 : 0;
   if (meanMs === undefined) return floor;
@@ -313,7 +318,7 @@ export class Dispatcher implements Backend {
   private sendPinned(): void {
     for (const w of this.workers) {
       if (w.pinned.length === 0 || !w.accepting) continue;
-      if (w.board && w.board.room() < w.pinned.length) {
+      if (w.board && w.board.room(oldestHeld(w)) < w.pinned.length) {
         this.boardWait();
         continue;
       }
@@ -399,7 +404,7 @@ export class Dispatcher implements Backend {
   private free(w: PoolWorker, depth: number): number {
     const free = Math.min(depth, this.config.maxTasksPerWorker - w.tasksDone) - w.inflight.size;
     if (!w.board || free <= 0) return free;
-    const room = w.board.room();
+    const room = w.board.room(oldestHeld(w));
     if (room < free) this.boardWait();
     return Math.min(free, room);
   }

@@ -32,15 +32,21 @@ export class ClaimBoard {
    * Reusing such a slot made the old unit look like the worker's own again (it ran twice), and once the
    * new unit was taken back in turn, made a unit still waiting there look taken (skipped: its call never
    * settled). Steady work holds a few dozen units per worker; only a steal storm gets near this.
+   * `oldest`: the first unit the worker holds (its inflight map keeps the order they were offered in).
    */
-  room(): number {
-    return BOARD_SLOTS - ((this.next - Atomics.load(this.words, BOARD_READ)) | 0);
+  room(oldest: Unit | undefined): number {
+    // The worker's count comes as 32 bits: rebuilt here as a full count.
+    let from = this.next - ((this.next - Atomics.load(this.words, BOARD_READ)) | 0);
+    // A unit it has read may still run, and a cancellable one watches its word while it does
+    // (claimRevoked): the word of the oldest unit the worker holds stays its own until it ends.
+    if (oldest !== undefined && oldest.slot < from) from = oldest.slot;
+    return BOARD_SLOTS - (this.next - from);
   }
 
   /** Posts the unit's claim word; the worker counts units in the same order, so slots agree. */
   offer(u: Unit): void {
-    u.slot = this.next++ % BOARD_SLOTS;
-    Atomics.store(this.words, u.slot, u.seq);
+    u.slot = this.next++;
+    Atomics.store(this.words, u.slot % BOARD_SLOTS, u.seq);
   }
 
   /** For units offered but not delivered (the send failed): the worker never counted them. */
@@ -50,12 +56,12 @@ export class ClaimBoard {
 
   /** Marks a unit the worker runs as cancelled: a map chunk of it stops at its next item. */
   revoke(u: Unit): void {
-    Atomics.compareExchange(this.words, u.slot, -u.seq, 0);
+    Atomics.compareExchange(this.words, u.slot % BOARD_SLOTS, -u.seq, 0);
   }
 
   /** True when the worker had not started the unit: it is the pool's again. */
   take(u: Unit): boolean {
-    return Atomics.compareExchange(this.words, u.slot, u.seq, 0) === u.seq;
+    return Atomics.compareExchange(this.words, u.slot % BOARD_SLOTS, u.seq, 0) === u.seq;
   }
 }
 

@@ -52,7 +52,7 @@ export class Unit {
   flags = 0;
   /** Bytes the caller expects the task to need: memoryBudget admission control counts it. */
   memoryHint = 0;
-  /** Its word on the worker's claim board (see steal.ts). */
+  /** Its place on the worker's claim board: units offered there before it (its word: slot % BOARD_SLOTS). */
   slot = 0;
   /** Higher goes first (scheduler.ts); ages while it waits. */
   priority = 0;
