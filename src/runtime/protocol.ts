@@ -214,8 +214,8 @@ export const EVENT_FLUSH_MS = 10;
 /** How often at most a worker reports its V8 heap (with a result batch). */
 export const HEAP_REPORT_MS = 100;
 
-/** Claim words per worker (see pool/steal.ts), reused round-robin. */
-export const BOARD_SLOTS = 1024;
+/** Claim words per worker (see pool/steal.ts), reused round-robin; with BOARD_READ, 4 KiB a board. */
+export const BOARD_SLOTS = 1023;
 /** After the slots, one word: how many units the worker has read off its queue (claimed or skipped). */
 export const BOARD_READ = BOARD_SLOTS;
 /** The board's size in 32-bit words. */
