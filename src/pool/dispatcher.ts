@@ -319,7 +319,7 @@ export class Dispatcher implements Backend {
     for (const w of this.workers) {
       if (w.pinned.length === 0 || !w.accepting) continue;
       if (w.board && w.board.room(oldestHeld(w)) < w.pinned.length) {
-        this.boardWait();
+        this.boardWait(w);
         continue;
       }
       const batch = w.pinned.filter((u) => u.state !== 'settled');
@@ -405,17 +405,17 @@ export class Dispatcher implements Backend {
     const free = Math.min(depth, this.config.maxTasksPerWorker - w.tasksDone) - w.inflight.size;
     if (!w.board || free <= 0) return free;
     const room = w.board.room(oldestHeld(w));
-    if (room < free) this.boardWait();
+    if (room < free) this.boardWait(w);
     return Math.min(free, room);
   }
 
   /**
-   * A worker's claim board is full of units it has not read yet (see ClaimBoard.room()): it may read
-   * them without a word (units taken back are skipped silently), so dispatch looks again shortly
-   * rather than waiting for a message that might not come.
+   * A worker's claim board is full (see ClaimBoard.room()). While it has units to read it may read them
+   * without a word (units taken back are skipped silently), so dispatch looks again shortly rather than
+   * wait for a message that might not come. Held only by a unit it runs, its result is that message.
    */
-  private boardWait(): void {
-    if (this.boardTimer !== undefined) return;
+  private boardWait(w: PoolWorker): void {
+    if (this.boardTimer !== undefined || !w.board?.unread()) return;
     this.boardTimer = setTimeout(() => {
       this.boardTimer = undefined;
       this.schedule();

@@ -43,6 +43,11 @@ export class ClaimBoard {
     return BOARD_SLOTS - (this.next - from);
   }
 
+  /** Units offered that the worker has not read yet: it may read them without a word to the pool. */
+  unread(): boolean {
+    return ((this.next - Atomics.load(this.words, BOARD_READ)) | 0) > 0;
+  }
+
   /** Posts the unit's claim word; the worker counts units in the same order, so slots agree. */
   offer(u: Unit): void {
     u.slot = this.next++;
