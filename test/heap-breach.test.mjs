@@ -242,10 +242,14 @@ describe('heap breach, the other core busy', () => {
 
 describe('heap breach, told apart from look-alikes', () => {
   for (const runtime of RUNTIMES) {
-    test(`${runtime}: a task holding 90 MiB of a 128 MiB heap while churning garbage for 3 s completes`, async () => {
+    // holdAndChurn counts what it holds as heapUsed growth from a start that includes garbage; a
+    // collection during the fill frees that garbage, so it ends up holding more than asked. Asked for
+    // 90 MiB, Node 24 once held 114.1 MiB live, past the guard's "full" line (112 MiB of 128): 80 leaves
+    // room for that and still holds most of the heap.
+    test(`${runtime}: a task holding 80 MiB of a 128 MiB heap while churning garbage for 3 s completes`, async () => {
       const { pool, events } = makePool({ runtime, workers: 1, limits: { heap: '128MiB' } });
       await ready(events, 1);
-      const [kept, made] = await settles(pool.apply('holdAndChurn', [90, 3000]), 'the task', BOMB_MS);
+      const [kept, made] = await settles(pool.apply('holdAndChurn', [80, 3000]), 'the task', BOMB_MS);
       assert.ok(kept > 0 && made > 0);
       assert.equal(events.starts.length, 1, 'the worker was not replaced');
     });
