@@ -84,5 +84,52 @@ for (const runtime of ['thread', 'process']) {
         counts.close();
       }
     });
+
+    it('more broadcasts waiting for a starting worker than its board has slots all arrive', async () => {
+      // broadcast() units are bound to their worker and wait for it; they go out as the board has room.
+      const counts1500 = SharedMemory.create({ size: 1500 * 4 });
+      const pool = new Pool({ module: TASKS, workers: 2, runtime });
+      try {
+        const outcomes = await within(
+          Promise.all(Array.from({ length: 1500 }, (_, i) => pool.broadcast('countOnce', [counts1500, i]))),
+          20_000,
+          '1,500 broadcasts',
+        );
+        for (const perWorker of outcomes) {
+          assert.equal(perWorker.length, 2);
+          for (const o of perWorker) assert.equal(o.status, 'fulfilled', o.reason?.message);
+        }
+        const ran = counts1500.view(Int32Array);
+        for (let i = 0; i < 1500; i++) assert.equal(ran[i], 2, `broadcast ${i} ran once on each worker`);
+      } finally {
+        await pool.terminate();
+        counts1500.close();
+      }
+    });
+
+    it('past 2^31 and 2^32 units: taking back, claiming and cancel checks still agree', async () => {
+      // A claim word holds a unit's seq as 32 bits. A pool that has sent 2^31 units (hours of tiny
+      // calls) must still compare right: a take that won must say so (else the unit is lost), a
+      // running chunk must still find its own claim (else it stops itself), and no seq may read as
+      // the 0 of "taken back". The pool's unit counter is set near each edge here (white-box: the
+      // dispatcher's own field), and the storm above runs across it.
+      for (const edge of [2 ** 31, 2 ** 32]) {
+        const n = 100 * PER_WAVE;
+        const counts = SharedMemory.create({ size: n * 4 });
+        const pool = new Pool({ module: TASKS, workers: 2, runtime });
+        try {
+          await pool.map('block', [0, 0, 0, 0, 0, 0], { chunksize: 1 });
+          pool.backend.seq = edge - 40;
+          const long = pool.map('block', new Array(150).fill(2), { chunksize: 150, timeout: 60_000 });
+          await waves(pool, counts, 100);
+          assert.deepEqual(await within(long, 20_000, `the long chunk near ${edge}`), new Array(150).fill(2));
+          assert.deepEqual(notOnce(counts, n), [], `each call ran exactly once near ${edge}`);
+          assert.ok(pool.backend.seq > edge, `the storm crossed ${edge}`);
+        } finally {
+          await pool.terminate();
+          counts.close();
+        }
+      }
+    });
   });
 }

@@ -77,9 +77,14 @@ const CONTENDED_HOLD_MS = 250;
 /** How soon dispatch looks again at a worker whose claim board is full (see boardWait). */
 const BOARD_WAIT_MS = 2;
 
-/** The first unit a worker holds: inflight keeps units in the order they were sent. */
+/**
+ * The first unit a worker holds: inflight keeps units in the order they were sent. An entry whose
+ * unit went on elsewhere (a zombie left by a timeout, its unit retried under a new seq) no longer
+ * speaks for its place on the board; its word was revoked at the cancel anyway.
+ */
 function oldestHeld(w: PoolWorker): Unit | undefined {
-  return w.inflight.values().next().value;
+  for (const [seq, u] of w.inflight) if (u.seq === seq) return u;
+  return undefined;
 }
 
 /**
@@ -318,12 +323,12 @@ export class Dispatcher implements Backend {
   private sendPinned(): void {
     for (const w of this.workers) {
       if (w.pinned.length === 0 || !w.accepting) continue;
-      if (w.board && w.board.room(oldestHeld(w)) < w.pinned.length) {
-        this.boardWait(w);
-        continue;
-      }
-      const batch = w.pinned.filter((u) => u.state !== 'settled');
-      w.pinned = [];
+      const waiting = w.pinned.filter((u) => u.state !== 'settled');
+      // As many as its claim board has room for; the rest wait for the next dispatch.
+      const room = w.board ? Math.max(0, w.board.room(oldestHeld(w))) : waiting.length;
+      const batch = waiting.slice(0, room);
+      w.pinned = waiting.slice(room);
+      if (w.pinned.length > 0) this.boardWait(w);
       for (const u of batch) u.state = 'sent';
       if (batch.length > 0) this.send(w, batch);
     }
@@ -427,6 +432,8 @@ export class Dispatcher implements Backend {
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       u.seq = ++this.seq;
+      // A claim word holds the seq as 32 bits, and 0 there means "taken back": no seq may look like it.
+      if ((u.seq | 0) === 0) u.seq = ++this.seq;
       w.board?.offer(u);
       const frame =
         arenaFrame(w, u) ??

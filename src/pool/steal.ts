@@ -66,7 +66,8 @@ export class ClaimBoard {
 
   /** True when the worker had not started the unit: it is the pool's again. */
   take(u: Unit): boolean {
-    return Atomics.compareExchange(this.words, u.slot % BOARD_SLOTS, u.seq, 0) === u.seq;
+    // The word holds the seq as 32 bits (a long-lived pool's seq passes 2^31).
+    return Atomics.compareExchange(this.words, u.slot % BOARD_SLOTS, u.seq, 0) === (u.seq | 0);
   }
 }
 

@@ -231,7 +231,7 @@ export function claim(words: Int32Array, index: number, seq: number): boolean {
 
 /** Worker side: has the pool cancelled this running unit (its claim word no longer says -seq)? */
 export function claimRevoked(words: Int32Array, index: number, seq: number): boolean {
-  return Atomics.load(words, index % BOARD_SLOTS) !== -seq;
+  return Atomics.load(words, index % BOARD_SLOTS) !== (-seq | 0); // the word holds 32 bits of -seq
 }
 
 /** An Error flattened to plain data, so it survives both JSON-like and structured-clone transports. */
