@@ -44,7 +44,7 @@ using v8::Value;
  *  - inside call(): it asks V8 for an interrupt (RequestInterrupt: the callback runs on the JS thread
  *    at the next loop back edge or function entry), and there, if every frame above corral's is the
  *    task's own code, terminates it (TerminateExecution: uncatchable, no `finally` runs). With a
- *    `node:` frame among them, the interrupt is asked for again a millisecond later: a termination
+ *    `node:` frame among them, the interrupt is asked for again 0.1 ms later: a termination
  *    there could leave Node's timer lists or streams half-updated in a process that goes on. (It
  *    lands at V8's next check after the walk, usually in the task's code or at the entry of the next
  *    function it calls, before that body runs; in optimized code a small Node function inlined into
@@ -56,7 +56,7 @@ using v8::Value;
  *    and the pool replaces it.
  *  - anywhere else (an async task's continuation, the worker's own code): the process ends at once.
  * The stop has to land within kLandMs, the reclaim within kReclaimMs, and resident memory may not
- * pass the ceiling (limit + limit/16, at least 8 MiB more) meanwhile: a call stuck in one long
+ * pass the ceiling (limit + limit/8, at least 16 MiB more) meanwhile: a call stuck in one long
  * native function that keeps allocating still ends the process, just as late as the old guard.
  * A termination that lands after the call returned is cancelled too (at the end of call()).
  */
@@ -162,6 +162,7 @@ void* WatchRss(void* data) {
   for (;;) {
     uint64_t rss = rss_watch_read(s.fd);
     uint64_t room = 0;
+    bool stopping = false;
     {
       std::lock_guard<std::mutex> lock(s.mu);
       double now = NowMs();
@@ -185,13 +186,22 @@ void* WatchRss(void* data) {
             s.asked = true;
             s.isolate->RequestInterrupt(LandStop, &s);
           }
+          stopping = true;
           break;
         case Phase::kReclaiming:
           if (rss > s.ceiling || now - s.since_ms > kReclaimMs) RssExit(s, rss);
           break;
       }
     }
-    rss_watch_nap(room);
+    if (stopping) {
+      // The stop is asked for again every 0.1 ms while Node's code is on the stack (a Buffer.alloc
+      // of the task's): a millisecond let a loop of 8 MiB Buffers in 2 MiB pages add ~20 MiB, past
+      // the ceiling of a 256 MiB limit, and end a process a stop would have kept.
+      struct timespec ts = {0, 100000};
+      nanosleep(&ts, nullptr);
+    } else {
+      rss_watch_nap(room);
+    }
   }
   return nullptr;
 }
@@ -218,7 +228,10 @@ void ArmRss(const FunctionCallbackInfo<Value>& args) {
   s->isolate = isolate;
   s->fd = fd;
   s->limit = static_cast<uint64_t>(limit);
-  uint64_t more = s->limit / 16 > (8u << 20) ? s->limit / 16 : (8u << 20);
+  // limit/8: fresh memory in 2 MiB pages grows ~11 MiB a millisecond on the 2-core VM, and a busy
+  // machine can wake the watcher a millisecond late, then the stop lands after the task's current
+  // allocation: at limit/16, a loop of 8 MiB Buffers passed the ceiling of a 256 MiB limit (272.4 MiB).
+  uint64_t more = s->limit / 8 > (16u << 20) ? s->limit / 8 : (16u << 20);
   s->ceiling = s->limit + more;
   s->low = s->limit / 4 * 3;
   s->exit_code = exit_code;
