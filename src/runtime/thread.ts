@@ -14,7 +14,11 @@ export function spawnThread(spec: SpawnSpec, events: RuntimeEvents): RuntimeWork
   const worker = new Worker(spec.entry, {
     workerData: report ? { ...spec.init, heapGuardMb: spec.heapMb, heapGuardReport: report } : spec.init,
     execArgv: spec.execArgv,
-    env: spec.env ?? process.env,
+    // A key set to undefined is left out, as fork() leaves it out of a process worker's environment
+    // (Worker would give the thread the string "undefined").
+    env: spec.env
+      ? Object.fromEntries(Object.entries(spec.env).filter(([, v]) => v !== undefined))
+      : process.env,
     resourceLimits: spec.heapMb !== undefined ? { maxOldGenerationSizeMb: spec.heapMb } : {},
     // The task module may call process.exit(); in a thread that ends the thread, not the pool.
   });
