@@ -18,7 +18,7 @@ export const RSS_STOPPED_CODE = 'ERR_CORRAL_RSS_STOPPED';
  * pool's sampler leaves the breach to the guard, which sees it first and may save the process.
  */
 export function rssCeiling(limit: number): number {
-  return limit + Math.max(Math.floor(limit / 8), 16 * 2 ** 20);
+  return limit + Math.max(Math.floor(limit / 4), 32 * 2 ** 20);
 }
 
 const LINE = new RegExp(`${RSS_GUARD_MARKER} rss=(\\d+) limit=(\\d+)`);
