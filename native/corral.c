@@ -351,9 +351,9 @@ static napi_value pr_limit(napi_env env, napi_callback_info info) {
  * default), so a task that touches memory fast is seen tens of milliseconds (and tens of MiB) past
  * the limit, later still on a busy machine, and the pool then has to kill it and wait for the exit.
  * From inside, the check is one read of /proc/self/statm (a few microseconds), so it can run often:
- * it sleeps as long as the room left under the limit takes to fill at 8 GiB/s (clamped to 1-20 ms),
- * so a worker far below its limit costs ~50 reads a second and one near it is checked every
- * millisecond. /proc/self/statm's resident count is what VmRSS says, which the pool's sampler reads.
+ * it sleeps as long as the room left under the limit takes to fill at 32 GB/s (clamped to 0.25-20
+ * ms, rss-watch.h), so a worker far below its limit costs ~50 reads a second and one near it is
+ * checked every quarter of a millisecond. /proc/self/statm's resident count is what VmRSS says, which the pool's sampler reads.
  *
  * Ending the process: "<marker> rss=<bytes> limit=<bytes>\n" written with write(2) to fd 2, then
  * _exit(<exit code>), like the heap guard (heap.cc): the marker and the code come from the caller,

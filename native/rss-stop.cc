@@ -56,7 +56,7 @@ using v8::Value;
  *    and the pool replaces it.
  *  - anywhere else (an async task's continuation, the worker's own code): the process ends at once.
  * The stop has to land within kLandMs, the reclaim within kReclaimMs, and resident memory may not
- * pass the ceiling (limit + limit/4, at least 32 MiB more) meanwhile: a call stuck in one long
+ * pass the ceiling (limit + limit/4, within 32-128 MiB more) meanwhile: a call stuck in one long
  * native function that keeps allocating still ends the process, just as late as the old guard.
  * A termination that lands after the call returned is cancelled too (at the end of call()).
  */
@@ -233,7 +233,10 @@ void ArmRss(const FunctionCallbackInfo<Value>& args) {
   // read after the crossing was up to 280 MiB, and the stop then lands after the task's current
   // allocation. At limit/16 a loop of 8 MiB Buffers passed the ceiling (272.4 MiB), at limit/8 too
   // (291.7 MiB, Node 24), and the process ended where a stop would have kept it.
-  uint64_t more = s->limit / 4 > (32u << 20) ? s->limit / 4 : (32u << 20);
+  // The overshoot is a rate times a delay, not a share of the limit: at most 128 MiB past a big one.
+  uint64_t more = s->limit / 4;
+  if (more < (32u << 20)) more = 32u << 20;
+  if (more > (128u << 20)) more = 128u << 20;
   s->ceiling = s->limit + more;
   s->low = s->limit / 4 * 3;
   s->exit_code = exit_code;

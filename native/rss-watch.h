@@ -26,11 +26,11 @@ static uint64_t rss_watch_read(int fd) {
   return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Sleeps as long as `room` bytes take to fill at 32 GiB/s, clamped to 0.25-20 ms: faster than this
+/* Sleeps as long as `room` bytes take to fill at 32 GB/s, clamped to 0.25-20 ms: faster than this
  * VM (or most machines) can fault pages in, so a worker far below its limit costs ~50 reads a second
- * and one within 8 MiB of it is read 4,000 times a second (a read of statm costs ~2 us). Fresh memory
+ * and one within 8 MB of it is read 4,000 times a second (a read of statm costs ~2 us). Fresh memory
  * in 2 MiB pages, as process workers' malloc asks for, faulted in at ~11 GB/s on the 2-core VM: with
- * 8 GiB/s assumed and reads at least 1 ms apart, a read could come 11-17 MiB past the limit. */
+ * 8 GB/s assumed and reads at least 1 ms apart, a read could come 11-17 MiB past the limit. */
 static void rss_watch_nap(uint64_t room) {
   uint64_t ns = room / 32;
   if (ns < 250000) ns = 250000;

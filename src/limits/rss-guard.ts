@@ -14,11 +14,11 @@ export const RSS_STOPPED_CODE = 'ERR_CORRAL_RSS_STOPPED';
 
 /**
  * How far past limits.rss a worker whose guard stops calls in place may be seen while it does: the
- * guard's own ceiling (heap.cc, kept equal), past which it ends the process anyway. Below it the
+ * guard's own ceiling (rss-stop.cc, kept equal), past which it ends the process anyway. Below it the
  * pool's sampler leaves the breach to the guard, which sees it first and may save the process.
  */
 export function rssCeiling(limit: number): number {
-  return limit + Math.max(Math.floor(limit / 4), 32 * 2 ** 20);
+  return limit + Math.min(Math.max(Math.floor(limit / 4), 32 * 2 ** 20), 128 * 2 ** 20);
 }
 
 const LINE = new RegExp(`${RSS_GUARD_MARKER} rss=(\\d+) limit=(\\d+)`);

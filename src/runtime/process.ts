@@ -27,28 +27,41 @@ function installExitHook(): void {
  * than a thread: its malloc hands freed memory back to the system (glibc's trim), where a thread
  * pool's one process keeps its freed pages for the next task. On the 2-core VM, touching 320 MiB of
  * fresh 10 MiB Buffers took ~870 ms in 4 KiB pages and ~40 ms in 2 MiB ones (a page fault here costs
- * ~10 us), and issue 16's contained mix went from 1.14x piscina's wall to 0.93x. Idle RSS is
+ * ~10 us), and issue 16's contained mix went from 1.17x piscina's wall to 0.97x. Idle RSS is
  * unchanged (76 MiB either way); a system with THP "never" ignores the request, as does a libc that
  * is not glibc, or a glibc before 2.35.
  */
 const MALLOC_TUNABLES = ['glibc.malloc.hugetlb=1'];
 
-/** The environment a worker process starts with: `env`, with corral's malloc settings added where unset. */
-export function workerEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const own = env.GLIBC_TUNABLES ?? '';
+/**
+ * The environment a worker process starts with: `env`, with corral's malloc settings added where
+ * unset; and, when it added any, what the worker puts back once it runs (glibc read them at start):
+ * the task, and any program it starts, sees the user's GLIBC_TUNABLES (null: none), not corral's.
+ */
+export function workerEnv(env: NodeJS.ProcessEnv): {
+  env: NodeJS.ProcessEnv;
+  restore: Record<string, string | null> | undefined;
+} {
+  // String(): env is checked to be a plain object only, and fork() stringifies what it is given.
+  const given = env.GLIBC_TUNABLES;
+  const own = given === undefined ? '' : String(given);
   const keys = new Set(own.split(':').map((kv) => kv.split('=')[0]));
   const add = MALLOC_TUNABLES.filter((kv) => !keys.has(kv.split('=')[0]));
-  if (add.length === 0) return env;
-  return { ...env, GLIBC_TUNABLES: [own, ...add].filter((kv) => kv !== '').join(':') };
+  if (add.length === 0) return { env, restore: undefined };
+  return {
+    env: { ...env, GLIBC_TUNABLES: [own, ...add].filter((kv) => kv !== '').join(':') },
+    restore: { GLIBC_TUNABLES: given === undefined ? null : own },
+  };
 }
 
 export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWorker {
   installExitHook();
   const execArgv = [...spec.execArgv];
+  const { env, restore } = workerEnv(spec.env ?? process.env);
   if (spec.heapMb !== undefined) execArgv.push(`--max-old-space-size=${spec.heapMb}`);
   const child = fork(fileURLToPath(spec.entry), [], {
     execArgv,
-    env: workerEnv(spec.env ?? process.env),
+    env,
     serialization: 'advanced',
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     // Its own process group: a terminal's Ctrl-C goes to the pool's process, which decides what
@@ -110,7 +123,11 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
   // The V8 flag above sets the limit; the guard in the worker (native/heap.cc) enforces it promptly.
   child.send({
     t: 'init',
-    init: spec.heapMb === undefined ? spec.init : { ...spec.init, heapGuardMb: spec.heapMb },
+    init: {
+      ...spec.init,
+      ...(spec.heapMb === undefined ? {} : { heapGuardMb: spec.heapMb }),
+      ...(restore === undefined ? {} : { envRestore: restore }),
+    },
   });
   return {
     pid: child.pid,

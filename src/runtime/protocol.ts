@@ -179,6 +179,8 @@ export interface WorkerInit {
    * error for such a call carries this key, which no task knows (see classifyThrown).
    */
   rssStopKey?: string;
+  /** Environment variables the pool set for the process's start only (runtime/process.ts): put back, null deletes. */
+  envRestore?: Record<string, string | null>;
 }
 
 export type ToWorker =

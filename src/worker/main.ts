@@ -52,6 +52,10 @@ async function main(): Promise<void> {
     };
     process.on('message', onFirst);
   });
+  for (const [key, value] of Object.entries(init.envRestore ?? {})) {
+    if (value === null) delete process.env[key];
+    else process.env[key] = value;
+  }
   // A child must not outlive the pool, even one that dies while this worker starts.
   if (isMainThread) (await import('./orphan.js')).guardAgainstOrphaning(init.parentPid);
   // Before the rlimits (loading the addon needs a descriptor and memory) and the task module
