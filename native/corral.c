@@ -353,7 +353,8 @@ static napi_value pr_limit(napi_env env, napi_callback_info info) {
  * From inside, the check is one read of /proc/self/statm (a few microseconds), so it can run often:
  * it sleeps as long as the room left under the limit takes to fill at 32 GB/s (clamped to 0.25-20
  * ms, rss-watch.h), so a worker far below its limit costs ~50 reads a second and one near it is
- * checked every quarter of a millisecond. /proc/self/statm's resident count is what VmRSS says, which the pool's sampler reads.
+ * checked every quarter of a millisecond. /proc/self/statm's resident count is what VmRSS says,
+ * which the pool's sampler reads.
  *
  * Ending the process: "<marker> rss=<bytes> limit=<bytes>\n" written with write(2) to fd 2, then
  * _exit(<exit code>), like the heap guard (heap.cc): the marker and the code come from the caller,

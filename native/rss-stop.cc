@@ -193,15 +193,11 @@ void* WatchRss(void* data) {
           break;
       }
     }
-    if (stopping) {
-      // The stop is asked for again every 0.1 ms while Node's code is on the stack (a Buffer.alloc
-      // of the task's): a millisecond let a loop of 8 MiB Buffers in 2 MiB pages add ~20 MiB, past
-      // the ceiling of a 256 MiB limit, and end a process a stop would have kept.
-      struct timespec ts = {0, 100000};
-      nanosleep(&ts, nullptr);
-    } else {
-      rss_watch_nap(room);
-    }
+    // While stopping, the stop is asked for again every 0.1 ms when Node's code is on the stack (a
+    // Buffer.alloc of the task's): a millisecond let a loop of 8 MiB Buffers in 2 MiB pages add
+    // ~20 MiB, past the ceiling of a 256 MiB limit, and end a process a stop would have kept.
+    if (stopping) rss_watch_sleep(100000);
+    else rss_watch_nap(room);
   }
   return nullptr;
 }

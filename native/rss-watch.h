@@ -31,12 +31,16 @@ static uint64_t rss_watch_read(int fd) {
  * and one within 8 MB of it is read 4,000 times a second (a read of statm costs ~2 us). Fresh memory
  * in 2 MiB pages, as process workers' malloc asks for, faulted in at ~11 GB/s on the 2-core VM: with
  * 8 GB/s assumed and reads at least 1 ms apart, a read could come 11-17 MiB past the limit. */
+static void rss_watch_sleep(uint64_t ns) {
+  struct timespec ts = {0, (long)ns};
+  nanosleep(&ts, NULL);
+}
+
 static void rss_watch_nap(uint64_t room) {
   uint64_t ns = room / 32;
   if (ns < 250000) ns = 250000;
   if (ns > 20000000) ns = 20000000;
-  struct timespec ts = {0, (long)ns};
-  nanosleep(&ts, NULL);
+  rss_watch_sleep(ns);
 }
 
 /* Ends the process: "<marker> rss=<bytes> limit=<bytes>\n" with write(2) on fd 2, then

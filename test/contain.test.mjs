@@ -397,7 +397,7 @@ describe('rss breach stopped in place', () => {
       const pid = await pool.apply('pid', []);
       const error = await pool.map('squareOrBomb', [1, 2, -1, 4], { chunksize: 4 }).catch((e) => e);
       assert.ok(error instanceof MemoryLimitError, `${error}`);
-      assert.equal(error.inPlace, true);
+      assert.equal(error.inPlace, true, error.message);
       assert.equal(seen.exits.length, 0);
       assert.deepEqual(await pool.map('squareOrBomb', [1, 2, 3], { chunksize: 3 }), [1, 4, 9]);
       assert.equal(await pool.apply('pid', []), pid);
