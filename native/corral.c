@@ -369,6 +369,7 @@ static struct {
 } rss_guard = {-1, 0, 0, ""};
 
 static void *rss_guard_main(void *unused) {
+  rss_watch_prompt();
   for (;;) {
     uint64_t rss = rss_watch_read(rss_guard.fd);
     if (rss > rss_guard.limit) rss_watch_exit(rss_guard.marker, rss, rss_guard.limit, rss_guard.exit_code);

@@ -159,6 +159,7 @@ void LandStop(Isolate* isolate, void* data) {
 
 void* WatchRss(void* data) {
   RssStop& s = *static_cast<RssStop*>(data);
+  rss_watch_prompt();
   for (;;) {
     uint64_t rss = rss_watch_read(s.fd);
     uint64_t room = 0;

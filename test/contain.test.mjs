@@ -2,6 +2,7 @@
 // guard ends it the moment it passes limits.rss (the pool's sampler is made too slow to be what
 // does), and after a worker died under its task a warm spare takes the next dead worker's place.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { MemoryLimitError, Pool, Queue, TaskError, WorkerCrashedError } from '../dist/src/index.js';
 import { alive } from './helpers.mjs';
@@ -213,28 +214,55 @@ describe('rss breach stopped in place', () => {
     assert.equal(seen.exits[0]?.exitCode, 88);
   };
 
+  // A stop in place needs the watcher thread awake while the task allocates. On a loaded 2-core
+  // machine a thread that sleeps 0.1 ms was seen waking 7-18 ms late once in a thousand sleeps, and a
+  // loop of Buffers in 2 MiB pages grows ~11 MiB a millisecond: then the stop cannot land before the
+  // ceiling (limit + 64 MiB here) and the process ends, the fallback the README documents (CI saw it
+  // once, at 324.9 MiB). So the tests of the in-place path let an attempt end that way, check that it
+  // did so typed (exit 88, a new worker), and try again: three attempts, one of which must stop in place.
+  const inPlaceAttempts = 3;
+  const stopInPlace = async (pool, seen, attempt) => {
+    const fallbacks = [];
+    for (let i = 0; i < inPlaceAttempts; i++) {
+      const pid = await pool.apply('pid', []);
+      const exits = seen.exits.length;
+      const error = await attempt().catch((e) => e);
+      assert.ok(error instanceof MemoryLimitError, `${error}`);
+      if (error.inPlace) {
+        assert.equal(seen.exits.length, exits, 'no worker ended');
+        assert.equal(await pool.apply('pid', []), pid, 'the same process runs the next task');
+        return { error, fallbacks: fallbacks.length };
+      }
+      assert.equal(seen.exits.length, exits + 1, error.message);
+      assert.equal(seen.exits.at(-1).exitCode, 88, error.message);
+      assert.match(error.message, /was replaced/);
+      fallbacks.push(error.message);
+    }
+    assert.fail(`no stop in place in ${inPlaceAttempts} attempts: ${fallbacks.join('; ')}`);
+  };
+
   it('a synchronous Buffer bomb fails as MemoryLimitError (rss, inPlace) and the same worker goes on', async () => {
     const pool = stopPool({}, 5);
     const seen = watch(pool);
     try {
-      const pid = await pool.apply('pid', []);
+      let fallbacks = 0;
       for (let round = 0; round < 3; round++) {
-        const error = await pool.apply('bufferBombSync', [8]).catch((e) => e);
-        assert.ok(error instanceof MemoryLimitError, `round ${round}: ${error}`);
+        const stop = await stopInPlace(pool, seen, () => pool.apply('bufferBombSync', [8]));
+        fallbacks += stop.fallbacks;
+        const { error } = stop;
         assert.equal(error.code, 'ERR_MEMORY_LIMIT');
         assert.equal(error.kind, 'rss');
-        assert.equal(error.inPlace, true, `round ${round}: ${error.message}`);
         assert.equal(error.limit, 256 * MiB);
+        // In place, the bytes seen at the stop are past the limit and within the ceiling.
         assert.ok(
-          error.observed > 256 * MiB && error.observed <= 256 * MiB + 48 * MiB,
+          error.observed > 256 * MiB && error.observed <= 256 * MiB + 64 * MiB,
           `observed ${error.observed}`,
         );
         assert.match(error.message, /the call was stopped, and worker \d+ freed the memory and goes on/);
-        assert.equal(await pool.apply('pid', []), pid, `round ${round}: the same process runs the next task`);
       }
-      assert.equal(seen.exits.length, 0, 'no worker ended');
-      assert.equal(seen.breaches.length, 3);
-      assert.equal(pool.stats().breaches, 3);
+      assert.equal(seen.exits.length, fallbacks, 'no worker ended but for a fallback');
+      assert.equal(seen.breaches.length, 3 + fallbacks);
+      assert.equal(pool.stats().breaches, 3 + fallbacks);
       // The memory went back: the worker is well under its limit again.
       await new Promise((r) => setTimeout(r, 50));
       const [w] = pool.stats().workers;
@@ -310,6 +338,24 @@ describe('rss breach stopped in place', () => {
     }
   });
 
+  it("the watcher thread asks the scheduler for a 0.1 ms slice; the worker's other threads keep theirs", async (t) => {
+    const pool = stopPool();
+    try {
+      const pid = await pool.apply('pid', []);
+      // /proc/<pid>/task/<tid>/sched shows a thread's slice on kernels with custom slices (6.12+) built
+      // with the scheduler's debug files; elsewhere there is nothing to read.
+      const slices = readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const m = /^se\.slice\s*:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/sched`, 'utf8'));
+        return m ? Number(m[1]) : undefined;
+      });
+      if (slices.includes(undefined)) return t.skip("this kernel does not show a thread's slice");
+      assert.equal(slices.filter((n) => n === 100_000).length, 1, `slices ${slices}`);
+      assert.ok(slices.filter((n) => n > 100_000).length >= 4, `slices ${slices}`);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a task cannot pass its own error off as a stop: it is a TaskError, no breach', async () => {
     const pool = stopPool();
     try {
@@ -377,14 +423,24 @@ describe('rss breach stopped in place', () => {
     const pool = stopPool({ concurrency: 3 }, 5);
     const seen = watch(pool);
     try {
-      const beside = [pool.apply('grow', [16, 400]), pool.apply('grow', [8, 600])];
-      await new Promise((r) => setTimeout(r, 100));
-      const error = await pool.apply('bufferBombSync', [8]).catch((e) => e);
-      assert.ok(error instanceof MemoryLimitError && error.inPlace, `${error}`);
-      assert.deepEqual(await Promise.all(beside), [16, 8]);
-      assert.equal(seen.exits.length, 0);
-      assert.equal(pool.stats().completed, 2);
-      assert.equal(pool.stats().failed, 1);
+      let before;
+      let beside;
+      await stopInPlace(pool, seen, async () => {
+        before = pool.stats();
+        beside = Promise.allSettled([pool.apply('grow', [16, 400]), pool.apply('grow', [8, 600])]);
+        await new Promise((r) => setTimeout(r, 100));
+        const error = await pool.apply('bufferBombSync', [8]).catch((e) => e);
+        await beside; // settled, either way, before another attempt or the checks below
+        throw error;
+      });
+      assert.deepEqual(
+        (await beside).map((r) => r.value ?? r.reason),
+        [16, 8],
+      );
+      // Since the attempt that stopped in place: the two beside it and the helper's pid call
+      // completed, the bomb failed; nothing twice.
+      assert.equal(pool.stats().completed - before.completed, 3);
+      assert.equal(pool.stats().failed - before.failed, 1);
     } finally {
       await pool.close();
     }
@@ -394,13 +450,13 @@ describe('rss breach stopped in place', () => {
     const pool = stopPool();
     const seen = watch(pool);
     try {
+      const { fallbacks } = await stopInPlace(pool, seen, () =>
+        pool.map('squareOrBomb', [1, 2, -1, 4], { chunksize: 4 }),
+      );
       const pid = await pool.apply('pid', []);
-      const error = await pool.map('squareOrBomb', [1, 2, -1, 4], { chunksize: 4 }).catch((e) => e);
-      assert.ok(error instanceof MemoryLimitError, `${error}`);
-      assert.equal(error.inPlace, true, error.message);
-      assert.equal(seen.exits.length, 0);
       assert.deepEqual(await pool.map('squareOrBomb', [1, 2, 3], { chunksize: 3 }), [1, 4, 9]);
       assert.equal(await pool.apply('pid', []), pid);
+      assert.equal(seen.exits.length, fallbacks);
     } finally {
       await pool.close();
     }
