@@ -55,7 +55,7 @@ import { logUnit, metricsOf, type PoolMetrics, Sampler } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import { SignalWatch } from './signals.js';
 import { type PoolStats, snapshot } from './stats.js';
-import { stealFor } from './steal.js';
+import { Stealing } from './steal.js';
 import type { Unit } from './unit.js';
 import type { PoolWorker } from './worker.js';
 import { WorkerSet } from './workers.js';
@@ -70,23 +70,7 @@ export interface DispatcherEvents {
 
 /** Work a worker may hold beyond what it runs while callers compete, and how long that lasts after. */
 const CONTENDED_AHEAD_MS = 1;
-/** A worker is stuck once its unit has run this many times its task's usual time, and this long at least. */
-const STUCK_FACTOR = 3;
-const STUCK_MIN_MS = 5;
 const CONTENDED_HOLD_MS = 250;
-/** How soon dispatch looks again at a worker whose claim board is full (see boardWait). */
-const BOARD_WAIT_MS = 2;
-
-/**
- * The first unit a worker holds: inflight keeps units in the order they were sent. An entry whose
- * unit went on elsewhere (a zombie left by a timeout, its unit retried under a new seq) no longer
- * speaks for its place on the board; its word was revoked at the cancel anyway.
- */
-function oldestHeld(w: PoolWorker): Unit | undefined {
-  for (const [seq, u] of w.inflight) if (u.seq === seq) return u;
-  return undefined;
-}
-
 /**
  * Prefetch beyond the running units, by mean unit time in ms. Tiny units go deep to hide the round
  * trip. Long ones still get one waiting in the worker: when workers fill every core the pool's own
@@ -125,13 +109,11 @@ export class Dispatcher implements Backend {
   private sent = 0;
   private hinted = 0;
   private dispatchScheduled = false;
-  /** A dispatch to come once a worker has read further down its claim board (boardWait). */
-  private boardTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   /** When the queue last held work of several callers (see fill). */
   private contendedAt = -Infinity;
   private meanMs: number | undefined = undefined;
-  /** Each task's usual unit time (ms, a moving average): what tells a stuck worker (steal). */
-  private readonly costs = new Map<string, number>();
+  /** Taking back units not started yet, and the claim boards' room (steal.ts). */
+  private readonly stealing: Stealing;
   /** close() calls waiting for the pool to reach 'closed' (or 'terminated'). */
   private readonly closeWaiters: (() => void)[] = [];
   private readonly signals = new SignalWatch((u) => this.abort(u));
@@ -191,6 +173,7 @@ export class Dispatcher implements Backend {
     }
     const otel = otelApi();
     this.tracer = otel ? new UnitTracer(otel) : undefined;
+    this.stealing = new Stealing(this.workers, () => this.schedule());
     for (let i = 0; i < config.minWorkers; i++) this.workers.spawn();
     // Threads always have a claim board; processes with the shared-memory addon.
     this.stealable = config.concurrency === 1 && (config.runtime === 'thread' || shmStatus().crossProcess);
@@ -325,10 +308,9 @@ export class Dispatcher implements Backend {
       if (w.pinned.length === 0 || !w.accepting) continue;
       const waiting = w.pinned.filter((u) => u.state !== 'settled');
       // As many as its claim board has room for; the rest wait for the next dispatch.
-      const room = w.board ? Math.max(0, w.board.room(oldestHeld(w))) : waiting.length;
+      const room = this.stealing.room(w, waiting.length);
       const batch = waiting.slice(0, room);
       w.pinned = waiting.slice(room);
-      if (w.pinned.length > 0) this.boardWait(w);
       for (const u of batch) u.state = 'sent';
       if (batch.length > 0) this.send(w, batch);
     }
@@ -391,13 +373,7 @@ export class Dispatcher implements Backend {
 
   /** Takes back units not started yet for idle workers (see dispatch); `stuckOnly`: from stuck workers. */
   private steal(stuckOnly: boolean): number {
-    const now = performance.now();
-    const stuck = (w: PoolWorker): boolean => {
-      const head = w.inflight.values().next().value as Unit | undefined;
-      const usual = head && this.costs.get(head.name);
-      return usual !== undefined && now - w.runningSince > Math.max(STUCK_MIN_MS, STUCK_FACTOR * usual);
-    };
-    const taken = stealFor(this.workers, stuckOnly ? stuck : undefined);
+    const taken = this.stealing.take(stuckOnly);
     for (const u of taken) {
       this.sent--;
       this.hinted -= u.memoryHint;
@@ -408,23 +384,7 @@ export class Dispatcher implements Backend {
 
   private free(w: PoolWorker, depth: number): number {
     const free = Math.min(depth, this.config.maxTasksPerWorker - w.tasksDone) - w.inflight.size;
-    if (!w.board || free <= 0) return free;
-    const room = w.board.room(oldestHeld(w));
-    if (room < free) this.boardWait(w);
-    return Math.min(free, room);
-  }
-
-  /**
-   * A worker's claim board is full (see ClaimBoard.room()). While it has units to read it may read them
-   * without a word (units taken back are skipped silently), so dispatch looks again shortly rather than
-   * wait for a message that might not come. Held only by a unit it runs, its result is that message.
-   */
-  private boardWait(w: PoolWorker): void {
-    if (this.boardTimer !== undefined || !w.board?.unread()) return;
-    this.boardTimer = setTimeout(() => {
-      this.boardTimer = undefined;
-      this.schedule();
-    }, BOARD_WAIT_MS);
+    return free <= 0 ? free : this.stealing.room(w, free);
   }
 
   private send(w: PoolWorker, batch: Unit[]): void {
@@ -580,8 +540,7 @@ export class Dispatcher implements Backend {
     this.meter.ran(u.name, ms, u.size, ok);
     if (this.meter.following) logUnit(this.meter, w, u, performance.now() - ms, ok ? 'ok' : 'error');
     this.meanMs = this.meanMs === undefined ? ms : this.meanMs * 0.9 + ms * 0.1;
-    const cost = this.costs.get(u.name);
-    this.costs.set(u.name, cost === undefined ? ms : cost * 0.8 + ms * 0.2);
+    this.stealing.ran(u.name, ms);
     if (report) this.onReport(w, u, report);
     this.guard?.unitDone();
     if (u.state === 'settled') return;

@@ -105,3 +105,75 @@ export function stealFor(
   }
   return taken;
 }
+
+/** A worker is stuck once its unit has run this many times its task's usual time, and this long at least. */
+const STUCK_FACTOR = 3;
+const STUCK_MIN_MS = 5;
+/** How soon dispatch looks again at a worker whose claim board is full (see boardWait). */
+const BOARD_WAIT_MS = 2;
+
+/**
+ * The first unit a worker holds: inflight keeps units in the order they were sent. An entry whose
+ * unit went on elsewhere (a zombie left by a timeout, its unit retried under a new seq) no longer
+ * speaks for its place on the board; its word was revoked at the cancel anyway.
+ */
+function oldestHeld(w: PoolWorker): Unit | undefined {
+  for (const [seq, u] of w.inflight) if (u.seq === seq) return u;
+  return undefined;
+}
+
+/**
+ * The dispatcher's side of stealing: how much a worker's claim board has room for, which workers are
+ * stuck behind a long unit, and the units taken back from them. The dispatcher keeps its own counts
+ * of what it took back and queues those units again.
+ */
+export class Stealing {
+  /** Each task's usual unit time (ms, a moving average): what tells a stuck worker. */
+  private readonly costs = new Map<string, number>();
+  /** A dispatch to come once a worker has read further down its claim board (boardWait). */
+  private boardTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+
+  constructor(
+    private readonly workers: Iterable<PoolWorker>,
+    /** Asks for a dispatch (the dispatcher's schedule()). */
+    private readonly wake: () => void,
+  ) {}
+
+  /** A unit of task `name` ran `ms` in its worker. */
+  ran(name: string, ms: number): void {
+    const cost = this.costs.get(name);
+    this.costs.set(name, cost === undefined ? ms : cost * 0.8 + ms * 0.2);
+  }
+
+  /** Of `wanted` more units, how many `w` may be sent now: all of them without a claim board. */
+  room(w: PoolWorker, wanted: number): number {
+    if (!w.board) return wanted;
+    const room = Math.max(0, w.board.room(oldestHeld(w)));
+    if (room < wanted) this.boardWait(w);
+    return Math.min(wanted, room);
+  }
+
+  /** Takes back units not started yet for an idle worker; `stuckOnly`: only from stuck workers. */
+  take(stuckOnly: boolean): Unit[] {
+    if (!stuckOnly) return stealFor(this.workers);
+    const now = performance.now();
+    return stealFor(this.workers, (w) => {
+      const head = w.inflight.values().next().value as Unit | undefined;
+      const usual = head && this.costs.get(head.name);
+      return usual !== undefined && now - w.runningSince > Math.max(STUCK_MIN_MS, STUCK_FACTOR * usual);
+    });
+  }
+
+  /**
+   * A worker's claim board is full (see ClaimBoard.room()). While it has units to read it may read them
+   * without a word (units taken back are skipped silently), so dispatch looks again shortly rather than
+   * wait for a message that might not come. Held only by a unit it runs, its result is that message.
+   */
+  private boardWait(w: PoolWorker): void {
+    if (this.boardTimer !== undefined || !w.board?.unread()) return;
+    this.boardTimer = setTimeout(() => {
+      this.boardTimer = undefined;
+      this.wake();
+    }, BOARD_WAIT_MS);
+  }
+}
