@@ -27,9 +27,11 @@ describe('containment', () => {
       assert.ok(error instanceof MemoryLimitError, `${error}`);
       assert.equal(error.kind, 'rss');
       assert.equal(error.limit, 256 * MiB);
-      // Stopped within the step that crossed: 8 MiB of Buffers, plus what the heap moved meanwhile.
+      // Stopped soon after the step that crossed: usually within it (8 MiB of Buffers, plus what the
+      // heap moved meanwhile), but the guard thread must be scheduled to see it, and on a loaded 2-core
+      // machine about one 0.1 ms sleep in a thousand ended 6-18 ms late: 64 MiB is ~16 ms of this bomb.
       assert.ok(
-        error.observed > 256 * MiB && error.observed < 256 * MiB + 32 * MiB,
+        error.observed > 256 * MiB && error.observed < 256 * MiB + 64 * MiB,
         `observed ${error.observed}`,
       );
       assert.equal(exits[0]?.exitCode, 88, 'the guard exits with its own code');
