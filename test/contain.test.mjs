@@ -217,7 +217,7 @@ describe('rss breach stopped in place', () => {
   };
 
   // A stop in place needs the watcher thread awake while the task allocates. On a loaded 2-core
-  // machine a thread that sleeps 0.1 ms was seen waking 7-18 ms late once in a thousand sleeps, and a
+  // machine a thread that sleeps 0.1 ms was seen waking 6-18 ms late once in a thousand sleeps, and a
   // loop of Buffers in 2 MiB pages grows ~11 MiB a millisecond: then the stop cannot land before the
   // ceiling (limit + 64 MiB here) and the process ends, the fallback the README documents (CI saw it
   // once, at 324.9 MiB). So the tests of the in-place path let an attempt end that way, check that it
