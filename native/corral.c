@@ -344,7 +344,7 @@ static napi_value pr_limit(napi_env env, napi_callback_info info) {
 /*
  * The rss guard: a thread of its own that watches this process's resident memory and ends the
  * process the moment it passes a limit, with one line on stderr. A worker whose heap addon loaded
- * arms heap.cc's guard instead, which first tries to stop the running task in place; this one is
+ * arms rss-stop.cc's guard instead, which first tries to stop the running task in place; this one is
  * for Node versions without that addon (Node-API: it loads everywhere).
  *
  * Why it is needed: the pool samples its workers' RSS from outside every sampleInterval (100 ms by

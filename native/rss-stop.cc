@@ -56,7 +56,7 @@ using v8::Value;
  *    and the pool replaces it.
  *  - anywhere else (an async task's continuation, the worker's own code): the process ends at once.
  * The stop has to land within kLandMs, the reclaim within kReclaimMs, and resident memory may not
- * pass the ceiling (limit + limit/4, within 32-128 MiB more) meanwhile: a call stuck in one long
+ * pass the ceiling (rssCeiling: limit + limit/4, within 32-128 MiB more) meanwhile: a call stuck in one long
  * native function that keeps allocating still ends the process, just as late as the old guard.
  * A termination that lands after the call returned is cancelled too (at the end of call()).
  */
@@ -203,20 +203,25 @@ void* WatchRss(void* data) {
   return nullptr;
 }
 
-// armRss(limitBytes, exitCode, marker, stopped, own), in a process's main thread: starts the
-// watcher; false when it runs already. `stopped` is what call() returns for a call it stopped; `own`
-// the URL prefix of corral's scripts, where a stop does not land.
+// armRss(limitBytes, exitCode, marker, stopped, own, ceilingBytes), in a process's main thread: starts
+// the watcher; false when it runs already. `stopped` is what call() returns for a call it stopped;
+// `own` the URL prefix of corral's scripts, where a stop does not land; `ceilingBytes` where the
+// process ends even while a stop is under way (rssCeiling in limits/rss-guard.ts says why and how
+// much: one formula, which the pool's sampler uses too).
 void ArmRss(const FunctionCallbackInfo<Value>& args) {
   Isolate* isolate = args.GetIsolate();
-  if (args.Length() < 5 || !args[0]->IsNumber() || !args[1]->IsInt32() || !args[2]->IsString() ||
-      !args[4]->IsString()) {
+  if (args.Length() < 6 || !args[0]->IsNumber() || !args[1]->IsInt32() || !args[2]->IsString() ||
+      !args[4]->IsString() || !args[5]->IsNumber()) {
     return Throw(isolate,
-                 "armRss(limitBytes: number, exitCode: integer, marker: string, stopped: unknown, own: string)");
+                 "armRss(limitBytes: number, exitCode: integer, marker: string, stopped: unknown, own: string, "
+                 "ceilingBytes: number)");
   }
   double limit = args[0].As<v8::Number>()->Value();
   int exit_code = args[1].As<v8::Int32>()->Value();
-  if (!ValidLimit(limit) || exit_code < 1 || exit_code > 255) {
-    return Throw(isolate, "armRss: limitBytes must be at least 1 MiB and exitCode within 1..255");
+  double ceiling = args[5].As<v8::Number>()->Value();
+  if (!ValidLimit(limit) || !ValidLimit(ceiling) || ceiling <= limit || exit_code < 1 || exit_code > 255) {
+    return Throw(isolate,
+                 "armRss: limitBytes must be at least 1 MiB, ceilingBytes above it, and exitCode within 1..255");
   }
   if (g_rss != nullptr) return args.GetReturnValue().Set(false);
   int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
@@ -225,16 +230,7 @@ void ArmRss(const FunctionCallbackInfo<Value>& args) {
   s->isolate = isolate;
   s->fd = fd;
   s->limit = static_cast<uint64_t>(limit);
-  // limit/4: fresh memory in 2 MiB pages grows ~11 MiB a millisecond on the 2-core VM, and a busy
-  // machine (V8's GC threads on both cores) wakes the watcher late: under a 256 MiB limit its first
-  // read after the crossing was up to 280 MiB, and the stop then lands after the task's current
-  // allocation. At limit/16 a loop of 8 MiB Buffers passed the ceiling (272.4 MiB), at limit/8 too
-  // (291.7 MiB, Node 24), and the process ended where a stop would have kept it.
-  // The overshoot is a rate times a delay, not a share of the limit: at most 128 MiB past a big one.
-  uint64_t more = s->limit / 4;
-  if (more < (32u << 20)) more = 32u << 20;
-  if (more > (128u << 20)) more = 128u << 20;
-  s->ceiling = s->limit + more;
+  s->ceiling = static_cast<uint64_t>(ceiling);
   s->low = s->limit / 4 * 3;
   s->exit_code = exit_code;
   String::Utf8Value marker(isolate, args[2]);

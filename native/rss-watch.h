@@ -1,7 +1,7 @@
 /*
- * What both rss guards share (corral.c's, which ends the process, and heap.cc's, which can stop the
- * running task in place first): reading this process's resident bytes, pacing the reads, and the
- * exit the parent recognises. C and C++ alike; every function is static, one copy per addon.
+ * What both rss guards share (corral.c's, which ends the process, and rss-stop.cc's, which can stop
+ * the running task in place first): reading this process's resident bytes, pacing the reads, asking
+ * the scheduler to wake the watcher promptly, and the exit the parent recognises. C and C++ alike; every function is static, one copy per addon.
  */
 #ifndef CORRAL_RSS_WATCH_H
 #define CORRAL_RSS_WATCH_H

@@ -191,7 +191,7 @@ describe('containment', () => {
 });
 
 describe('rss breach stopped in place', () => {
-  // A breach during a call's synchronous part is stopped inside its worker (native/heap.cc): the call
+  // A breach during a call's synchronous part is stopped inside its worker (native/rss-stop.cc): the call
   // fails with the same typed error, the worker frees the memory and goes on. Everything else still
   // ends the process, by the guard's own exit (code 88): the pool's sampler looks once an hour, except
   // where it runs every 5 ms to show that it leaves an in-place stop alone.

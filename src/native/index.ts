@@ -350,13 +350,21 @@ export interface HeapGuardBinding {
    */
   armThread(limitBytes: number, report: SharedArrayBuffer): boolean;
   /**
-   * limits.rss for this process, from inside (native/heap.cc, "the rss stop"): a thread watches its
-   * resident memory; past `limitBytes` a call made through `call()` is stopped in place (`call()`
+   * limits.rss for this process, from inside (native/rss-stop.cc, "the rss stop"): a thread watches
+   * its resident memory; past `limitBytes` a call made through `call()` is stopped in place (`call()`
    * returns `stopped`) where the JS running is not Node's nor under `own` (corral's scripts' URL
-   * prefix), anything else ends the process like armRssGuard. False when armed already.
-   * Absent from addons built before it existed.
+   * prefix), anything else ends the process like armRssGuard, as does passing `ceilingBytes`
+   * (rssCeiling) before a stop lands. False when armed already. Absent from addons built before it
+   * existed.
    */
-  armRss?(limitBytes: number, exitCode: number, marker: string, stopped: unknown, own: string): boolean;
+  armRss?(
+    limitBytes: number,
+    exitCode: number,
+    marker: string,
+    stopped: unknown,
+    own: string,
+    ceilingBytes: number,
+  ): boolean;
   /** `fn(...args)`, or the `stopped` value given to armRss when the rss stop ended the call. */
   call?(fn: (...args: unknown[]) => unknown, args: unknown[]): unknown;
   /**

@@ -6,7 +6,7 @@ import { readdirSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import { HEAP_GUARD_EXIT, HEAP_GUARD_MARKER } from '../limits/heap-guard.js';
-import { RSS_GUARD_EXIT, RSS_GUARD_MARKER, RSS_STOPPED_CODE } from '../limits/rss-guard.js';
+import { RSS_GUARD_EXIT, RSS_GUARD_MARKER, RSS_STOPPED_CODE, rssCeiling } from '../limits/rss-guard.js';
 import { heapGuardNative, native } from '../native/index.js';
 import { stopLandedSafely } from '../runtime/critical.js';
 import type { TaskUsage, UnitReport, WorkerLimits } from '../runtime/protocol.js';
@@ -73,7 +73,7 @@ export function armHeapGuard(heapMb: number, report: SharedArrayBuffer | undefin
 /**
  * Arms the rss guard for this process: from inside, a breach of limits.rss is seen within a millisecond
  * or so, where the pool's sampler sees it up to sampleInterval later (and then has to kill the worker
- * and wait for its exit). With `inPlace` and the heap addon, heap.cc's guard can stop a synchronous
+ * and wait for its exit). With `inPlace` and the heap addon, rss-stop.cc's guard can stop a synchronous
  * call of the task instead of the process ('in-place'; see stoppable()); otherwise corral.c's ends the
  * process ('exit'). Without either addon, the sampler alone enforces it (false).
  */
@@ -81,7 +81,9 @@ export function armRssGuard(limit: number, inPlace: boolean): 'in-place' | 'exit
   if (!isMainThread) return false;
   const heap = inPlace ? heapGuardNative() : undefined;
   try {
-    if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED, CORRAL_SCRIPTS)) return 'in-place';
+    const ceiling = rssCeiling(limit);
+    if (heap?.armRss?.(limit, RSS_GUARD_EXIT, RSS_GUARD_MARKER, STOPPED, CORRAL_SCRIPTS, ceiling))
+      return 'in-place';
   } catch {
     // No thread or no /proc/self/statm for it: corral.c's guard (or the sampler) holds the limit.
   }
