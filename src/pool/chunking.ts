@@ -101,6 +101,11 @@ export class ChunkSizer {
    * each result still follows a task whose cost drifts along the input.
    */
   timed(items: number, ms: number): void {
+    // A chunk GROWTH times smaller than one already timed mostly times its fixed cost: a worker's
+    // first one-item probe, cold, answering after the other worker's 8-item chunks could alone set
+    // the estimate (~0.5 ms an item), and the map then sent some 70 chunks of 57 tiny items, each a
+    // round trip, where 64 and then 512 were due. The larger chunks' times are the better estimate.
+    if (items * GROWTH <= this.largestTimed) return;
     if (items > this.largestTimed) this.largestTimed = items;
     this.timedMs = this.timedMs * 0.5 + ms;
     this.timedItems = this.timedItems * 0.5 + items;
