@@ -39,6 +39,8 @@ describe('automatic chunk size', () => {
     const sizer = new ChunkSizer(backend(), 'auto', 1000);
     for (const ms of [5, 200, 5, 5]) sizer.timed(1, ms);
     assert.equal(sizer.size(1000), 1, 'tasks of milliseconds stay one to a chunk');
+    // Their times count: the size has settled (a wide window), it is not still probing (4 in flight).
+    assert.equal(sizer.window(1000), 128);
   });
 
   it('keeps counting chunks a few times smaller than the largest (the shrinking tail of an array)', () => {
