@@ -73,12 +73,17 @@ const CONTENDED_AHEAD_MS = 1;
 const CONTENDED_HOLD_MS = 250;
 /**
  * Prefetch beyond the running units, by mean unit time in ms. Tiny units go deep to hide the round
- * trip. Long ones still get one waiting in the worker: when workers fill every core the pool's own
- * thread may wait milliseconds for the CPU before it can send the next unit, and a unit parked
- * behind a slow one is taken back by work stealing (`stealable`) when another worker goes idle.
+ * trip. Long ones still get two waiting in the worker, where work stealing (`stealable`) takes back
+ * a unit parked behind a slow one when another worker goes idle. Why two and not one: a worker reads
+ * the units sent to it only between tasks, one turn of its event loop at a time, and when workers
+ * fill every core the pool's own thread may wait milliseconds for the CPU before it sends the next.
+ * With one waiting, the next unit was read in a turn of its own after every task (0.5-2 ms for a
+ * process worker, measured); with two, the turns halve. bench/run.mjs on the 2-core VM, 5/200 ms
+ * burst: thread 707 -> 698-700 ms (in-order bound 700), process 724-728 -> 713-714 ms; three waiting
+ * was worse (long tasks stacked behind each other faster than stealing took them back).
  */
 function prefetchFor(meanMs: number | undefined, stealable: boolean): number {
-  const floor = stealable ? 1 : 0;
+  const floor = stealable ? 2 : 0;
   if (meanMs === undefined) return floor;
   if (meanMs < 0.05) return 63;
   if (meanMs < 0.5) return 15;
