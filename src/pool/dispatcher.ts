@@ -78,7 +78,7 @@ const CONTENDED_HOLD_MS = 250;
  * the units sent to it only between tasks, one turn of its event loop at a time, and when workers
  * fill every core the pool's own thread may wait milliseconds for the CPU before it sends the next.
  * With one waiting, the next unit was read in a turn of its own after every task (0.5-2 ms for a
- * process worker, measured); with two, the turns halve. bench/run.mjs on the 2-core VM, 5/200 ms
+ * process worker, traced); with two, one turn may bring two. bench/run.mjs on the 2-core VM, 5/200 ms
  * burst: thread 707 -> 698-700 ms (in-order bound 700), process 724-728 -> 713-714 ms; three waiting
  * was worse (long tasks stacked behind each other faster than stealing took them back).
  */
