@@ -85,6 +85,24 @@ for (const runtime of ['thread', 'process']) {
       }
     });
 
+    it('an aborted chunk of numbers stops between items: the numeric loop watches its claim word', async () => {
+      // cancelGrace keeps the pool from stopping the worker: only the loop's own check can end the chunk.
+      const pool = new Pool({ module: TASKS, workers: 1, runtime, cancelGrace: 60_000 });
+      try {
+        assert.equal(await pool.apply('block', [0]), 0);
+        const controller = new AbortController();
+        // 100 numbers of 50 ms in one chunk: numbers in and out, the worker's numeric fast path.
+        const map = pool.map('block', new Array(100).fill(50), { chunksize: 100, signal: controller.signal });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        controller.abort();
+        await assert.rejects(map, (e) => e.code === 'ERR_TASK_ABORTED');
+        // Run to its end, the chunk would hold the one worker ~4.7 s more.
+        assert.equal(await within(pool.apply('block', [0]), 2000, 'the next call on the same worker'), 0);
+      } finally {
+        await pool.terminate();
+      }
+    });
+
     it('more broadcasts waiting for a starting worker than its board has slots all arrive', async () => {
       // broadcast() units are bound to their worker and wait for it; they go out as the board has room.
       const counts1500 = SharedMemory.create({ size: 1500 * 4 });
