@@ -7,7 +7,11 @@
 //   wrong     calls that settled with another outcome than their behaviour calls for (a Buffer bomb
 //             may time out: filling 300 MiB by first touch takes ~1.5 s of an idle core here, and a
 //             loaded machine can take past the 2 s deadline before the rss limit is reached; a heap
-//             bomb may not: the heap guard ends it once its heap is full)
+//             bomb may not: the heap guard ends it once its heap is full. A heap bomb may end on the
+//             rss limit instead of the heap limit: after a Buffer bomb's in-place stop its worker keeps
+//             freed pages resident for the next task, 151 MiB measured, and a heap bomb there peaked at
+//             273-276 MiB, so the two limits race; either way it is ERR_MEMORY_LIMIT, never a timeout
+//             or a crash)
 // and counts by outcome. test/chaos.test.mjs runs it and also reads its stderr for V8 dumps.
 //
 //   node bench/chaos.mjs [--tasks 10000] [--bad 0.05] [--workers 4] [--seed N]
@@ -102,7 +106,9 @@ plan.forEach(([id, how], i) => {
   const got = outcomes[i];
   if (got === undefined) lost++;
   else byOutcome[`${how} -> ${got}`] = (byOutcome[`${how} -> ${got}`] ?? 0) + 1;
-  if (got !== undefined && got !== EXPECTED[how] && !(how === 'buffer' && got === 'ERR_TASK_TIMEOUT')) {
+  const alsoRight =
+    (how === 'buffer' && got === 'ERR_TASK_TIMEOUT') || (how === 'heap' && got === 'ERR_MEMORY_LIMIT:rss');
+  if (got !== undefined && got !== EXPECTED[how] && !alsoRight) {
     wrong.push({ id, how, got, ...evidence[i] });
   }
   if ((runs.get(id) ?? 0) > 1) twice++;

@@ -1,7 +1,8 @@
 // The chaos run (issue 10): bench/chaos.mjs runs CORRAL_CHAOS_TASKS tasks (default 10,000) in process
 // workers, 5 % of them misbehaving (exit, SIGKILL, SIGSEGV, heap bomb, Buffer bomb, hang, throw), under
 // taskTimeout 2s, heap 128MiB and rss 300MiB. Nothing may be lost or run twice, every failure must carry
-// its true cause (a heap bomb is ERR_MEMORY_LIMIT, never a timeout), and the terminal (the run's
+// its true cause (a heap bomb is ERR_MEMORY_LIMIT, of the heap or, when its worker kept freed pages
+// from an earlier stop, of the rss limit; never a timeout), and the terminal (the run's
 // stderr) must hold no V8 fatal-error dump.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
