@@ -34,13 +34,22 @@ interface LoopEnd {
 }
 
 /**
+ * Whether a chunk's call is cancelled, checked by both loops between items. A chunk that can be
+ * cancelled (`board`: it has a claim word) also reads that word, since a cancel message would not be
+ * read before a chunk of synchronous items ends; a revoked word marks the call aborted.
+ */
+function revoked(call: RunningCall, board: Int32Array | undefined, seq: number): boolean {
+  if (call.cancelled === undefined && board !== undefined && claimRevoked(board, call.claimIndex, seq))
+    call.cancelled = 'abort';
+  return call.cancelled !== undefined;
+}
+
+/**
  * runChunk's numeric loop as a function of its own, because V8 optimises whole functions. Inside
  * runChunk, a fresh worker's Turbofan spent ~23 ms compiling all of it (--trace-opt, 2-core VM) and
  * never replaced the running loop on the stack, so the first map of tiny items ran unoptimised; this
  * small function is replaced on the stack mid-chunk and compiled in 1-15 ms. A process pool's first
  * map of 100k squares went from 58-75 ms to 42-51 ms (medians of 7 fresh pools, three rounds).
- * Between items it watches for cancellation: the claim word of a cancellable chunk, since a cancel
- * message would not be read before a chunk of synchronous items ends.
  */
 function numericLoop(
   fn: Task,
@@ -53,12 +62,7 @@ function numericLoop(
 ): void {
   let done = 0;
   try {
-    for (; done < items.length; done++) {
-      if (call.cancelled !== undefined) break;
-      if (board !== undefined && claimRevoked(board, call.claimIndex, seq)) {
-        call.cancelled = 'abort';
-        break;
-      }
+    for (; done < items.length && !revoked(call, board, seq); done++) {
       call.item = done;
       const value = fn(items[done]);
       if (typeof value !== 'number') {
@@ -228,13 +232,7 @@ export class ItemRunner {
     call: RunningCall,
   ): ResultFrame | Promise<ResultFrame> {
     const slot = this.slot;
-    // A chunk that can be cancelled also watches its claim word between items: a cancel message would
-    // not be read before a chunk of synchronous items ends.
     const board = call.claimIndex >= 0 ? this.board : undefined;
-    const revoked = (): boolean => {
-      if (!call.cancelled && board && claimRevoked(board, call.claimIndex, seq)) call.cancelled = 'abort';
-      return call.cancelled !== undefined;
-    };
     // Numbers in and, so far, numbers out, synchronously: each result goes straight into a Float64Array
     // (into the arena chunk itself, over the item just read), so a tiny item costs no boxed result, no
     // packing pass and no garbage. The first item that is not like that (a throw, a promise, another
@@ -291,7 +289,7 @@ export class ItemRunner {
       slot.current = call;
       try {
         // A cancelled chunk stops between items: its remaining items would be thrown away anyway.
-        for (; i < items.length && !revoked(); i++) {
+        for (; i < items.length && !revoked(call, board, seq); i++) {
           try {
             call.item = i;
             this.outputs?.set(seq, '');
