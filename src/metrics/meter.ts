@@ -39,6 +39,8 @@ export class Meter {
   readonly tasks = new Map<string, TaskMeter>();
   retries = 0;
   crashes = 0;
+  /** Results taken off a worker's claim board (see pool/exits.ts and heldResults in pool/steal.ts). */
+  salvaged = 0;
   timeouts = 0;
   aborts = 0;
   /** The task-stream log, while someone follows it (see follow()). */
@@ -69,6 +71,14 @@ export class Meter {
     t.items += items;
     if (ok) t.completed++;
     else t.failed++;
+  }
+
+  /** A unit whose result was taken off its worker's claim board: its run time is not known. */
+  salvage(name: string, items: number): void {
+    const t = this.task(name);
+    t.items += items;
+    t.completed++;
+    this.salvaged++;
   }
 
   /** Whether anyone follows the task stream (then units are logged). */

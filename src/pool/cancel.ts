@@ -95,7 +95,10 @@ export class Canceller {
     }
   }
 
-  /** Whether the unit is one of the first `concurrency` its worker holds, the ones it runs. */
+  /**
+   * Whether the unit is one of the first `concurrency` its worker holds, the ones it runs. Exact for a
+   * unit that can be cancelled: a worker holds no result back across one (worker/runner.ts).
+   */
   private isRunning(u: Unit): boolean {
     const w = u.worker;
     if (!w || u.state !== 'sent') return false;

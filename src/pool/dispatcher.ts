@@ -155,6 +155,7 @@ export class Dispatcher implements Backend {
       },
       requeue: (u) => this.submit(u, true),
       settleFail: (u, error) => this.settleFail(u, error),
+      salvaged: (w, u) => this.salvaged(w, u),
       handedOver: (u, error) => this.handedOver(u, error),
       breached: (error) => {
         this.breaches++;
@@ -178,7 +179,18 @@ export class Dispatcher implements Backend {
     }
     const otel = otelApi();
     this.tracer = otel ? new UnitTracer(otel) : undefined;
-    this.stealing = new Stealing(this.workers, () => this.schedule());
+    this.stealing = new Stealing(
+      this.workers,
+      () => this.schedule(),
+      (w, units) => {
+        for (const u of units) {
+          this.sent--;
+          this.hinted -= u.memoryHint;
+          this.salvaged(w, u);
+        }
+        this.schedule();
+      },
+    );
     for (let i = 0; i < config.minWorkers; i++) this.workers.spawn();
     // Threads always have a claim board; processes with the shared-memory addon.
     this.stealable = config.concurrency === 1 && (config.runtime === 'thread' || shmStatus().crossProcess);
@@ -477,12 +489,14 @@ export class Dispatcher implements Backend {
         channelFrame(w.rt, m); // Queue / Pipe traffic (channel/hub.ts)
         return;
       case 'done':
+        w.batches++;
         w.noteHeap(m.heap);
         for (const frame of m.results) this.onResult(w, frame);
         // A worker posts a result before it starts the next unit: that one started about now.
         w.runningSince = performance.now();
         if (w.inflight.size === 0 && w.accepting) this.workers.onEmpty(w);
         else this.armRunning(w);
+        if (w.board && w.inflight.size > 0) this.stealing.watchHeld();
         this.schedule();
         return;
       case 'ready':
@@ -620,6 +634,13 @@ export class Dispatcher implements Backend {
     if (!(breach.type === 'memory' && breach.inPlace))
       this.workers.retire(w, { kind: 'retired', reason: 'memory limit reached' });
     return this.exits.breachError(u, breach, w, cause);
+  }
+
+  /** The unit settles with the result its worker kept on the claim board (exits.ts, steal.ts). */
+  private salvaged(w: PoolWorker, u: Unit): void {
+    this.meter.salvage(u.name, u.size);
+    w.tasksDone++;
+    this.settleOk(u, w.board!.result(u), undefined, 0);
   }
 
   private settleOk(

@@ -1,8 +1,9 @@
 /**
  * What a worker's end means for the units it held: the one place that decides it. Units with results
- * are settled already, and so are zombies (cancelled units, see dispatcher.ts); of the rest, the first
- * `concurrency` were running (they fail, are retried, or are quarantined as poison) and the others
- * never started (they go back to the front of the queue, in order).
+ * are settled already, and so are zombies (cancelled units, see dispatcher.ts). Of the rest, the claim
+ * board tells (without one, the first `concurrency` ran): the running ones fail, are retried, or are
+ * quarantined as poison; the ones that finished with their result left on the board settle with it;
+ * the others never started (they go back to the front of the queue, in order).
  *
  * The same decisions serve a unit that failed without a death: whether it may run again (`retry`),
  * and the typed error of a limit it breached (`breachError`). The queue and the units' bookkeeping
@@ -36,6 +37,8 @@ export interface ExitActions {
   /** Queues the unit again, at the front: it was taken from the queue before. */
   requeue(u: Unit): void;
   settleFail(u: Unit, error: Error): void;
+  /** The unit settles with the result its worker left on the claim board. */
+  salvaged(w: PoolWorker, u: Unit): void;
   /** The unit's sink took it over (split into new units): it is no longer the dispatcher's. */
   handedOver(u: Unit, error: Error): void;
   /** A breach's typed error was made: it is counted and told to 'breach' listeners. */
@@ -92,13 +95,21 @@ export class Exits {
       if (w.zombies.has(seq) || u.state === 'settled' || u.worker !== w) return;
       deadlines.cancel(u.deadline);
       u.deadline = undefined;
-      if (i >= this.config.concurrency) {
+      // The claim board says exactly how far the worker got with each unit; without one, the worker
+      // posted every result before it started the next unit, so its first `concurrency` were running.
+      const phase = w.board?.phase(u) ?? (i < this.config.concurrency ? 'running' : 'waiting');
+      if (phase === 'waiting') {
         if (u.pin) {
           this.actions.settleFail(u, broadcastLost(w, u, info));
           return;
         }
         u.attempts--; // never started: this try does not count
         requeue.push(u);
+        return;
+      }
+      if (phase === 'finished') {
+        // It ran to its end and its result waited on the claim board for batch-mates (worker/runner.ts).
+        this.actions.salvaged(w, u);
         return;
       }
       if (terminated) {

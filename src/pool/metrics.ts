@@ -67,6 +67,11 @@ export interface PoolMetrics {
   aborts: number;
   /** Workers that died on their own (crashes, breaches), not stopped by the pool. */
   crashes: number;
+  /**
+   * Results of tasks of microseconds that waited on a worker's claim board for batch-mates when the
+   * worker died or went into a long unit, and were delivered from there (the tasks did not run again).
+   */
+  salvaged: number;
   breaches: number;
   recycles: number;
   leakedFds: number;
@@ -173,6 +178,7 @@ export function metricsOf(d: Dispatcher, meter: Meter, sampler: Sampler): PoolMe
     timeouts: meter.timeouts,
     aborts: meter.aborts,
     crashes: meter.crashes,
+    salvaged: meter.salvaged,
     breaches: d.breaches,
     recycles: d.workers.recycles,
     leakedFds: d.leaks,

@@ -8,21 +8,30 @@
  * memory segment (Atomics compare-and-swap is atomic across processes on a shared mapping); where the
  * shared-memory addon is missing they are not stolen from, and their prefetch follows measured task time.
  */
-import { BOARD_READ, BOARD_SLOTS, BOARD_WORDS } from '../runtime/protocol.js';
+import {
+  BOARD_BYTES,
+  BOARD_DONE,
+  BOARD_POSTED,
+  BOARD_READ,
+  BOARD_SLOTS,
+  BOARD_VALUES,
+} from '../runtime/protocol.js';
 import type { Unit } from './unit.js';
 import type { PoolWorker } from './worker.js';
 
 export class ClaimBoard {
   private readonly words: Int32Array;
+  private readonly values: Float64Array;
   private next = 0;
 
   /** For a thread: a fresh SharedArrayBuffer. For a process: the buffer of a shared segment. */
   constructor(
-    readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(BOARD_WORDS * 4),
+    readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(BOARD_BYTES),
     /** Released when its worker exits. */
     readonly segment?: { name: string; close(): void },
   ) {
-    this.words = new Int32Array(buffer);
+    this.words = new Int32Array(buffer, 0, BOARD_VALUES / 4);
+    this.values = new Float64Array(buffer, BOARD_VALUES, BOARD_SLOTS);
   }
 
   /**
@@ -62,6 +71,29 @@ export class ClaimBoard {
   /** Marks a unit the worker runs as cancelled: a map chunk of it stops at its next item. */
   revoke(u: Unit): void {
     Atomics.compareExchange(this.words, u.slot % BOARD_SLOTS, -u.seq, 0);
+  }
+
+  /**
+   * Where the worker is with a unit it holds: not started (its word still says seq), running (-seq),
+   * finished with its result kept here (its done word says seq: see result()), or revoked by a cancel
+   * (0). Exact once the worker is dead: nothing changes the words then (pool/exits.ts).
+   */
+  phase(u: Unit): 'waiting' | 'running' | 'finished' | 'revoked' {
+    const i = u.slot % BOARD_SLOTS;
+    if (Atomics.load(this.words, BOARD_DONE + i) === (u.seq | 0)) return 'finished';
+    const word = Atomics.load(this.words, i);
+    if (word === (u.seq | 0)) return 'waiting';
+    return word === (-u.seq | 0) ? 'running' : 'revoked';
+  }
+
+  /** Whether the worker posted result batches the pool has not received yet (`received`: those it has). */
+  inFlight(received: number): boolean {
+    return ((Atomics.load(this.words, BOARD_POSTED) - received) | 0) !== 0;
+  }
+
+  /** The number result of a unit whose phase is 'finished'. */
+  result(u: Unit): number {
+    return this.values[u.slot % BOARD_SLOTS]!;
   }
 
   /** True when the worker had not started the unit: it is the pool's again. */
@@ -106,6 +138,31 @@ export function stealFor(
   return taken;
 }
 
+/**
+ * How long results may wait on the board of a worker that has posted nothing since: a worker holds a
+ * result for ~1 ms at most (worker/runner.ts), unless the unit after it runs long.
+ */
+const HELD_STALE_MS = 10;
+
+/**
+ * The units at the head of what a worker holds whose results wait on its board, taken out of its
+ * hands, once it has posted nothing for HELD_STALE_MS: it is inside a long unit (a task of
+ * microseconds that, this once, does not return), and their callers need not wait for its end. Its
+ * batch brings them again later, and finds them settled. Undefined when results wait but not that long.
+ */
+export function heldResults(w: PoolWorker, now: number): Unit[] | undefined {
+  // A batch on its way brings its results (and their run times) itself.
+  if (!w.board || w.board.inFlight(w.batches)) return [];
+  const taken: Unit[] = [];
+  for (const [seq, u] of w.inflight) {
+    if (u.seq !== seq || u.state !== 'sent' || w.board.phase(u) !== 'finished') break;
+    if (now - w.runningSince < HELD_STALE_MS) return undefined;
+    w.inflight.delete(seq);
+    taken.push(u);
+  }
+  return taken;
+}
+
 /** A worker is stuck once its unit has run this many times its task's usual time, and this long at least. */
 const STUCK_FACTOR = 3;
 const STUCK_MIN_MS = 5;
@@ -132,12 +189,33 @@ export class Stealing {
   private readonly costs = new Map<string, number>();
   /** A dispatch to come once a worker has read further down its claim board (boardWait). */
   private boardTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** A look for results left waiting on boards (watchHeld). */
+  private heldTimer: ReturnType<typeof setTimeout> | undefined = undefined;
 
   constructor(
     private readonly workers: Iterable<PoolWorker>,
     /** Asks for a dispatch (the dispatcher's schedule()). */
     private readonly wake: () => void,
+    /** Settles units whose results a busy worker left waiting on its board (see heldResults). */
+    private readonly salvage: (w: PoolWorker, units: Unit[]) => void,
   ) {}
+
+  /** A worker posted results and still holds units: soon, a look for results it leaves waiting. */
+  watchHeld(): void {
+    if (this.heldTimer !== undefined) return;
+    this.heldTimer = setTimeout(() => {
+      this.heldTimer = undefined;
+      const now = performance.now();
+      let again = false;
+      for (const w of this.workers) {
+        const units = heldResults(w, now);
+        if (units === undefined) again = true;
+        else if (units.length > 0) this.salvage(w, units);
+      }
+      if (again) this.watchHeld();
+    }, HELD_STALE_MS);
+    this.heldTimer.unref();
+  }
 
   /** A unit of task `name` ran `ms` in its worker. */
   ran(name: string, ms: number): void {

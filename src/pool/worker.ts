@@ -90,6 +90,8 @@ export class PoolWorker {
   busyMs = 0;
   /** When the unit it runs now (the head of `inflight`) started, as far as the pool can tell. */
   runningSince = 0;
+  /** Result batches received from it: with its claim board's count, whether one is on its way. */
+  batches = 0;
   readonly startedAt = performance.now();
   /** Set when it said it is ready: a death before that is a failed start. */
   readyAt: number | undefined = undefined;

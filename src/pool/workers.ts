@@ -8,7 +8,7 @@ import { type WorkerExit, WorkerStartError } from '../errors.js';
 import { classifyDeath } from '../limits/classify.js';
 import { heapMbFor, rlimitsFor } from '../limits/limits.js';
 import { OomWatch } from '../limits/oom.js';
-import { BOARD_WORDS, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
+import { BOARD_BYTES, type FromWorker, type WorkerLimits } from '../runtime/protocol.js';
 import { startWorker } from '../runtime/spawn.js';
 import type { RuntimeExit } from '../runtime/types.js';
 import { SharedMemory, shmStatus } from '../shm/index.js';
@@ -178,7 +178,7 @@ export class WorkerSet implements Iterable<PoolWorker> {
     if (this.config.runtime === 'thread') return new ClaimBoard();
     if (!shmStatus().crossProcess) return undefined;
     try {
-      const segment = internalSegment(() => SharedMemory.create({ size: BOARD_WORDS * 4 }));
+      const segment = internalSegment(() => SharedMemory.create({ size: BOARD_BYTES }));
       return new ClaimBoard(segment.buffer, segment);
     } catch {
       return undefined; // /dev/shm full or unusable: this worker is simply not stolen from
@@ -322,7 +322,6 @@ export class WorkerSet implements Iterable<PoolWorker> {
     this.all.delete(w);
     deadlines.cancel(w.timer);
     w.timer = undefined;
-    w.board?.segment?.close();
     w.arena?.close();
     if (!cause && exit.signal === 'SIGKILL' && !w.breach) this.checkOomKill(w);
     const info: WorkerExit = {
@@ -334,7 +333,12 @@ export class WorkerSet implements Iterable<PoolWorker> {
       detail: exit.detail,
     };
     this.host.workerExit({ ...info, reason: cause ? describeCause(cause) : this.deathReason(w, exit) });
-    this.host.exited(w, exit, cause, info);
+    try {
+      this.host.exited(w, exit, cause, info);
+    } finally {
+      // Only now: the exit side reads on the board how far the worker got, and takes results off it.
+      w.board?.segment?.close();
+    }
     // Never ready, and not stopped by the pool's shutdown or for a fatal error it already reported:
     // a failed start (it died, or its start timed out), which backs off and is counted.
     if (w.readyAt === undefined && !isShutdown(cause) && cause?.kind !== 'fatal') {

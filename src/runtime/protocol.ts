@@ -3,10 +3,12 @@
  * transport differs (MessagePort for threads, the IPC pipe with V8 serialisation for processes).
  *
  * Units are tuples, not objects: a frame of 256 units is cloned per message, and tuples clone and
- * allocate less. The exactly-once rule lives in the worker: it posts a unit's result before it
- * starts the next unit, so at any moment at most `concurrency` units are started without their
- * result on the wire. When a worker dies the pool therefore knows which of its units were running
- * (they fail) and which were never started (they are re-queued and run once, elsewhere).
+ * allocate less. The exactly-once rule lives in the worker: it marks a unit started on its claim
+ * board (claim) and posts the unit's result before it starts the next unit, unless that result is a
+ * number it left on the board (keepResult). When a worker dies the pool therefore knows which of its
+ * units were running (they fail), which finished (they settle with the board's result) and which were
+ * never started (they are re-queued and run once, elsewhere). Without a board (a process worker where
+ * the shared-memory addon is missing) every result goes at once, so the first `concurrency` ran.
  */
 
 import type { ChanDown, ChanUp } from '../channel/wire.js';
@@ -216,12 +218,26 @@ export const EVENT_FLUSH_MS = 10;
 /** How often at most a worker reports its V8 heap (with a result batch). */
 export const HEAP_REPORT_MS = 100;
 
-/** Claim words per worker (see pool/steal.ts), reused round-robin; with BOARD_READ, 4 KiB a board. */
+/** Claim words per worker (see pool/steal.ts), reused round-robin; with what follows, 16 KiB a board. */
 export const BOARD_SLOTS = 1023;
 /** After the slots, one word: how many units the worker has read off its queue (claimed or skipped). */
 export const BOARD_READ = BOARD_SLOTS;
-/** The board's size in 32-bit words. */
-export const BOARD_WORDS = BOARD_SLOTS + 1;
+/**
+ * After it, a done word per slot, then (8-byte aligned) a float64 per slot: a worker holding a tiny
+ * task's number result for a batch (worker/runner.ts) writes it there and the unit's seq in the done
+ * word (keepResult), so a worker that dies holding results loses none: the pool reads them off the
+ * board (pool/exits.ts).
+ */
+export const BOARD_DONE = BOARD_SLOTS + 1;
+/**
+ * After the done words, one word: how many result batches the worker has posted. Results it holds are
+ * ones it has not posted: the pool, having received that many batches, knows none is on its way.
+ */
+export const BOARD_POSTED = BOARD_DONE + BOARD_SLOTS;
+/** Byte offset of the float64 results. */
+export const BOARD_VALUES = (BOARD_POSTED + 1) * 4;
+/** The board's size in bytes. */
+export const BOARD_BYTES = BOARD_VALUES + BOARD_SLOTS * 8;
 
 /** Worker side of work stealing: may this unit start? False when the pool took it back first. */
 export function claim(words: Int32Array, index: number, seq: number): boolean {
@@ -229,6 +245,18 @@ export function claim(words: Int32Array, index: number, seq: number): boolean {
   // Read past this slot: from now on the pool may give it to another unit (ClaimBoard.room()).
   Atomics.store(words, BOARD_READ, index + 1);
   return won;
+}
+
+/** Worker side: the unit claimed at `index` finished with `value`, which the pool may take from here. */
+export function keepResult(
+  words: Int32Array,
+  values: Float64Array,
+  index: number,
+  seq: number,
+  value: number,
+): void {
+  values[index % BOARD_SLOTS] = value;
+  Atomics.store(words, BOARD_DONE + (index % BOARD_SLOTS), seq); // after the value: a reader sees both
 }
 
 /** Worker side: has the pool cancelled this running unit (its claim word no longer says -seq)? */

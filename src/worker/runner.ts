@@ -1,7 +1,8 @@
 /**
  * The worker's run loop: runs the units the pool sends, in order, `concurrency` at a time, posting
  * each result before starting the next unit (the exactly-once rule described in
- * runtime/protocol.ts). What few pools need (shared-memory and channel handles, usage probes) is
+ * runtime/protocol.ts), except that tiny tasks' results wait for batch-mates (see HOLD_BELOW_MS).
+ * What few pools need (shared-memory and channel handles, usage probes) is
  * loaded on the first unit that needs it, holding the loop meanwhile. How a unit's items run (map
  * chunks and their numeric fast path, streams, the arena) is chunk.ts's.
  */
@@ -10,8 +11,12 @@ import { isMainThread } from 'node:worker_threads';
 import type { ChanDown } from '../channel/wire.js';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
 import {
+  BOARD_POSTED,
+  BOARD_SLOTS,
+  BOARD_VALUES,
   claim,
   HEAP_REPORT_MS,
+  keepResult,
   probeEveryUnit,
   ResultStatus,
   toWireError,
@@ -40,6 +45,18 @@ export type Extras = typeof import('./extras.js');
 export type ShmModule = typeof import('../shm/shared-memory.js');
 /** Unit flags whose handling lives in the lazily loaded extras. */
 const NEEDS_EXTRAS = UNIT_SHM | UNIT_CHAN | UNIT_USAGE | UNIT_ARENA;
+/**
+ * A result may wait for batch-mates while the next unit is of a task that usually takes less than
+ * this (ms): one message then carries many results, where posting and receiving each one costs the
+ * pool more than such a task. Only a number result waits, and only once it is on the claim board
+ * (keepResult): a worker that dies holding results loses none, the pool reads them there
+ * (pool/exits.ts). Never around a unit that can be cancelled: its deadline starts when the results
+ * before it arrive (pool/cancel.ts).
+ */
+const HOLD_BELOW_MS = 0.05;
+/** Nor longer than this (ms) since the first result held, nor more than HOLD_MAX results. */
+const HOLD_MS = 1;
+const HOLD_MAX = 32;
 /** captureOutput keeps this much of what a call wrote: the end, where the failure usually shows. */
 const OUTPUT_TAIL = 16 * 1024;
 
@@ -59,11 +76,17 @@ export class Runner {
   private running = 0;
   private outbox: ResultFrame[] = [];
   private pumpScheduled = false;
+  /** When the oldest result in the outbox was put there (performance.now()). */
+  private heldSince = 0;
+  /** Each task's usual time for a unit (ms, a moving average): which results may wait (HOLD_BELOW_MS). */
+  private readonly costs = new Map<string, number>();
 
   private readonly probeAlways: boolean;
   /** Units taken off the queue so far: a unit's index on the claim board. */
   private dequeued = 0;
   private readonly board: Int32Array | undefined;
+  /** The claim board's results: where a held result waits, safe from its worker's death. */
+  private readonly values: Float64Array | undefined;
   private extras: Extras | undefined;
   private probe: UnitProbe | undefined;
   /** While the extras load nothing starts and nothing is posted; channel frames wait here. */
@@ -93,7 +116,8 @@ export class Runner {
   ) {
     this.probeAlways = probeEveryUnit(limits);
     this.needsExtras = shm ? NEEDS_EXTRAS & ~UNIT_ARENA : NEEDS_EXTRAS;
-    this.board = board && new Int32Array(board);
+    this.board = board && new Int32Array(board, 0, BOARD_VALUES / 4);
+    this.values = board && new Float64Array(board, BOARD_VALUES, BOARD_SLOTS);
     if (extras) this.adopt(extras);
     this.events = new EventOutbox(
       (m) => io.post(m),
@@ -220,6 +244,7 @@ export class Runner {
     while (this.running < this.concurrency && this.head < this.queue.length) {
       const unit = this.queue[this.head]!;
       const flags = unit[4] ?? 0;
+      if (this.outbox.length > 0 && !this.mayHold(unit[1], flags)) this.flush();
       if ((flags & this.needsExtras) !== 0 && !this.need()) return;
       this.queue[this.head++] = undefined as unknown as UnitFrame;
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
@@ -229,9 +254,10 @@ export class Runner {
       // The pool may have taken this unit back for an idle worker: then it is not ours to run.
       if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
       if (this.dropped.delete(unit[0])) {
-        this.outbox.push([unit[0], ResultStatus.Cancelled, 0, 0]);
+        this.hold([unit[0], ResultStatus.Cancelled, 0, 0], performance.now());
         continue;
       }
+      const index = this.board ? this.dequeued - 1 : -1;
       this.running++;
       const want = (flags & UNIT_USAGE) !== 0;
       const probe = this.probeAlways || want ? this.probe : undefined;
@@ -254,22 +280,30 @@ export class Runner {
       const outcome = unit[6] === undefined ? this.run(unit, call) : this.runTraced(unit, call);
       if (isThenable(outcome)) {
         outcome.then((frame) => {
-          frame[3] = performance.now() - start;
+          const end = performance.now();
+          frame[3] = end - start;
           if (probe) this.report(probe, frame, want);
-          this.finish(frame);
+          this.finish(frame, end);
           if (!this.pumpScheduled) {
             this.pumpScheduled = true;
             queueMicrotask(() => this.pump());
           }
         });
       } else {
-        outcome[3] = performance.now() - start;
+        const end = performance.now();
+        const ms = end - start;
+        outcome[3] = ms;
         if (probe) this.report(probe, outcome, want);
-        this.finish(outcome);
+        const cost = this.costs.get(unit[1]);
+        this.costs.set(unit[1], cost === undefined ? ms : cost * 0.8 + ms * 0.2);
+        this.finish(outcome, end);
         if (this.loading) return;
-        this.flush();
+        // A result that could wait for batch-mates (the next unit decides: mayHold) is kept on the
+        // claim board first; any other goes now, with those that wait.
+        if ((flags & UNIT_CANCELLABLE) !== 0 || !this.keep(outcome, index)) this.flush();
       }
     }
+    this.flush();
     if (this.head === this.queue.length && this.head > 0) {
       this.queue.length = 0;
       this.head = 0;
@@ -299,7 +333,31 @@ export class Runner {
     if (report) frame[4] = report;
   }
 
-  private finish(frame: ResultFrame): void {
+  /**
+   * Whether results in the outbox may wait while the next unit runs: it is a plain unit (nothing to
+   * cancel, no extras) of a task that usually takes microseconds, and they have not waited long.
+   */
+  private mayHold(name: string, flags: number): boolean {
+    if (flags !== 0 || this.board === undefined || this.outbox.length >= HOLD_MAX) return false;
+    const cost = this.costs.get(name);
+    return cost !== undefined && cost < HOLD_BELOW_MS && performance.now() - this.heldSince < HOLD_MS;
+  }
+
+  private hold(frame: ResultFrame, now: number): void {
+    if (this.outbox.length === 0) this.heldSince = now;
+    this.outbox.push(frame);
+  }
+
+  /** Keeps a plain number result on the claim board (see HOLD_BELOW_MS); false for any other. */
+  private keep(frame: ResultFrame, index: number): boolean {
+    const value = frame[2];
+    if (index < 0 || frame[1] !== ResultStatus.Ok || typeof value !== 'number' || frame[4] !== undefined)
+      return false;
+    keepResult(this.board!, this.values!, index, frame[0], value);
+    return true;
+  }
+
+  private finish(frame: ResultFrame, now: number): void {
     this.running--;
     const call = this.calls.get(frame[0]);
     if (call) call.post = undefined; // nothing it reports from now on outlives it
@@ -307,7 +365,7 @@ export class Runner {
     this.items.release(frame[0]);
     // A result may hand back SharedMemory too (a segment the task created): send its handle.
     if (shmEverUsed() && this.need()) this.encodeResult(frame);
-    this.outbox.push(frame);
+    this.hold(frame, now);
   }
 
   private encodeResult(frame: ResultFrame): void {
@@ -346,10 +404,13 @@ export class Runner {
       heap = getHeapStatistics().used_heap_size;
     }
     try {
+      this.countBatch();
       this.io.post(heap === undefined ? { t: 'done', results } : { t: 'done', results, heap }, transfer);
     } catch {
       // One uncloneable result must not take its batch-mates down: send them one by one.
+      this.countBatch(-1);
       for (const frame of results) {
+        this.countBatch();
         try {
           this.io.post({ t: 'done', results: [frame] });
         } catch (error) {
@@ -360,6 +421,11 @@ export class Runner {
         }
       }
     }
+  }
+
+  /** Counts a batch about to be posted (-1: one that could not be), before it goes (BOARD_POSTED). */
+  private countBatch(n = 1): void {
+    if (this.board) Atomics.add(this.board, BOARD_POSTED, n);
   }
 
   private run(unit: UnitFrame, call: RunningCall): ResultFrame | Promise<ResultFrame> {

@@ -91,6 +91,7 @@ export function producerMetrics(c: Counts, meter: Meter, hosts: readonly HostBea
     timeouts: meter.timeouts,
     aborts: meter.aborts,
     crashes: meter.crashes,
+    salvaged: 0, // counted by each host's own pool, where its workers run
     breaches: 0,
     recycles: 0,
     leakedFds: 0,
