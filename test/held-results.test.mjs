@@ -5,13 +5,15 @@
 // bomb, in the call after a run of held results.
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
-import { executions, settles, test, usePools, useTempDir } from './helpers.mjs';
+import { executions, settles, sleep, test, usePools, useTempDir } from './helpers.mjs';
 
 const makePool = usePools(new URL('./fixtures/held-tasks.mjs', import.meta.url));
 const newLog = useTempDir('corral-held-', 'runs');
 /** Calls per burst, and the one that ends its worker: the calls before it are held, up to 32 of them. */
 const BURST = 100;
 const DIES = 60;
+/** Calls before the long one: fewer than a batch, so no batch is posted before it starts. */
+const BEFORE_LONG = 9;
 
 const CASES = [
   { runtime: 'process', how: 'kill', code: 'ERR_WORKER_CRASHED' },
@@ -83,15 +85,20 @@ describe('results held for a batch do not wait for a long unit after them', () =
     test(`${runtime}: the calls before a 2 s unit settle while it runs`, { timeout: 60_000 }, async () => {
       const log = newLog();
       const { pool } = makePool({ runtime, workers: 1, initializer: 'openLog', initArgs: [log] });
-      const warm = Array.from({ length: 300 }, (_, i) => i);
-      await settles(Promise.all(warm.map((id) => pool.apply('tick', [id, -1]))), 'warm-up');
-      const ids = [...warm];
-      // (The warm-up may have had some taken off the board already, by a worker preempted mid-batch.)
-      const before = pool.metrics().salvaged;
+      const ids = [];
+      let before = 0;
       for (let burst = 1; burst === 1 || (burst <= 5 && pool.metrics().salvaged === before); burst++) {
-        const first = burst * 1000;
-        const blocks = first + DIES;
-        const calls = Array.from({ length: DIES + 1 }, (_, i) => first + i);
+        // Warm (again: the 2 s call made tick look slow), then let the pool go quiet, so that nothing
+        // but the burst itself can start the pool's look at the board (the worker posts no batch
+        // before the long call: the calls before it are fewer than a batch).
+        const warm = Array.from({ length: 300 }, (_, i) => burst * 1000 + i);
+        await settles(Promise.all(warm.map((id) => pool.apply('tick', [id, -1]))), 'warm-up');
+        ids.push(...warm);
+        await sleep(50);
+        before = pool.metrics().salvaged;
+        const first = burst * 1000 + 500;
+        const blocks = first + BEFORE_LONG;
+        const calls = Array.from({ length: BEFORE_LONG + 1 }, (_, i) => first + i);
         const started = performance.now();
         const settledAt = new Map();
         const promises = calls.map((id) =>
@@ -117,6 +124,48 @@ describe('results held for a batch do not wait for a long unit after them', () =
       for (const id of ids)
         assert.equal(runs.get(String(id)), 1, `call ${id} ran ${runs.get(String(id)) ?? 0} times`);
       assert.equal(pool.metrics().tasks.tick.completed, ids.length);
+      await pool.close();
+    });
+  }
+});
+
+describe('a call that reported progress is never held past its report', () => {
+  for (const [runtime, how] of [
+    ['process', 'kill'],
+    ['thread', 'exit'],
+  ]) {
+    test(`${runtime}: ${how} after calls that reported progress`, { timeout: 60_000 }, async () => {
+      const log = newLog();
+      const { pool } = makePool({ runtime, workers: 1, initializer: 'openLog', initArgs: [log] });
+      await settles(
+        Promise.all(Array.from({ length: 300 }, (_, i) => pool.apply('tick', [i, -1]))),
+        'warm-up',
+      );
+      const first = 1000;
+      const dieAt = first + DIES;
+      const reported = new Map();
+      const calls = Array.from({ length: BURST }, (_, i) => first + i);
+      const settled = await settles(
+        Promise.allSettled(
+          calls.map((id) =>
+            pool
+              .apply('tickReport', [id, dieAt, how], { onProgress: (v) => reported.set(id, v) })
+              .then((value) => [value, reported.get(id)]),
+          ),
+        ),
+        'the burst',
+        30_000,
+      );
+      settled.forEach((s, i) => {
+        const id = calls[i];
+        if (id === dieAt) {
+          assert.equal(s.status, 'rejected');
+          return;
+        }
+        assert.equal(s.status, 'fulfilled', `call ${id}: ${s.reason?.message}`);
+        // Its progress reached the caller before its result did.
+        assert.deepEqual(s.value, [id, id]);
+      });
       await pool.close();
     });
   }

@@ -111,6 +111,11 @@ export function channelDown(frame: ChanDown): void {
 }
 
 /** Sends every pending batch and acknowledgement: before a task's result, so its puts arrive first. */
+/** Whether puts or other frames wait for flushChannels(). */
+export function channelsPending(): boolean {
+  return dirty.size > 0;
+}
+
 export function flushChannels(): void {
   if (dirty.size === 0) return;
   for (const r of dirty) r.flush();

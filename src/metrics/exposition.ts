@@ -120,9 +120,11 @@ export function formatMetrics(m: PoolMetrics, format: MetricsFormat = 'openmetri
   out.counter('corral_worker_crashes', 'Workers that died on their own (crashes and breaches).', [
     [{}, m.crashes],
   ]);
-  out.counter('corral_results_salvaged', "Results taken off a dead worker's claim board.", [
-    [{}, m.salvaged],
-  ]);
+  out.counter(
+    'corral_results_salvaged',
+    "Results taken off a worker's claim board (it died, or a long task held them).",
+    [[{}, m.salvaged]],
+  );
   out.counter('corral_breaches', 'Tasks failed by a memory or CPU-time limit.', [[{}, m.breaches]]);
   out.counter('corral_worker_recycles', 'Workers retired and replaced (recycle thresholds, leaks).', [
     [{}, m.recycles],

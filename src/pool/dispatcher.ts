@@ -409,8 +409,9 @@ export class Dispatcher implements Backend {
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       u.seq = ++this.seq;
-      // A claim word holds the seq as 32 bits, and 0 there means "taken back": no seq may look like it.
-      if ((u.seq | 0) === 0) u.seq = ++this.seq;
+      // A claim word holds the seq as 32 bits: 0 there means "taken back", and the worker claims a
+      // unit by writing -seq, which must differ from seq (both 0 and -2^31 are their own negation).
+      if ((u.seq | 0) === (-u.seq | 0)) u.seq = ++this.seq;
       w.board?.offer(u);
       const frame =
         arenaFrame(w, u) ??
@@ -459,6 +460,7 @@ export class Dispatcher implements Backend {
     }
     if (w.state === 'idle' && w.inflight.size > 0) w.to('busy');
     this.armRunning(w);
+    if (w.board) this.stealing.watchHeld();
   }
 
   private track(w: PoolWorker, u: Unit): void {
@@ -470,7 +472,10 @@ export class Dispatcher implements Backend {
     this.hinted += u.memoryHint;
   }
 
-  /** The first `concurrency` units a worker holds are running: their deadlines start now. */
+  /**
+   * The first `concurrency` units a worker holds are running: their deadlines start now. (A unit with a
+   * deadline never runs behind results held for a batch: the worker sends those before it starts it.)
+   */
   private armRunning(w: PoolWorker): void {
     let i = 0;
     for (const u of w.inflight.values()) {
@@ -492,7 +497,7 @@ export class Dispatcher implements Backend {
         w.batches++;
         w.noteHeap(m.heap);
         for (const frame of m.results) this.onResult(w, frame);
-        // A worker posts a result before it starts the next unit: that one started about now.
+        // A worker posts its results before it starts a unit that is not tiny: that one started about now.
         w.runningSince = performance.now();
         if (w.inflight.size === 0 && w.accepting) this.workers.onEmpty(w);
         else this.armRunning(w);
@@ -639,6 +644,7 @@ export class Dispatcher implements Backend {
   /** The unit settles with the result its worker kept on the claim board (exits.ts, steal.ts). */
   private salvaged(w: PoolWorker, u: Unit): void {
     this.meter.salvage(u.name, u.size);
+    this.guard?.unitDone();
     w.tasksDone++;
     this.settleOk(u, w.board!.result(u), undefined, 0);
   }

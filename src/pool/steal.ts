@@ -60,6 +60,8 @@ export class ClaimBoard {
   /** Posts the unit's claim word; the worker counts units in the same order, so slots agree. */
   offer(u: Unit): void {
     u.slot = this.next++;
+    // A done word left by the slot's last unit could name this one, 2^32 seqs later.
+    Atomics.store(this.words, BOARD_DONE + (u.slot % BOARD_SLOTS), 0);
     Atomics.store(this.words, u.slot % BOARD_SLOTS, u.seq);
   }
 
@@ -145,20 +147,19 @@ export function stealFor(
 const HELD_STALE_MS = 10;
 
 /**
- * The units at the head of what a worker holds whose results wait on its board, taken out of its
- * hands, once it has posted nothing for HELD_STALE_MS: it is inside a long unit (a task of
- * microseconds that, this once, does not return), and their callers need not wait for its end. Its
- * batch brings them again later, and finds them settled. Undefined when results wait but not that long.
+ * The units a worker holds whose results wait on its board, taken out of its hands, once it has posted
+ * nothing for HELD_STALE_MS: it is inside a long unit (a task of microseconds that, this once, does not
+ * return), and their callers need not wait for its end. Its batch brings them again later, and finds
+ * them settled.
  */
-export function heldResults(w: PoolWorker, now: number): Unit[] | undefined {
-  // A batch on its way brings its results (and their run times) itself.
-  if (!w.board || w.board.inFlight(w.batches)) return [];
+export function heldResults(w: PoolWorker, now: number): Unit[] {
   const taken: Unit[] = [];
+  if (!w.board || now - w.runningSince < HELD_STALE_MS) return taken;
   for (const [seq, u] of w.inflight) {
-    if (u.seq !== seq || u.state !== 'sent' || w.board.phase(u) !== 'finished') break;
-    if (now - w.runningSince < HELD_STALE_MS) return undefined;
-    w.inflight.delete(seq);
-    taken.push(u);
+    if (u.seq === seq && u.state === 'sent' && w.board.phase(u) === 'finished') {
+      w.inflight.delete(seq);
+      taken.push(u);
+    }
   }
   return taken;
 }
@@ -200,7 +201,10 @@ export class Stealing {
     private readonly salvage: (w: PoolWorker, units: Unit[]) => void,
   ) {}
 
-  /** A worker posted results and still holds units: soon, a look for results it leaves waiting. */
+  /**
+   * Units went to a worker or came back from one: while any worker holds units, with no result batch of
+   * its on the way (its arrival looks again), a look every HELD_STALE_MS for results it leaves waiting.
+   */
   watchHeld(): void {
     if (this.heldTimer !== undefined) return;
     this.heldTimer = setTimeout(() => {
@@ -208,9 +212,10 @@ export class Stealing {
       const now = performance.now();
       let again = false;
       for (const w of this.workers) {
+        if (!w.board || w.inflight.size === 0 || w.board.inFlight(w.batches)) continue;
+        again = true;
         const units = heldResults(w, now);
-        if (units === undefined) again = true;
-        else if (units.length > 0) this.salvage(w, units);
+        if (units.length > 0) this.salvage(w, units);
       }
       if (again) this.watchHeld();
     }, HELD_STALE_MS);

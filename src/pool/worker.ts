@@ -75,9 +75,11 @@ export function describeCause(cause: StopCause): string {
 export class PoolWorker {
   state: WorkerState = 'starting';
   /**
-   * Units sent and not yet answered, in the order sent: the first `concurrency` are running. A unit
-   * cancelled while running (timeout, abort) stays here as a zombie until its worker answers or is
-   * stopped: it still holds its slot in the worker.
+   * Units sent and not yet answered, in the order sent. The first `concurrency` are running, or finished
+   * with their results held on the claim board (worker/runner.ts), never with one that can be cancelled
+   * behind them; the claim board tells exactly (ClaimBoard.phase). A unit cancelled while running
+   * (timeout, abort) stays here as a zombie until its worker answers or is stopped: it still holds its
+   * slot in the worker.
    */
   readonly inflight = new Map<number, Unit>();
   /** Seqs in `inflight` whose unit was settled by a cancel while its worker still runs it. */
@@ -88,7 +90,7 @@ export class PoolWorker {
   pinned: Unit[] = [];
   tasksDone = 0;
   busyMs = 0;
-  /** When the unit it runs now (the head of `inflight`) started, as far as the pool can tell. */
+  /** When it last posted results, or was sent units while it held none: when its current unit started, about. */
   runningSince = 0;
   /** Result batches received from it: with its claim board's count, whether one is on its way. */
   batches = 0;

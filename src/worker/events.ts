@@ -23,6 +23,11 @@ export class EventOutbox {
     private readonly unsendable: (seq: number, error: unknown) => void,
   ) {}
 
+  /** Whether events wait to be sent. */
+  get pending(): boolean {
+    return this.events.length > 0;
+  }
+
   add(seq: number, item: number, kind: CallEvent, name: string | undefined, data: unknown): void {
     critical(() => this.queue(seq, item, kind, name, data));
   }

@@ -4,7 +4,7 @@
  * them (the addon loader, the shared-memory tracker's spawner, the channel client) costs a thread
  * worker about a third of its start-up.
  */
-export { bindChannels, channelDown, flushChannels } from '../channel/worker.js';
+export { bindChannels, channelDown, channelsPending, flushChannels } from '../channel/worker.js';
 export { decodeArgs, encodeResult } from '../runtime/codec.js';
 export { internalSegment, SharedMemory } from '../shm/shared-memory.js';
 export { UnitProbe } from './limits.js';

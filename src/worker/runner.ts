@@ -303,7 +303,8 @@ export class Runner {
         if ((flags & UNIT_CANCELLABLE) !== 0 || !this.keep(outcome, index)) this.flush();
       }
     }
-    this.flush();
+    // Results held for batch-mates go now (not a running task's queue puts: they keep their batch.delay).
+    if (this.outbox.length > 0) this.flush();
     if (this.head === this.queue.length && this.head > 0) {
       this.queue.length = 0;
       this.head = 0;
@@ -348,11 +349,16 @@ export class Runner {
     this.outbox.push(frame);
   }
 
-  /** Keeps a plain number result on the claim board (see HOLD_BELOW_MS); false for any other. */
+  /**
+   * Keeps a plain number result on the claim board (see HOLD_BELOW_MS); false for any other, and while
+   * progress, events or queue puts wait to be sent: they go before their call's result, and a result
+   * the pool took off the board would leave them behind (or lost, with their worker).
+   */
   private keep(frame: ResultFrame, index: number): boolean {
     const value = frame[2];
     if (index < 0 || frame[1] !== ResultStatus.Ok || typeof value !== 'number' || frame[4] !== undefined)
       return false;
+    if (this.events.pending || this.extras?.channelsPending()) return false;
     keepResult(this.board!, this.values!, index, frame[0], value);
     return true;
   }
