@@ -170,3 +170,26 @@ describe('a call that reported progress is never held past its report', () => {
     });
   }
 });
+
+describe('claim words', () => {
+  // A claim word holds 32 bits of the seq, and the worker claims a unit by writing -seq there: for a
+  // seq whose 32 bits are -2^31 that changes nothing, so a unit that ran looked never started (re-run
+  // after its worker died under it, and never blamed). 2^31 sends take hours: the pool's counter is set.
+  test('no unit gets a seq that is its own negation in 32 bits', { timeout: 60_000 }, async () => {
+    const log = newLog();
+    const { pool } = makePool({ runtime: 'thread', workers: 1, initializer: 'openLog', initArgs: [log] });
+    assert.equal(await settles(pool.apply('tick', [1, -1]), 'first call'), 1);
+    pool.backend.seq = 2 ** 31 - 1; // the next send would be seq 2^31
+    const error = await settles(
+      pool.apply('tick', [2, 2, 'exit']).then(
+        () => assert.fail('it resolved'),
+        (e) => e,
+      ),
+      'the call that ends its worker',
+      20_000,
+    );
+    assert.equal(error.code, 'ERR_WORKER_CRASHED', error.message);
+    assert.equal(executions(log).get('2'), 1, 'it ran once, and was blamed for the death');
+    await pool.close();
+  });
+});
