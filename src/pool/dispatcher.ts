@@ -149,10 +149,7 @@ export class Dispatcher implements Backend {
       workerError: events.workerError,
     });
     this.exits = new Exits(config, this.life, this.meter, this.workers, {
-      released: (u) => {
-        this.sent--;
-        this.hinted -= u.memoryHint;
-      },
+      released: (u) => this.released(u),
       requeue: (u) => this.submit(u, true),
       settleFail: (u, error) => this.settleFail(u, error),
       salvaged: (w, u) => this.salvaged(w, u),
@@ -184,8 +181,7 @@ export class Dispatcher implements Backend {
       () => this.schedule(),
       (w, units) => {
         for (const u of units) {
-          this.sent--;
-          this.hinted -= u.memoryHint;
+          this.released(u);
           this.salvaged(w, u);
         }
         this.schedule();
@@ -391,10 +387,7 @@ export class Dispatcher implements Backend {
   /** Takes back units not started yet for idle workers (see dispatch); `stuckOnly`: from stuck workers. */
   private steal(stuckOnly: boolean): number {
     const taken = this.stealing.take(stuckOnly);
-    for (const u of taken) {
-      this.sent--;
-      this.hinted -= u.memoryHint;
-    }
+    for (const u of taken) this.released(u);
     for (const u of taken) this.submit(u, true); // newest first, so the oldest ends up in front
     return taken.length;
   }
@@ -470,6 +463,12 @@ export class Dispatcher implements Backend {
     w.inflight.set(u.seq, u);
     this.sent++;
     this.hinted += u.memoryHint;
+  }
+
+  /** Undoes track()'s counts: the unit is out of its worker's hands (answered, taken back, or its worker gone). */
+  private released(u: Unit): void {
+    this.sent--;
+    this.hinted -= u.memoryHint;
   }
 
   /**
@@ -550,8 +549,7 @@ export class Dispatcher implements Backend {
     w.inflight.delete(seq);
     if (status === ResultStatus.OkArena) value = w.arena?.take(seq);
     else w.arena?.free(seq);
-    this.sent--;
-    this.hinted -= u.memoryHint;
+    this.released(u);
     // A cancelled run that ended (or stopped at the cancel): the caller has its answer already.
     if (w.zombies.delete(seq)) {
       w.acked.delete(seq);

@@ -244,7 +244,6 @@ export class Runner {
     while (this.running < this.concurrency && this.head < this.queue.length) {
       const unit = this.queue[this.head]!;
       const flags = unit[4] ?? 0;
-      if (this.outbox.length > 0 && !this.mayHold(unit[1], flags)) this.flush();
       if ((flags & this.needsExtras) !== 0 && !this.need()) return;
       this.queue[this.head++] = undefined as unknown as UnitFrame;
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
@@ -255,6 +254,7 @@ export class Runner {
       if (this.board && !claim(this.board, this.dequeued++, unit[0])) continue;
       if (this.dropped.delete(unit[0])) {
         this.hold([unit[0], ResultStatus.Cancelled, 0, 0], performance.now());
+        if (!this.nextMayHold()) this.flush();
         continue;
       }
       const index = this.board ? this.dequeued - 1 : -1;
@@ -270,7 +270,7 @@ export class Runner {
         workerId: this.workerId,
         controller: undefined,
         cancelled: undefined,
-        claimIndex: (flags & UNIT_CANCELLABLE) !== 0 && this.board ? this.dequeued - 1 : -1,
+        claimIndex: (flags & UNIT_CANCELLABLE) !== 0 ? index : -1,
         post: undefined,
         item: 0,
       };
@@ -294,13 +294,17 @@ export class Runner {
         const ms = end - start;
         outcome[3] = ms;
         if (probe) this.report(probe, outcome, want);
-        const cost = this.costs.get(unit[1]);
-        this.costs.set(unit[1], cost === undefined ? ms : cost * 0.8 + ms * 0.2);
+        if (index >= 0) {
+          // Only a worker with a board may hold results (nextMayHold): only it needs the task's cost.
+          const cost = this.costs.get(unit[1]);
+          this.costs.set(unit[1], cost === undefined ? ms : cost * 0.8 + ms * 0.2);
+        }
         this.finish(outcome, end);
         if (this.loading) return;
-        // A result that could wait for batch-mates (the next unit decides: mayHold) is kept on the
-        // claim board first; any other goes now, with those that wait.
-        if ((flags & UNIT_CANCELLABLE) !== 0 || !this.keep(outcome, index)) this.flush();
+        // It waits for batch-mates only if the next unit may run with results held, and then only once
+        // kept on the claim board; otherwise it goes now, with those that wait. (Kept and then sent at
+        // once, a 10 ms task's result was open to the pool's look for held results, which took it.)
+        if (!(this.nextMayHold() && this.keep(outcome, index, flags))) this.flush();
       }
     }
     // Results held for batch-mates go now (not a running task's queue puts: they keep their batch.delay).
@@ -335,12 +339,14 @@ export class Runner {
   }
 
   /**
-   * Whether results in the outbox may wait while the next unit runs: it is a plain unit (nothing to
-   * cancel, no extras) of a task that usually takes microseconds, and they have not waited long.
+   * Whether results in the outbox may wait while the next unit runs: there is one, it is a plain unit
+   * (nothing to cancel, no extras) of a task that usually takes microseconds, and they have not waited long.
    */
-  private mayHold(name: string, flags: number): boolean {
-    if (flags !== 0 || this.board === undefined || this.outbox.length >= HOLD_MAX) return false;
-    const cost = this.costs.get(name);
+  private nextMayHold(): boolean {
+    const next = this.queue[this.head];
+    if (next === undefined || (next[4] ?? 0) !== 0 || this.board === undefined) return false;
+    if (this.outbox.length >= HOLD_MAX) return false;
+    const cost = this.costs.get(next[1]);
     return cost !== undefined && cost < HOLD_BELOW_MS && performance.now() - this.heldSince < HOLD_MS;
   }
 
@@ -350,14 +356,15 @@ export class Runner {
   }
 
   /**
-   * Keeps a plain number result on the claim board (see HOLD_BELOW_MS); false for any other, and while
-   * progress, events or queue puts wait to be sent: they go before their call's result, and a result
-   * the pool took off the board would leave them behind (or lost, with their worker).
+   * Keeps the number result of a plain unit (the same rule as nextMayHold's) on the claim board (see
+   * HOLD_BELOW_MS); false for any other, and while progress, events or queue puts wait to be sent: they
+   * go before their call's result, and a result the pool took off the board would leave them behind
+   * (or lost, with their worker).
    */
-  private keep(frame: ResultFrame, index: number): boolean {
+  private keep(frame: ResultFrame, index: number, flags: number): boolean {
     const value = frame[2];
-    if (index < 0 || frame[1] !== ResultStatus.Ok || typeof value !== 'number' || frame[4] !== undefined)
-      return false;
+    if (flags !== 0 || index < 0 || frame[1] !== ResultStatus.Ok || typeof value !== 'number') return false;
+    if (frame[4] !== undefined) return false; // a usage or leak report travels with its result
     if (this.events.pending || this.extras?.channelsPending()) return false;
     keepResult(this.board!, this.values!, index, frame[0], value);
     return true;
