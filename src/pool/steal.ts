@@ -147,6 +147,16 @@ export function stealFor(
 const HELD_STALE_MS = 10;
 
 /**
+ * A worker holds a result only while it runs a unit of a task it has seen take under 0.05 ms
+ * (worker/runner.ts HOLD_BELOW_MS). The pool's average of a task's unit time is over all workers and
+ * lags a little: twenty times that leaves it room. A look at the board every HELD_STALE_MS is a timer
+ * wake-up on the main thread, ~0.2 ms of a core each here (2-vCPU VM): for a pool of 7 ms tasks that
+ * held nothing it took 2-3 % of a core from the workers, which is what keeps a CPU-bound pool off the
+ * bare-thread floor.
+ */
+const HOLDABLE_MS = 1;
+
+/**
  * The units a worker holds whose results wait on its board, taken out of its hands, once it has posted
  * nothing for HELD_STALE_MS: it is inside a long unit (a task of microseconds that, this once, does not
  * return), and their callers need not wait for its end. Its batch brings them again later, and finds
@@ -202,24 +212,42 @@ export class Stealing {
   ) {}
 
   /**
-   * Units went to a worker or came back from one: while any worker holds units, with no result batch of
-   * its on the way (its arrival looks again), a look every HELD_STALE_MS for results it leaves waiting.
+   * Units went to a worker or came back from one: while a worker may hold results (mayHold), with no
+   * result batch of its on the way (its arrival looks again), a look every HELD_STALE_MS for results it
+   * leaves waiting.
    */
   watchHeld(): void {
-    if (this.heldTimer !== undefined) return;
+    if (this.heldTimer !== undefined || !this.anyMayHold()) return;
     this.heldTimer = setTimeout(() => {
       this.heldTimer = undefined;
       const now = performance.now();
-      let again = false;
       for (const w of this.workers) {
-        if (!w.board || w.inflight.size === 0 || w.board.inFlight(w.batches)) continue;
-        again = true;
+        if (!this.mayHold(w)) continue;
         const units = heldResults(w, now);
         if (units.length > 0) this.salvage(w, units);
       }
-      if (again) this.watchHeld();
+      this.watchHeld();
     }, HELD_STALE_MS);
     this.heldTimer.unref();
+  }
+
+  private anyMayHold(): boolean {
+    for (const w of this.workers) if (this.mayHold(w)) return true;
+    return false;
+  }
+
+  /**
+   * Whether `w` may be holding results now: it has a board, no batch of its is on the way, and besides
+   * a finished unit it has one in hand of a task that may be tiny (its cost unknown yet, or under
+   * HOLDABLE_MS). A worker that holds only long units never holds a result, and needs no look.
+   */
+  private mayHold(w: PoolWorker): boolean {
+    if (!w.board || w.inflight.size < 2 || w.board.inFlight(w.batches)) return false;
+    for (const u of w.inflight.values()) {
+      const cost = this.costs.get(u.name);
+      if (cost === undefined || cost < HOLDABLE_MS) return true;
+    }
+    return false;
   }
 
   /** A unit of task `name` ran `ms` in its worker. */
