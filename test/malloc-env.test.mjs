@@ -112,3 +112,16 @@ describe('process workers: malloc tunables', () => {
     assert.equal(b.kib, 0, `with hugetlb=0: ${b.kib} KiB in huge pages`);
   });
 });
+
+describe('process workers: V8 flags', () => {
+  test("a process worker compiles on its own thread (--no-concurrent-recompilation) unless the pool's execArgv says otherwise", async () => {
+    const plain = makePool({ runtime: 'process', workers: 1 });
+    assert.deepEqual(await plain.apply('flags', []), ['--no-concurrent-recompilation']);
+    // The pool's flags come after: V8 takes the last of two opposite flags.
+    const own = makePool({ runtime: 'process', workers: 1, execArgv: ['--concurrent-recompilation'] });
+    assert.deepEqual(await own.apply('flags', []), [
+      '--no-concurrent-recompilation',
+      '--concurrent-recompilation',
+    ]);
+  });
+});
