@@ -176,6 +176,7 @@ async function main() {
       'dist/src/index.js',
       'dist/src/index.d.ts',
       'dist/src/cli/main.js',
+      'dist/src/worker/entry.js', // the bundled worker entry (scripts/bundle-worker.mjs)
       'scripts/build-native.mjs',
       'native/binding.gyp',
       'native/shm.gypi',

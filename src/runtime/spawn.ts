@@ -1,10 +1,30 @@
 /** Starts corral's worker entry under either runtime: the one place that knows both. */
+import { readFileSync, statSync } from 'node:fs';
 import { spawnProcess } from './process.js';
 import type { WorkerInit } from './protocol.js';
 import { spawnThread } from './thread.js';
 import type { RuntimeEvents, RuntimeKind, RuntimeWorker } from './types.js';
 
-const WORKER_ENTRY = new URL('../worker/main.js', import.meta.url);
+/**
+ * Where workers start: the entry bundled into one module (scripts/bundle-worker.mjs, part of `npm run
+ * build`), with which a fresh worker starts ~6 ms sooner than from worker/main.js and the eight modules
+ * it imports. Without the bundle (a build by tsc alone), or with one older than any module it was made
+ * from (a `tsc --watch` rebuilt that module since), from main.js: the same code, never stale code.
+ */
+function workerEntry(): URL {
+  const main = new URL('../worker/main.js', import.meta.url);
+  const bundle = new URL('../worker/entry.js', import.meta.url);
+  try {
+    const inputs = JSON.parse(readFileSync(new URL('../worker/entry.inputs.json', import.meta.url), 'utf8'));
+    const built = statSync(bundle).mtimeMs;
+    for (const input of inputs as string[]) if (statSync(new URL(input, bundle)).mtimeMs > built) return main;
+    return bundle;
+  } catch {
+    return main;
+  }
+}
+
+const WORKER_ENTRY = workerEntry();
 
 export interface StartOptions {
   runtime: RuntimeKind;
