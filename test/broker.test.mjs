@@ -1,0 +1,73 @@
+// The queue broker (channel/broker.ts) driven frame by frame through fake worker links: orderings that
+// real workers reach only by chance, made to happen every time.
+import assert from 'node:assert/strict';
+import { describe } from 'node:test';
+import { Broker } from '../dist/src/channel/broker.js';
+import { DEFAULT_BATCH } from '../dist/src/channel/check.js';
+import { sleep, test } from './helpers.mjs';
+
+/** A fake worker link: what the broker sends it, in order. */
+function fakeLink(pid) {
+  const frames = [];
+  return {
+    frames,
+    st: {
+      link: { pid, send: (f) => frames.push(f) },
+      board: undefined,
+      segment: undefined,
+      boardTried: true,
+      brokers: new Set(),
+    },
+  };
+}
+
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('queue broker', () => {
+  test('a lone consumer recalled while its acknowledgements lag is not ended by a close before its items come back', async () => {
+    const errors = [];
+    const broker = new Broker(
+      'q1',
+      { maxsize: Infinity, batch: DEFAULT_BATCH },
+      false,
+      {
+        consumerLost: () => assert.fail('no worker exited'),
+        error: (e) => errors.push(e),
+      },
+      () => {},
+    );
+    const producer = fakeLink(101);
+    const consumer = fakeLink(102);
+    const put = (items) => broker.onFrame(producer.st, { t: 'chan', op: 'put', id: 'q1', items });
+    const frame = (f) => broker.onFrame(consumer.st, { t: 'chan', id: 'q1', ...f });
+
+    frame({ op: 'want', n: 4, taken: 0, done: 0 });
+    put([1, 2, 3, 4]);
+    await flush();
+    assert.deepEqual(
+      consumer.frames.map((f) => [f.op, f.items]),
+      [['items', [1, 2, 3, 4]]],
+    );
+    // It asks for more before its acknowledgement of the four caught up: the broker sees a waiter and
+    // a holder in one, and after RECALL_MS asks it for what it holds.
+    frame({ op: 'want', n: 4, taken: 0, done: 0 });
+    await sleep(40);
+    assert.deepEqual(consumer.frames.at(-1), { t: 'chan', op: 'recall', id: 'q1' });
+    // The producer is done and the queue closes while the consumer's return is on its way.
+    broker.close();
+    await flush();
+    assert.ok(
+      !consumer.frames.some((f) => f.end),
+      'ended while its items travelled back: they would be lost',
+    );
+    // The return arrives (the consumer had handed none out), and it asks again in its new epoch.
+    frame({ op: 'return', taken: 0, done: 0, epoch: 1 });
+    frame({ op: 'want', n: 8, taken: 0, done: 0 });
+    await flush();
+    const after = consumer.frames.slice(consumer.frames.findIndex((f) => f.op === 'recall') + 1);
+    const items = after.filter((f) => f.op === 'items' && f.epoch === 1).flatMap((f) => f.items);
+    assert.deepEqual(items, [1, 2, 3, 4], 'every item it gave back reaches it again');
+    assert.ok(after.at(-1).end, 'and then it ends: closed and drained');
+    assert.deepEqual(errors, []);
+  });
+});
