@@ -9,10 +9,11 @@
  * Left outside the bundle, as files next to it that it imports by the same relative paths:
  *  - what the entry loads only on demand (limits, orphan guard, channel extras, shared memory), so that
  *    a pool that never uses them never loads them;
- *  - shm/*: shm/used.ts holds whether this thread ever made a SharedMemory, and the SharedMemory class
- *    a task imports from the package sets it in the package's own copy; the runner must read that copy.
- * The modules it inlines keep no state of their own a task could reach: task.ts and critical.ts keep
- * theirs on globalThis for this reason (a task may load another copy of corral).
+ *  - shm/shared-memory.js: the class a task imports from the package must be the one the runner
+ *    decodes handles with (its registry of segments this thread attached).
+ * The modules it inlines keep no state of their own a task could reach: task.ts, critical.ts and
+ * shm/used.ts keep theirs on globalThis for this reason (a task may load another copy of corral). One
+ * more module file at start cost a thread worker ~2 ms (2-vCPU VM, quartiles of 31 starts).
  *
  *   node scripts/bundle-worker.mjs        # after tsc (npm run build runs both)
  */
@@ -29,7 +30,7 @@ const { metafile } = await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  external: ['./limits.js', './orphan.js', './extras.js', '../shm/*'],
+  external: ['./limits.js', './orphan.js', './extras.js', '../shm/shared-memory.js'],
   sourcemap: true,
   logLevel: 'warning',
   metafile: true,
