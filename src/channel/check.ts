@@ -10,10 +10,10 @@
  * runtimes.
  */
 
-import { types } from 'node:util';
-import { serialize } from 'node:v8';
+import { isProxy } from 'node:util/types';
 import { MAX_TIMER_MS } from '../deadline.js';
 import { ConfigError, SerializationError } from '../errors.js';
+import { builtin } from '../lazy.js';
 import { parseDuration, parseSize } from '../options.js';
 import { type BatchConfig, CHANNEL_BRAND } from './wire.js';
 
@@ -48,7 +48,7 @@ export function itemBytes(item: unknown, where: string): number {
     if (error !== FALLBACK) throw new SerializationError(where, 'item', error);
   }
   try {
-    return serialize(item).length;
+    return builtin('node:v8').serialize(item).length;
   } catch (error) {
     throw new SerializationError(where, 'item', error);
   }
@@ -73,7 +73,7 @@ function value(v: unknown, w: Walk, depth: number): number {
 }
 
 function walk(v: object, w: Walk, depth: number): number {
-  if (--w.left < 0 || depth > MAX_DEPTH || types.isProxy(v)) throw FALLBACK;
+  if (--w.left < 0 || depth > MAX_DEPTH || isProxy(v)) throw FALLBACK;
   if (Array.isArray(v)) {
     let n = 4;
     for (let i = 0; i < v.length; i++) n += value(v[i], w, depth);

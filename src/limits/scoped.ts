@@ -10,9 +10,10 @@
  *   using sock = scoped(net.connect(port), (s) => s.destroy());
  */
 import { closeSync, type OpenMode, openSync, type PathLike } from 'node:fs';
-import { type FileHandle, mkdtemp, open, rm } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { builtin } from '../lazy.js';
 
 /** Node 20 has Symbol.dispose/asyncDispose but older typings may not promise them on FileHandle. */
 export type ScopedFileHandle = FileHandle & AsyncDisposable;
@@ -23,7 +24,7 @@ export async function openFile(
   flags: OpenMode = 'r',
   mode?: number,
 ): Promise<ScopedFileHandle> {
-  const handle = (await open(path, flags, mode)) as ScopedFileHandle;
+  const handle = (await builtin('node:fs/promises').open(path, flags, mode)) as ScopedFileHandle;
   if (typeof handle[Symbol.asyncDispose] !== 'function') {
     Object.defineProperty(handle, Symbol.asyncDispose, { value: () => handle.close(), configurable: true });
   }
@@ -54,8 +55,9 @@ export interface ScopedDir extends AsyncDisposable {
 
 /** A fresh directory under the system temp dir, removed with its contents at the end of `await using`. */
 export async function tempDir(prefix = 'corral-'): Promise<ScopedDir> {
-  const path = await mkdtemp(join(tmpdir(), prefix));
-  return { path, [Symbol.asyncDispose]: () => rm(path, { recursive: true, force: true }) };
+  const fs = builtin('node:fs/promises');
+  const path = await fs.mkdtemp(join(tmpdir(), prefix));
+  return { path, [Symbol.asyncDispose]: () => fs.rm(path, { recursive: true, force: true }) };
 }
 
 /** Any resource with a close function: `using s = scoped(socket, (s) => s.destroy())`. */

@@ -1,5 +1,6 @@
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { builtin } from '../lazy.js';
 import { StderrRelay } from './stderr.js';
 import type { RuntimeEvents, RuntimeWorker, SpawnSpec } from './types.js';
 
@@ -69,7 +70,8 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
   const execArgv = [...PROCESS_V8_FLAGS, ...spec.execArgv];
   const { env, restore } = workerEnv(spec.env ?? process.env);
   if (spec.heapMb !== undefined) execArgv.push(`--max-old-space-size=${spec.heapMb}`);
-  const child = fork(fileURLToPath(spec.entry), [], {
+  // Loaded with the first process worker, not with corral (lazy.ts).
+  const child = builtin('node:child_process').fork(fileURLToPath(spec.entry), [], {
     execArgv,
     env,
     serialization: 'advanced',

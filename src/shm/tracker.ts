@@ -18,8 +18,8 @@
  * orderly exits; only a hard kill would leak them. `trackerStatus()` reports why.
  */
 
-import { spawn } from 'node:child_process';
 import { closeSync, existsSync } from 'node:fs';
+import { builtin } from '../lazy.js';
 import type { ShmBinding } from '../native/index.js';
 
 /** Wait this long after a failed start before trying again, not on every create(). */
@@ -76,7 +76,10 @@ function start(binding: ShmBinding, executable: string): string | undefined {
   let pid: number | undefined;
   let failure: string | undefined;
   try {
-    const child = spawn(executable, [], { detached: true, stdio: [readFd, 'ignore', 'ignore'] });
+    const child = builtin('node:child_process').spawn(executable, [], {
+      detached: true,
+      stdio: [readFd, 'ignore', 'ignore'],
+    });
     // A failed exec is reported asynchronously; without a listener it would crash us.
     child.on('error', () => {});
     child.unref();

@@ -8,6 +8,7 @@
  */
 import { isMainThread } from 'node:worker_threads';
 import type { ChanDown } from '../channel/wire.js';
+import { builtin } from '../lazy.js';
 import type { FromWorker, ResultFrame, ToWorker, UnitFrame, WorkerLimits } from '../runtime/protocol.js';
 import {
   BOARD_POSTED,
@@ -496,8 +497,6 @@ export class Runner {
  * entry: with the four internal modules and six bindings it brings, it took ~3 ms of a fresh worker's
  * start on Node 20 (0.8 ms on Node 22). The ready message's heap figure needs no module.
  */
-let v8: typeof import('node:v8') | undefined;
 function heapStatistics(): import('node:v8').HeapInfo {
-  v8 ??= process.getBuiltinModule('node:v8');
-  return v8.getHeapStatistics();
+  return builtin('node:v8').getHeapStatistics();
 }

@@ -5,14 +5,15 @@
  * version. Payloads are V8-serialised (the structured clone a local pool uses), so typed arrays, Maps,
  * Dates and errors travel as they do between local workers.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { deserialize, serialize } from 'node:v8';
 import * as errors from '../../errors.js';
 import { PayloadTooLargeError, SerializationError, TaskError } from '../../errors.js';
+import { builtin } from '../../lazy.js';
 import type { TaskUsage, UnitMode, WireError } from '../../runtime/protocol.js';
 import { fromWireError, toWireError } from '../../runtime/protocol.js';
+
+const v8 = (): typeof import('node:v8') => builtin('node:v8');
 
 /** A job's data, as BullMQ stores it (JSON): `p` is the V8-serialised payload in base64. */
 export interface JobData {
@@ -50,7 +51,7 @@ export type Reply =
 export function encodePayload(task: string, payload: unknown, limit: number): string {
   let bytes: Buffer;
   try {
-    bytes = serialize(payload);
+    bytes = v8().serialize(payload);
   } catch (error) {
     throw new SerializationError(task, 'arguments', error);
   }
@@ -59,27 +60,27 @@ export function encodePayload(task: string, payload: unknown, limit: number): st
 }
 
 export function decodePayload(p: string): unknown {
-  return deserialize(Buffer.from(p, 'base64'));
+  return v8().deserialize(Buffer.from(p, 'base64'));
 }
 
 /** A reply as bytes; an ok reply too large (or not serialisable) becomes the typed error instead. */
 export function encodeReply(reply: Reply, task: string, limit: number): Buffer {
-  if (!reply.ok) return serialize(reply);
+  if (!reply.ok) return v8().serialize(reply);
   let bytes: Buffer;
   try {
-    bytes = serialize(reply);
+    bytes = v8().serialize(reply);
   } catch (error) {
-    return serialize(errorReply(reply.id, reply.host, new SerializationError(task, 'result', error)));
+    return v8().serialize(errorReply(reply.id, reply.host, new SerializationError(task, 'result', error)));
   }
   if (bytes.length > limit) {
     const error = new PayloadTooLargeError(task, 'result', bytes.length, limit);
-    return serialize(errorReply(reply.id, reply.host, error));
+    return v8().serialize(errorReply(reply.id, reply.host, error));
   }
   return bytes;
 }
 
 export function decodeReply(bytes: Buffer): Reply {
-  return deserialize(bytes) as Reply;
+  return v8().deserialize(bytes) as Reply;
 }
 
 export function errorReply(id: string, host: string, error: unknown): Reply {
@@ -126,7 +127,7 @@ export function moduleVersionOf(module: string, given: string | undefined): stri
   if (given !== undefined) return given;
   try {
     const path = module.startsWith('file:') ? fileURLToPath(module) : module;
-    return createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 12);
+    return builtin('node:crypto').createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 12);
   } catch {
     return '';
   }

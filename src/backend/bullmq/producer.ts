@@ -12,8 +12,8 @@
  * BackendUnavailableError and every waiting call fails with it. The connections are link.ts's; the
  * hosts and the queue's length are watched by watch.ts, and this file keeps the units' bookkeeping.
  */
-import { randomBytes } from 'node:crypto';
 import { AbortError, NoHostError, PoolClosedError, TaskError } from '../../errors.js';
+import { builtin } from '../../lazy.js';
 import { Meter, type UnitOutcome, type UnitRecord } from '../../metrics/meter.js';
 import type { PoolConfig } from '../../pool/config.js';
 import { PoolLifecycle, type PoolState } from '../../pool/lifecycle.js';
@@ -42,7 +42,7 @@ interface Sent {
 export class BullmqBackend implements Backend {
   readonly config: BackendConfig;
   private readonly life = new PoolLifecycle(() => this.changed());
-  private readonly poolId = randomBytes(6).toString('hex');
+  private readonly poolId = builtin('node:crypto').randomBytes(6).toString('hex');
   private readonly version: string;
   private readonly keys: ReturnType<typeof keys>;
   private readonly address: string;
