@@ -127,3 +127,46 @@ console.log(JSON.stringify({ squares, one, resolvable, loaded: Object.keys(creat
     assert.deepEqual(out, { squares: [1, 4, 9], one: 16, resolvable: false, loaded: [] });
   });
 });
+
+describe('with @opentelemetry/api installed', () => {
+  const index = new URL('../dist/src/index.js', import.meta.url).href;
+  const tasks = new URL('./fixtures/tasks.mjs', import.meta.url).href;
+  /** Runs ES module code in a fresh Node from this repository, where the API resolves; stdout parsed. */
+  const fresh = (body) =>
+    JSON.parse(
+      execFileSync(process.execPath, ['--input-type=module', '-e', body], {
+        cwd: fileURLToPath(new URL('..', import.meta.url)),
+        encoding: 'utf8',
+      }),
+    );
+
+  test('nothing registered with it: a pool runs without loading it', { timeout: 30_000 }, () => {
+    const out = fresh(`
+      import { createRequire } from 'node:module';
+      const { Pool } = await import(${JSON.stringify(index)});
+      const require = createRequire(${JSON.stringify(index)});
+      const pool = new Pool({ module: ${JSON.stringify(tasks)}, workers: 1 });
+      const one = await pool.apply('square', [4]);
+      await pool.close();
+      console.log(JSON.stringify({ one, resolvable: !!require.resolve('@opentelemetry/api'),
+        loaded: Object.keys(require.cache).filter((k) => k.includes('opentelemetry')) }));`);
+    assert.deepEqual(out, { one: 16, resolvable: true, loaded: [] });
+  });
+
+  test('an SDK registered after the pool was made: the units queued after it are spans', {
+    timeout: 30_000,
+  }, () => {
+    const out = fresh(`
+      const { Pool } = await import(${JSON.stringify(index)});
+      const pool = new Pool({ module: ${JSON.stringify(tasks)}, workers: 1 });
+      await pool.apply('square', [2]);
+      const { trace } = await import('@opentelemetry/api');
+      const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = await import('@opentelemetry/sdk-trace-base');
+      const exporter = new InMemorySpanExporter();
+      trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+      await pool.apply('square', [3]);
+      await pool.close();
+      console.log(JSON.stringify(exporter.getFinishedSpans().map((s) => [s.name, s.attributes['corral.outcome']])));`);
+    assert.deepEqual(out, [['corral square', 'ok']]);
+  });
+});

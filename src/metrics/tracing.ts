@@ -5,9 +5,13 @@
  * RSS and outcome; its trace context travels to the worker in the unit frame (worker/tracing.ts), so
  * spans a task makes join the caller's trace.
  *
- * The API is looked for once, when the first pool is made; without it `tracer()` is undefined and the
- * dispatcher pays one untaken branch per unit. The shapes below are the few parts of the API used here,
- * declared structurally so that corral's types never name a package its users may not have.
+ * The API is loaded only once the application has registered something with it (its SDK does as it
+ * starts, and leaves its mark on globalThis): many programs have the package installed by a dependency
+ * and never trace, and loading it cost such a program ~25 ms and ~3 MiB at its first pool for spans
+ * that would go nowhere. Until then the dispatcher looks for that mark at each unit it queues (one
+ * property check), so an SDK registered after a pool was made is still seen. The shapes below are the
+ * few parts of the API used here, declared structurally so that corral's types never name a package its
+ * users may not have.
  */
 import { createRequire } from 'node:module';
 import { readPeakRss } from '../limits/memory.js';
@@ -50,16 +54,20 @@ interface Api {
   SpanStatusCode: { ERROR: number };
 }
 
+/** Where API 1.x keeps what was registered with it (its GLOBAL_OPENTELEMETRY_API_KEY). */
+const REGISTERED = Symbol.for('opentelemetry.js.api.1');
+
+/** undefined: not loaded yet; null: registered with, but this program cannot load it. */
 let api: Api | null | undefined;
 
-/** The application's OpenTelemetry API, or null when it has none (looked for once). */
+/** The application's OpenTelemetry API, or null while nothing has been registered with one. */
 export function otelApi(): Api | null {
-  if (api === undefined) {
-    try {
-      api = createRequire(import.meta.url)('@opentelemetry/api') as Api;
-    } catch {
-      api = null;
-    }
+  if (api !== undefined) return api;
+  if (!(REGISTERED in globalThis)) return null;
+  try {
+    api = createRequire(import.meta.url)('@opentelemetry/api') as Api;
+  } catch {
+    api = null;
   }
   return api;
 }

@@ -128,8 +128,8 @@ export class Dispatcher implements Backend {
   private sampler: Sampler | undefined = undefined;
   /** Map jobs with work left (input to read or chunks unsettled): close() waits for them. */
   private readonly jobs = new Set<Job>();
-  /** Spans for units, when the application has @opentelemetry/api (metrics/tracing.ts). */
-  private readonly tracer: UnitTracer | undefined;
+  /** Spans for units, once the application has registered with @opentelemetry/api (metrics/tracing.ts). */
+  private tracer: UnitTracer | undefined = undefined;
 
   constructor(
     readonly config: PoolConfig,
@@ -174,8 +174,6 @@ export class Dispatcher implements Backend {
         resumed: () => this.schedule(),
       });
     }
-    const otel = otelApi();
-    this.tracer = otel ? new UnitTracer(otel) : undefined;
     this.stealing = new Stealing(
       this.workers,
       () => this.schedule(),
@@ -238,12 +236,21 @@ export class Dispatcher implements Backend {
     return this.queued < this.config.maxQueue;
   }
 
+  /** The unit tracer, made the first time OpenTelemetry is found registered (looked for per unit). */
+  private traced(): UnitTracer | undefined {
+    if (this.tracer === undefined) {
+      const otel = otelApi();
+      if (otel) this.tracer = new UnitTracer(otel);
+    }
+    return this.tracer;
+  }
+
   submit(unit: Unit, front = false): void {
     if (front) this.queue.unshift(unit);
     else this.queue.push(unit);
     this.queued++;
     unit.state = 'queued';
-    if (this.tracer !== undefined && unit.trace === undefined) unit.trace = this.tracer.start(unit);
+    if (unit.trace === undefined) unit.trace = this.traced()?.start(unit) ?? null;
     this.signals.watch(unit);
     this.schedule();
   }
@@ -307,7 +314,7 @@ export class Dispatcher implements Backend {
       const u = make(w);
       u.pin = w; // not in the shared queue: it stays 'new' until it is sent
       u.queuedAt = performance.now();
-      if (this.tracer !== undefined) u.trace = this.tracer.start(u);
+      u.trace = this.traced()?.start(u) ?? null;
       this.signals.watch(u);
       w.pinned.push(u);
       units.push(u);
