@@ -413,8 +413,13 @@ export class Runner {
     if (now - this.heapReportedAt >= HEAP_REPORT_MS) {
       this.heapReportedAt = now;
       // Not process.memoryUsage(): it opens /proc/self/status, and a task at its openFiles limit may
-      // have used every descriptor (an EMFILE here would take the worker down).
-      heap = heapStatistics().used_heap_size;
+      // have used every descriptor (an EMFILE here would take the worker down). A worker under limits
+      // has node:v8 from the start (worker/limits.ts); should loading it fail here, the report waits.
+      try {
+        heap = heapStatistics().used_heap_size;
+      } catch {
+        heap = undefined;
+      }
     }
     try {
       this.countBatch();
