@@ -72,9 +72,12 @@ export function otelApi(): Api | null {
   return api;
 }
 
-/** The caller's context, for work that is queued later on its behalf (map chunks). */
+/**
+ * The caller's context, for work that is queued later on its behalf (map chunks). Through otelApi():
+ * a map may be the first call after an SDK registered, before any unit has loaded the API.
+ */
 export function activeContext(): unknown {
-  return api ? api.context.active() : undefined;
+  return otelApi()?.context.active();
 }
 
 const PEAK_READ_MS = 100;
