@@ -70,4 +70,34 @@ describe('queue broker', () => {
     assert.ok(after.at(-1).end, 'and then it ends: closed and drained');
     assert.deepEqual(errors, []);
   });
+
+  test('items given back return to their place in the queue: a later sentinel given back after earlier items stays behind them', async () => {
+    const broker = new Broker(
+      'q2',
+      { maxsize: Infinity, batch: DEFAULT_BATCH },
+      false,
+      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
+      () => {},
+    );
+    const producer = fakeLink(201);
+    const a = fakeLink(202);
+    const b = fakeLink(203);
+    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q2', ...f });
+    const got = (who, epoch) =>
+      who.frames.filter((f) => f.op === 'items' && f.epoch === epoch).flatMap((f) => f.items);
+    frame(producer, { op: 'put', items: [1, 2, 3, 4, 5, 6, null, null] });
+    // b fetches the first three and, slow, hands none out; a fetches the rest, both sentinels too.
+    frame(b, { op: 'want', n: 3, taken: 0, done: 0 });
+    await flush();
+    frame(a, { op: 'want', n: 5, taken: 0, done: 0 });
+    await flush();
+    assert.deepEqual(got(b, 0), [1, 2, 3]);
+    assert.deepEqual(got(a, 0), [4, 5, 6, null, null]);
+    // b gives back its three (a recall), then a, stopped at its sentinel, gives back the other one.
+    frame(b, { op: 'return', taken: 0, done: 0, epoch: 1 });
+    frame(a, { op: 'return', taken: 4, done: 0, epoch: 1 });
+    frame(b, { op: 'want', n: 8, taken: 0, done: 0 });
+    await flush();
+    assert.deepEqual(got(b, 1), [1, 2, 3, null], 'the sentinel comes after the items that were before it');
+  });
 });

@@ -108,6 +108,8 @@ class Client {
   ackDone = 0;
   /** Items sent and still kept: held[off] has global index base. */
   held: unknown[] = [];
+  /** Each held item's place in the queue's order (Items.take), for putting it back there. */
+  heldAt: number[] = [];
   off = 0;
   base = 0;
   credits = 0;
@@ -115,13 +117,26 @@ class Client {
   slot: number | undefined = undefined;
   constructor(readonly st: LinkState) {}
 
-  keep(items: unknown[]): void {
-    for (let i = 0; i < items.length; i++) this.held.push(items[i]);
+  keep(items: unknown[], at: number[]): void {
+    for (let i = 0; i < items.length; i++) {
+      this.held.push(items[i]);
+      this.heldAt.push(at[i]!);
+    }
     this.sent += items.length;
   }
 
   range(from: number, to: number): unknown[] {
     return this.held.slice(this.off + from - this.base, this.off + to - this.base);
+  }
+
+  rangeAt(from: number, to: number): number[] {
+    return this.heldAt.slice(this.off + from - this.base, this.off + to - this.base);
+  }
+
+  /** Forgets what was sent from global index `index` on (given back). */
+  truncate(index: number): void {
+    this.held.length = this.off + index - this.base;
+    this.heldAt.length = this.held.length;
   }
 
   dropBelow(index: number): void {
@@ -131,9 +146,11 @@ class Client {
     this.base = index;
     if (this.off >= this.held.length) {
       this.held = [];
+      this.heldAt = [];
       this.off = 0;
     } else if (this.off > 1024 && this.off * 2 > this.held.length) {
       this.held = this.held.slice(this.off);
+      this.heldAt = this.heldAt.slice(this.off);
       this.off = 0;
     }
   }
@@ -377,11 +394,12 @@ export class Broker<T> {
   /** Puts everything sent to `c` from index `taken` on back at the front; its requests lapse. */
   private giveBack(c: Client, taken: number): T[] {
     const back = c.range(taken, c.sent) as T[];
+    const at = c.rangeAt(taken, c.sent);
     this.outstanding -= c.sent - c.ackTaken;
     c.ackTaken = taken;
     c.sent = taken;
-    c.held.length = c.off + taken - c.base;
-    this.items.unshiftAll(back.slice());
+    c.truncate(taken);
+    this.items.restore(back.slice(), at);
     c.want = 0;
     if (c.inDemand) {
       c.inDemand = false;
@@ -461,8 +479,9 @@ export class Broker<T> {
         const d = this.demand[0]!;
         if (d instanceof Client) {
           // Unbatched queues send each item in a message of its own.
-          const batch = this.items.take(Math.min(d.want, this.config.batch ? this.items.length : 1));
-          this.sendItems(d, batch);
+          const at: number[] = [];
+          const batch = this.items.take(Math.min(d.want, this.config.batch ? this.items.length : 1), at);
+          this.sendItems(d, batch, at);
           d.want -= batch.length;
           if (d.want <= 0) {
             d.want = 0;
@@ -486,18 +505,19 @@ export class Broker<T> {
     }
   }
 
-  private sendItems(c: Client, items: T[]): void {
+  private sendItems(c: Client, items: T[], at: number[]): void {
     if (items.length === 0) return;
     try {
       c.st.link.send({ t: 'chan', op: 'items', id: this.id, epoch: c.epoch, items });
-      c.keep(items);
+      c.keep(items, at);
       this.outstanding += items.length;
     } catch {
       // Items are checked when put, so this is a value the check let through: send the rest alone.
-      for (const item of items) {
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i];
         try {
           c.st.link.send({ t: 'chan', op: 'items', id: this.id, epoch: c.epoch, items: [item] });
-          c.keep([item]);
+          c.keep([item], [at[i]!]);
           this.outstanding++;
         } catch (error) {
           if (this.joinable) this.unfinished--;

@@ -1,11 +1,24 @@
 /**
  * A FIFO of items stored as the arrays they arrived in: a batch of 512 items from a worker is
  * appended as one chunk and, when a consumer asks for that many, handed on as the same array.
+ *
+ * Items a consumer gives back (queue/broker.ts: recalled, returned, or held by a worker that exited)
+ * go before the rest, in the order they first left: each item leaving for the first time gets the
+ * next number (its place in the queue's order), and one given back is put where that number says.
+ * Put back at the front as they came, they were not: a consumer that had fetched both sentinels of a
+ * queue gave the second back after another consumer gave back 255 items from before it, and the
+ * other consumer then met the sentinel first and stopped with those items never read
+ * (channel-workers.test.mjs under CI load).
  */
 export class Items<T = unknown> {
   private chunks: T[][] = [];
   /** Items already taken from chunks[0]. */
   private head = 0;
+  /** Items given back, by their place in the queue's order (`backAt`, ascending): served first. */
+  private back: T[] = [];
+  private backAt: number[] = [];
+  /** Items that have left `chunks` so far: the place of the next one to leave. */
+  private left = 0;
   length = 0;
 
   push(item: T): void {
@@ -23,19 +36,40 @@ export class Items<T = unknown> {
     this.length += items.length;
   }
 
-  /** Puts items back in front, in their order. */
-  unshiftAll(items: T[]): void {
+  /**
+   * Puts given-back items before the rest, each at its place in the queue's order (`at`: what
+   * take() reported for it), among others given back earlier.
+   */
+  restore(items: T[], at: number[]): void {
     if (items.length === 0) return;
-    if (this.head > 0) {
-      this.chunks[0] = this.chunks[0]!.slice(this.head);
-      this.head = 0;
+    const order = items.map((_, i) => i).sort((a, b) => at[a]! - at[b]!);
+    const merged: T[] = [];
+    const mergedAt: number[] = [];
+    let j = 0;
+    for (const i of order) {
+      while (j < this.back.length && this.backAt[j]! < at[i]!) {
+        merged.push(this.back[j]!);
+        mergedAt.push(this.backAt[j++]!);
+      }
+      merged.push(items[i]!);
+      mergedAt.push(at[i]!);
     }
-    this.chunks.unshift(items);
+    for (; j < this.back.length; j++) {
+      merged.push(this.back[j]!);
+      mergedAt.push(this.backAt[j]!);
+    }
+    this.back = merged;
+    this.backAt = mergedAt;
     this.length += items.length;
   }
 
   shift(): T | undefined {
     if (this.length === 0) return undefined;
+    this.length--;
+    if (this.back.length > 0) {
+      this.backAt.shift();
+      return this.back.shift();
+    }
     const first = this.chunks[0]!;
     const item = first[this.head]!;
     first[this.head] = undefined as T;
@@ -43,32 +77,47 @@ export class Items<T = unknown> {
       this.chunks.shift();
       this.head = 0;
     }
-    this.length--;
+    this.left++;
     return item;
   }
 
-  /** Up to n items from the front, as one array. */
-  take(n: number): T[] {
+  /** Up to n items from the front, as one array; `at`, when given, gets each one's place. */
+  take(n: number, at?: number[]): T[] {
     if (n <= 0 || this.length === 0) return [];
+    if (this.back.length > 0) {
+      const k = Math.min(n, this.back.length);
+      const out = this.back.splice(0, k);
+      const places = this.backAt.splice(0, k);
+      if (at) for (const p of places) at.push(p);
+      this.length -= k;
+      this.appendTo(out, n - k, at);
+      return out;
+    }
     const first = this.chunks[0]!;
     if (this.head === 0 && first.length <= n) {
       this.chunks.shift();
       this.length -= first.length;
+      if (at) for (let i = 0; i < first.length; i++) at.push(this.left + i);
+      this.left += first.length;
       if (first.length === n || this.length === 0) return first;
       const out = first;
-      this.appendTo(out, n - first.length);
+      this.appendTo(out, n - first.length, at);
       return out;
     }
     const out: T[] = [];
-    this.appendTo(out, n);
+    this.appendTo(out, n, at);
     return out;
   }
 
-  private appendTo(out: T[], n: number): void {
-    while (n > 0 && this.length > 0) {
+  private appendTo(out: T[], n: number, at: number[] | undefined): void {
+    while (n > 0 && this.chunks.length > 0) {
       const first = this.chunks[0]!;
       const end = Math.min(first.length, this.head + n);
-      for (let i = this.head; i < end; i++) out.push(first[i]!);
+      for (let i = this.head; i < end; i++) {
+        out.push(first[i]!);
+        if (at) at.push(this.left);
+        this.left++;
+      }
       const got = end - this.head;
       n -= got;
       this.length -= got;
