@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Bundles the worker entry's static module graph (dist/src/worker/main.js and the eight modules it
+ * Bundles the worker entry's static module graph (dist/src/worker/main.js and the modules it
  * imports) into one file, dist/src/worker/entry.js, which is what a worker starts from
  * (runtime/spawn.ts). A fresh worker loads each ES module in turns of its own: the nine took ~6 ms of
  * a thread worker's ~65 ms start here (2-vCPU VM, medians of 9 interleaved starts: 69 -> 63 ms to the

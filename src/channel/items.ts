@@ -42,24 +42,11 @@ export class Items<T = unknown> {
    */
   restore(items: T[], at: number[]): void {
     if (items.length === 0) return;
-    const order = items.map((_, i) => i).sort((a, b) => at[a]! - at[b]!);
-    const merged: T[] = [];
-    const mergedAt: number[] = [];
-    let j = 0;
-    for (const i of order) {
-      while (j < this.back.length && this.backAt[j]! < at[i]!) {
-        merged.push(this.back[j]!);
-        mergedAt.push(this.backAt[j++]!);
-      }
-      merged.push(items[i]!);
-      mergedAt.push(at[i]!);
-    }
-    for (; j < this.back.length; j++) {
-      merged.push(this.back[j]!);
-      mergedAt.push(this.backAt[j]!);
-    }
-    this.back = merged;
-    this.backAt = mergedAt;
+    const all = this.back.concat(items);
+    const allAt = this.backAt.concat(at);
+    const order = allAt.map((_, k) => k).sort((a, b) => allAt[a]! - allAt[b]!);
+    this.back = order.map((k) => all[k]!);
+    this.backAt = order.map((k) => allAt[k]!);
     this.length += items.length;
   }
 

@@ -413,10 +413,12 @@ export class Runner {
     if (now - this.heapReportedAt >= HEAP_REPORT_MS) {
       this.heapReportedAt = now;
       // Not process.memoryUsage(): it opens /proc/self/status, and a task at its openFiles limit may
-      // have used every descriptor (an EMFILE here would take the worker down). A worker under limits
-      // has node:v8 from the start (worker/limits.ts); should loading it fail here, the report waits.
+      // have used every descriptor (an EMFILE here would take the worker down). node:v8 loads here, at
+      // the first report, not with the entry: it took ~3 ms of a fresh worker's start on Node 20 (0.8
+      // ms on Node 22). A worker under limits has it from the start (worker/limits.ts); should loading
+      // it fail here, the report waits.
       try {
-        heap = heapStatistics().used_heap_size;
+        heap = builtin('node:v8').getHeapStatistics().used_heap_size;
       } catch {
         heap = undefined;
       }
@@ -495,13 +497,4 @@ export class Runner {
       call,
     );
   }
-}
-
-/**
- * node:v8, loaded at the first heap report (HEAP_REPORT_MS after the worker starts), not with the
- * entry: with the four internal modules and six bindings it brings, it took ~3 ms of a fresh worker's
- * start on Node 20 (0.8 ms on Node 22). The ready message's heap figure needs no module.
- */
-function heapStatistics(): import('node:v8').HeapInfo {
-  return builtin('node:v8').getHeapStatistics();
 }
