@@ -53,8 +53,10 @@ describe('queue broker', () => {
     frame({ op: 'want', n: 4, taken: 0, done: 0 });
     await sleep(40);
     assert.deepEqual(consumer.frames.at(-1), { t: 'chan', op: 'recall', id: 'q1' });
-    // The producer is done and the queue closes while the consumer's return is on its way.
+    // The producer is done and the queue closes while the consumer's return is on its way; the
+    // producer answers the close (it has nothing more on the way).
     broker.close();
+    broker.onFrame(producer.st, { t: 'chan', op: 'sealed', id: 'q1' });
     await flush();
     assert.ok(
       !consumer.frames.some((f) => f.end),
@@ -99,5 +101,66 @@ describe('queue broker', () => {
     frame(b, { op: 'want', n: 8, taken: 0, done: 0 });
     await flush();
     assert.deepEqual(got(b, 1), [1, 2, 3, null], 'the sentinel comes after the items that were before it');
+  });
+
+  test('a close ends consumers only once every producer has sealed: puts that resolved before it heard still arrive', async () => {
+    const broker = new Broker(
+      'q3',
+      { maxsize: Infinity, batch: DEFAULT_BATCH },
+      true,
+      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
+      () => {},
+    );
+    const producer = fakeLink(301);
+    const consumer = fakeLink(302);
+    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q3', ...f });
+    // A worker's first put asks first (for no room: the queue is unbounded) and resolves on the answer.
+    frame(producer, { op: 'credit', n: 0, tok: 1, nowait: false });
+    assert.deepEqual(producer.frames.at(-1), { t: 'chan', op: 'credit', id: 'q3', n: 0, tok: 1 });
+    frame(producer, { op: 'put', items: [1, 2] });
+    frame(consumer, { op: 'want', n: 8, taken: 0, done: 0 });
+    await flush();
+    broker.close();
+    await flush();
+    assert.deepEqual(producer.frames.at(-1), { t: 'chan', op: 'closed', id: 'q3' });
+    assert.ok(!consumer.frames.some((f) => f.end), 'ended while the producer may still have puts on the way');
+    // Puts it made before it heard, then its answer: they reach the consumer, and only then the end.
+    frame(producer, { op: 'put', items: [3, 4] });
+    frame(consumer, { op: 'want', n: 8, taken: 2, done: 0 });
+    await flush();
+    assert.ok(!consumer.frames.some((f) => f.end));
+    frame(producer, { op: 'sealed' });
+    frame(consumer, { op: 'want', n: 8, taken: 4, done: 4 });
+    await flush();
+    const items = consumer.frames.filter((f) => f.op === 'items').flatMap((f) => f.items);
+    assert.deepEqual(items, [1, 2, 3, 4]);
+    assert.ok(consumer.frames.at(-1).end, 'then it ends');
+    assert.equal(broker.unfinished, 0, 'join() counts the late items too, and they were done');
+  });
+
+  test('a producer whose first ask arrives after the close is refused, and what it sent meanwhile is dropped', async () => {
+    const broker = new Broker(
+      'q4',
+      { maxsize: Infinity, batch: DEFAULT_BATCH },
+      false,
+      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
+      () => {},
+    );
+    const late = fakeLink(401);
+    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q4', ...f });
+    broker.close();
+    frame(late, { op: 'credit', n: 0, tok: 1, nowait: false });
+    frame(late, { op: 'put', items: ['x'] });
+    assert.deepEqual(
+      late.frames.map((f) => [f.op, f.closed]),
+      [
+        ['closed', undefined],
+        ['credit', true],
+      ],
+    );
+    assert.equal(broker.size, 0, 'its put was rejected where it was made: the item is not here either');
+    // Local consumers end at once: no producer is owed an answer.
+    const done = await Promise.race([broker.get(2, 1, Infinity), sleep(200).then(() => 'waited')]);
+    assert.deepEqual(done, { value: undefined, done: true });
   });
 });

@@ -13,6 +13,13 @@
  * handed out go back to the front of the queue for other consumers; nothing is lost, nothing is
  * seen twice. A consumer that holds items without taking them while another starves is asked to
  * give them back (recall), so a sentinel prefetched by one consumer cannot strand another.
+ *
+ * Closing: a worker's put resolves before its batch reaches here, so at close() puts that resolved
+ * may still be on their way. Every producer worker is told the queue closed and answers `sealed`
+ * behind what it put before it heard; consumers are ended only once every producer has answered or
+ * exited. A worker announces itself before its first put resolves (its first `credit` ask, even for
+ * an unbounded queue), so there is no producer this side does not know of: one that first asks after
+ * the close is refused, and rejects the puts it made meanwhile.
  */
 import { type Deadline, deadlines } from '../deadline.js';
 import { ConfigError, QueueClosedError, QueueEmptyError, SerializationError } from '../errors.js';
@@ -120,6 +127,8 @@ export class Broker<T> {
   private joinLocal: (() => void)[] = [];
   private joinRemote: { client: Client; tok: number }[] = [];
   closed = false;
+  /** Producer workers told of the close that have not answered `sealed` yet: consumers wait for them. */
+  private unsealed = 0;
   private pumpScheduled = false;
   private recallTimer: NodeJS.Timeout | undefined = undefined;
   private readonly pumpFn = (): void => this.pump();
@@ -173,7 +182,7 @@ export class Broker<T> {
       if (this.producers.length > 0) this.schedule();
       return Promise.resolve(value);
     }
-    if (this.closed && this.items.length === 0 && !this.anyHolder(undefined)) {
+    if (this.closed && this.unsealed === 0 && this.items.length === 0 && !this.anyHolder(undefined)) {
       if (mode === GetMode.Iter) return Promise.resolve({ value: undefined, done: true });
       return Promise.reject(new QueueClosedError('the queue is closed and drained'));
     }
@@ -226,7 +235,21 @@ export class Broker<T> {
         p.reject(error);
       }
     }
-    for (const c of this.clients.values()) this.send(c, { t: 'chan', op: 'closed', id: this.id });
+    for (const c of this.clients.values()) {
+      if (c.producer && !c.refused) {
+        c.sealing = true;
+        this.unsealed++;
+      }
+      this.send(c, { t: 'chan', op: 'closed', id: this.id });
+    }
+    this.schedule();
+  }
+
+  /** `c` answered the close, or cannot any more (it exited, or it closed the queue itself). */
+  private sealed(c: Client): void {
+    if (!c.sealing) return;
+    c.sealing = false;
+    this.unsealed--;
     this.schedule();
   }
 
@@ -242,6 +265,8 @@ export class Broker<T> {
     }
     switch (f.op) {
       case 'put': {
+        if (c.refused) break;
+        c.producer = true;
         const n = f.items.length;
         this.items.pushAll(f.items as T[]);
         if (this.config.maxsize !== Infinity) {
@@ -283,6 +308,10 @@ export class Broker<T> {
         this.schedule();
         break;
       case 'credit':
+        if (!c.producer) {
+          c.producer = true;
+          c.refused = this.closed;
+        }
         if (this.closed)
           this.send(c, { t: 'chan', op: 'credit', id: this.id, n: 0, tok: f.tok, closed: true });
         else if (this.producers.length === 0 && this.free() > 0) this.grant(c, f.n, f.tok);
@@ -309,6 +338,10 @@ export class Broker<T> {
         break;
       case 'close':
         this.close();
+        this.sealed(c); // what it put came before this frame
+        break;
+      case 'sealed':
+        this.sealed(c);
         break;
     }
   }
@@ -357,6 +390,7 @@ export class Broker<T> {
     const c = this.clients.get(st);
     if (!c) return;
     this.clients.delete(st);
+    this.sealed(c);
     const board = st.board;
     const exact = board !== undefined && c.slot !== undefined;
     const taken = exact
@@ -440,7 +474,7 @@ export class Broker<T> {
       }
     }
     if (this.demand.length > 0 && this.items.length === 0) {
-      if (this.closed) this.endDrained();
+      if (this.closed && this.unsealed === 0) this.endDrained();
       else this.armRecall();
     }
     if (this.closed && this.items.length === 0 && this.clients.size === 0 && this.demand.length === 0) {

@@ -22,6 +22,12 @@ export class Client {
   credits = 0;
   recalled = false;
   slot: number | undefined = undefined;
+  /** It asked for room to put (its first put's `credit`): its puts may be on their way at any time. */
+  producer = false;
+  /** Its first ask came after the queue was closed: its puts, sent before it heard, are dropped (it rejected them). */
+  refused = false;
+  /** Told the queue closed; its puts made before it heard are not all here until it answers `sealed`. */
+  sealing = false;
   constructor(readonly st: LinkState) {}
 
   keep(items: unknown[], at: number[]): void {

@@ -29,6 +29,10 @@ export function channelFrame(link: Link, frame: ChanUp): void {
   }
   // A consumer's first request: give its worker a board first, so it counts before its first item.
   if (frame.op === 'want' && !st.boardTried) makeBoard(st);
+  if (frame.op === 'unmapped') {
+    dropBoard(st);
+    return;
+  }
   const broker = brokers.get(frame.id);
   if (broker) {
     broker.onFrame(st, frame);
@@ -68,11 +72,15 @@ function makeBoard(st: LinkState): void {
       st.link.send({ t: 'chan', op: 'board', id: '', segment: shm.name });
     }
   } catch {
-    // No board: a dead consumer's unacknowledged items are then reported as uncertain.
-    st.segment?.close();
-    st.segment = undefined;
-    st.board = undefined;
+    dropBoard(st);
   }
+}
+
+/** No board (none could be made, or the worker could not map it): a dead consumer's unacknowledged items are then reported as uncertain. */
+function dropBoard(st: LinkState): void {
+  st.segment?.close();
+  st.segment = undefined;
+  st.board = undefined;
 }
 
 /** The worker behind `link` exited; every message it sent has been delivered. */

@@ -10,7 +10,7 @@ import { critical } from '../runtime/critical.js';
 import { Broker, type ConsumerLost, GetMode, RESOLVED } from './broker.js';
 import { itemBytes, type QueueConfig, type QueueOptions, resolveQueueOptions, waitMs } from './check.js';
 import { registerBroker, retireBroker } from './hub.js';
-import { type Remote, remoteFor } from './remote.js';
+import { channelsWritten, type Remote, remoteFor } from './remote.js';
 import { CHANNEL_BRAND, type QueueHandle } from './wire.js';
 
 export interface WaitOptions {
@@ -175,11 +175,16 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     this.close();
   }
 
-  /** In a worker: sends the items batched so far now. (Elsewhere, and at task end, nothing to do.) */
+  /**
+   * In a worker: sends the items batched so far now, and resolves once they are written to the link
+   * (in a process worker, what a `process.exit()` or a kill after this can no longer lose). Elsewhere,
+   * nothing to do.
+   */
   flush(): Promise<void> {
     const core = this[CORE];
-    if ('flush' in core) critical(() => core.flush());
-    return RESOLVED;
+    if (!('flush' in core)) return RESOLVED;
+    critical(() => core.flush());
+    return channelsWritten();
   }
 
   on<E extends keyof QueueEvents<T>>(event: E, listener: (...args: QueueEvents<T>[E]) => void): this {

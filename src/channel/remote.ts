@@ -4,7 +4,10 @@
  *
  * Producing: puts are checked, then gathered into a batch sent when it holds `batch.size` items,
  * about `batch.bytes`, or `batch.delay` after its first item. Under `maxsize` a put spends a
- * credit (room the broker granted ahead); out of credits it waits for more.
+ * credit (room the broker granted ahead); out of credits it waits for more. Without `maxsize` the
+ * first put still waits for one answer (a `credit` ask for no room): the broker then knows this
+ * worker as a producer, and a close waits for what it put (broker.ts). When told of a close, it
+ * sends what it batched and answers `sealed`.
  *
  * Consuming: the worker asks for up to `batch.size` items ahead and hands them out one get at a
  * time, counting each on its board before the caller sees it; it asks again at half. A recall
@@ -41,6 +44,10 @@ let post: Post | undefined;
 let send: Send | undefined;
 /** Bytes (estimated) handed to process.send and not yet written to the link. */
 let unsent = 0;
+/** Totals of the same, for written(): the link writes in order, so a total reached means all before it. */
+let queuedTotal = 0;
+let writtenTotal = 0;
+const writeWaiters: { at: number; resolve(): void }[] = [];
 const roomWaiters: (() => void)[] = [];
 const LINK_HIGH = 1 << 20;
 const LINK_LOW = LINK_HIGH >> 1;
@@ -67,6 +74,7 @@ function up(frame: ChanUp, bytes = 0): void {
   }
   const n = bytes + FRAME_BYTES;
   unsent += n;
+  queuedTotal += n;
   try {
     // A closed link reports to the callback too: the count comes back either way.
     send(frame, undefined, undefined, () => written(n));
@@ -78,7 +86,19 @@ function up(frame: ChanUp, bytes = 0): void {
 
 function written(n: number): void {
   unsent -= n;
+  writtenTotal += n;
+  while (writeWaiters.length > 0 && writeWaiters[0]!.at <= writtenTotal) writeWaiters.shift()!.resolve();
   if (unsent <= LINK_LOW && roomWaiters.length > 0) for (const wake of roomWaiters.splice(0)) wake();
+}
+
+/**
+ * Resolves once every frame sent so far has been written to the link (a process worker's; a thread's
+ * postMessage has nothing in between): what it sent survives the process exiting or being killed.
+ */
+export function channelsWritten(): Promise<void> {
+  if (unsent === 0) return RESOLVED;
+  const at = queuedTotal;
+  return new Promise((resolve) => writeWaiters.push({ at, resolve }));
 }
 
 /** A put's answer once its item is taken: at once, or when the link has room again. */
@@ -102,7 +122,11 @@ export function channelDown(frame: ChanDown): void {
         boardSegment = internalSegment(() => SharedMemory.attach(name));
         board = new Int32Array(boardSegment.buffer);
       } catch {
+        // (A process at its openFiles limit.) Its counts will not be there: the broker must not read
+        // the board's zeros as "handed out nothing" when this worker dies, or what it handed out is
+        // delivered again. Told before any item arrives: the board comes ahead of them.
         board = undefined;
+        up({ t: 'chan', op: 'unmapped', id: '' });
       }
     }
     return;
@@ -166,6 +190,10 @@ export class Remote {
   private readonly flushFn = (): void => this.flush();
   private credits = 0;
   private askTok = 0;
+  /** Unbounded queues: the broker has answered this worker's first ask (see put). */
+  private attached = false;
+  private attachTok = 0;
+  private attachWaiters: { resolve(): void; reject(error: Error): void }[] = [];
   private putWaiters: PutWait[] = [];
   private readonly nowaitPuts = new Map<number, PutWait>();
   private puts = 0;
@@ -220,8 +248,13 @@ export class Remote {
       return Promise.reject(error);
     }
     if (this.handle.maxsize === Infinity) {
+      if (this.attached) {
+        this.add(item, bytes);
+        return paced();
+      }
+      const answer = this.attach(); // the ask goes ahead of the item
       this.add(item, bytes);
-      return paced();
+      return answer;
     }
     if (this.credits > 0 && this.putWaiters.length === 0) {
       this.credits--;
@@ -243,6 +276,24 @@ export class Remote {
       this.putWaiters.push(w);
       this.askCredits();
     });
+  }
+
+  /** An unbounded queue's first puts: they resolve once the broker answers (and reject if it was closed). */
+  private attach(): Promise<void> {
+    if (this.attachTok === 0) {
+      this.attachTok = ++this.tok;
+      up({ t: 'chan', op: 'credit', id: this.id, n: 0, tok: this.attachTok, nowait: false });
+    }
+    return new Promise((resolve, reject) => this.attachWaiters.push({ resolve, reject }));
+  }
+
+  /** The broker refused this worker's first ask (the queue was closed): it drops what was sent since. */
+  private refused(): void {
+    this.attachTok = 0;
+    this.batch = [];
+    this.bytes = 0;
+    const error = new QueueClosedError('the queue was closed before this put reached it');
+    for (const w of this.attachWaiters.splice(0)) w.reject(error);
   }
 
   private askCredits(): void {
@@ -418,7 +469,12 @@ export class Remote {
         this.giveBack();
         break;
       case 'closed':
+        // Puts that resolved before this news go now, and `sealed` behind them. A worker whose first
+        // ask is still unanswered was refused: the close reached the broker before that ask did.
+        if (this.attachTok !== 0) this.refused();
+        this.flush();
         this.onClosed();
+        up({ t: 'chan', op: 'sealed', id: this.id });
         break;
       case 'joined': {
         const resolve = this.joins.get(f.tok);
@@ -457,6 +513,15 @@ export class Remote {
   }
 
   private onCredit(f: Extract<ChanDown, { op: 'credit' }>): void {
+    if (f.tok === this.attachTok) {
+      if (f.closed) this.refused();
+      else {
+        this.attachTok = 0;
+        this.attached = true;
+        for (const w of this.attachWaiters.splice(0)) settle(w.resolve);
+      }
+      return;
+    }
     if (f.tok === this.askTok) this.askTok = 0;
     if (f.closed) {
       this.onClosed();

@@ -11,6 +11,9 @@
  *   return  give back everything not yet taken       joined  the unfinished count reached zero
  *   join    tell me when unfinished reaches zero
  *   close   close the queue                          board   where to count taken/done (once)
+ *   sealed  after `closed`: every put made before it
+ *           is on its way, ahead of this frame
+ *   unmapped (id '') the board could not be mapped
  *
  * The board is shared memory the broker's thread makes for each consumer worker (a SharedArrayBuffer
  * for a thread, a /dev/shm segment for a process): the worker counts there the items it handed
@@ -64,7 +67,9 @@ export type ChanUp =
   | { t: 'chan'; op: 'uncredit'; id: string; n: number }
   | { t: 'chan'; op: 'return'; id: string; taken: number; done: number; epoch: number }
   | { t: 'chan'; op: 'join'; id: string; tok: number }
-  | { t: 'chan'; op: 'close'; id: string };
+  | { t: 'chan'; op: 'close'; id: string }
+  | { t: 'chan'; op: 'sealed'; id: string }
+  | { t: 'chan'; op: 'unmapped'; id: '' };
 
 export type ChanDown =
   | {

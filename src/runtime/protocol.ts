@@ -207,6 +207,11 @@ export type FromWorker =
   | { t: 'cancelled'; seq: number }
   /** Progress, events and stream items of running units, in the order they were sent, before their results. */
   | { t: 'events'; events: EventFrame[] }
+  /**
+   * A process worker's last frame as it stops in good order: it exits once this one is written, and
+   * so everything before it (a teardown's queue puts, say). The parent has nothing to do with it.
+   */
+  | { t: 'bye' }
   | ChanUp;
 
 /** [seq, item (position in the chunk), kind (CallEvent), name (events), data] */

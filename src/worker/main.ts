@@ -3,14 +3,19 @@
  * loads the task module and its initializer, then hands the units the pool sends to the Runner.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import type { ToWorker, WorkerInit } from '../runtime/protocol.js';
+import type { FromWorker, ToWorker, WorkerInit } from '../runtime/protocol.js';
 import { probeEveryUnit, toWireError } from '../runtime/protocol.js';
 import { loadExtras, Runner, type ShmModule, type Task, type Transport } from './runner.js';
 
 function transport(): Transport {
   if (!isMainThread && parentPort) {
     const port = parentPort;
-    return { post: (m, transfer) => port.postMessage(m, transfer), listen: (h) => port.on('message', h) };
+    return {
+      post: (m, transfer) => port.postMessage(m, transfer),
+      listen: (h) => port.on('message', h),
+      // A port's messages are the receiver's once posted.
+      exit: () => process.exit(0),
+    };
   }
   if (process.send) {
     const send = process.send.bind(process);
@@ -19,6 +24,15 @@ function transport(): Transport {
         send(m);
       },
       listen: (h) => process.on('message', (m) => h(m as ToWorker)),
+      // process.exit() drops what process.send has queued and not yet written (a teardown's last
+      // queue puts were lost so): the link writes in order, so once `bye` is written all is.
+      exit: () => {
+        try {
+          send({ t: 'bye' } satisfies FromWorker, undefined, {}, () => process.exit(0));
+        } catch {
+          process.exit(0); // the link is gone: nothing left to write
+        }
+      },
     };
   }
   throw new Error('corral worker entry was started neither as a worker thread nor as a forked child process');

@@ -39,6 +39,8 @@ export type Task = (...args: unknown[]) => unknown;
 export interface Transport {
   post(message: FromWorker, transfer?: ArrayBuffer[]): void;
   listen(handler: (message: ToWorker) => void): void;
+  /** Exits once everything posted has left: a process's link may still hold unwritten frames. */
+  exit(): void;
 }
 
 export type Extras = typeof import('./extras.js');
@@ -181,7 +183,7 @@ export class Runner {
     }
     this.extras?.flushChannels();
     this.events.flush();
-    process.exit(0);
+    this.io.exit();
   }
 
   /**
