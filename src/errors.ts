@@ -116,7 +116,8 @@ export class TaskTimeoutError extends CorralError {
   constructor(task: string, timeout: number) {
     super(
       'ERR_TASK_TIMEOUT',
-      `task '${task}' did not finish within ${timeout} ms; its worker was stopped and replaced`,
+      // Settled at the deadline, before the worker's fate is known: the task may still honour its signal.
+      `task '${task}' did not finish within ${timeout} ms; its signal was aborted, and its worker is replaced if the task does not return within cancelGrace`,
     );
     this.task = task;
     this.timeout = timeout;

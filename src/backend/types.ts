@@ -37,6 +37,11 @@ export interface Job {
   drain(): void;
   /** The backend no longer holds maps back (Backend.heldBack): read input again. */
   resume?(): void;
+  /**
+   * terminate(), or the pool broke: the job ends now with `error`, also while it waits for its input
+   * or is held back (no chunk of it out, so no settled chunk would have told it).
+   */
+  stop(error: Error): void;
 }
 
 export interface Backend {

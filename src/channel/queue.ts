@@ -4,7 +4,9 @@
  * that broker (remote.ts), with puts and gets batched per message. The same object works in both
  * places; only `size` differs (exact here, the worker's own prefetched items there).
  */
+
 import { EventEmitter } from 'node:events';
+import { emitSafely } from '../callback.js';
 import { ConfigError } from '../errors.js';
 import { critical } from '../runtime/critical.js';
 import { Broker, type ConsumerLost, GetMode, RESOLVED } from './broker.js';
@@ -66,9 +68,9 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
         this.#config,
         this.joinable,
         {
-          consumerLost: (event) => this.#events.emit('consumerLost', event),
+          consumerLost: (event) => emitSafely(this.#events, 'consumerLost', event),
           error: (error) => {
-            if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
+            if (this.#events.listenerCount('error') > 0) emitSafely(this.#events, 'error', error);
             else process.emitWarning(error);
           },
         },

@@ -13,6 +13,7 @@ import { closeSync, type OpenMode, openSync, type PathLike } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
 import { builtin } from '../lazy.js';
 
 /** Node 20 has Symbol.dispose/asyncDispose but older typings may not promise them on FileHandle. */
@@ -60,8 +61,23 @@ export async function tempDir(prefix = 'corral-'): Promise<ScopedDir> {
   return { path, [Symbol.asyncDispose]: () => fs.rm(path, { recursive: true, force: true }) };
 }
 
-/** Any resource with a close function: `using s = scoped(socket, (s) => s.destroy())`. */
-export function scoped<T>(resource: T, close: (resource: T) => void): T & Disposable {
+/**
+ * Any resource with a close function: `using s = scoped(socket, (s) => s.destroy())`. An object: a
+ * number or other primitive cannot carry a dispose method, so it is closed at once (nothing leaks)
+ * and the call throws ConfigError: use openFileSync for a descriptor, or scope an object holding it.
+ */
+export function scoped<T extends object>(resource: T, close: (resource: T) => void): T & Disposable {
+  if (resource === null || (typeof resource !== 'object' && typeof resource !== 'function')) {
+    try {
+      close(resource);
+    } catch {
+      // Closing it was the courtesy; the error below is the answer.
+    }
+    throw new ConfigError(
+      'scoped',
+      `expected an object to scope (a socket, a handle); got ${resource === null ? 'null' : typeof resource}, which was closed. For a descriptor use openFileSync(), or scoped({ fd }, ({ fd }) => closeSync(fd))`,
+    );
+  }
   let open = true;
   const dispose = (): void => {
     if (!open) return;

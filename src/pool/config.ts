@@ -24,6 +24,12 @@ import {
 import type { RuntimeKind } from '../runtime/types.js';
 import type { CallListeners } from './unit.js';
 
+/**
+ * A pool of more workers than this is a mistake, not a plan: each starts a V8 isolate (a thread's
+ * reserves its own code range), and workers: 1e9 died in the constructor with a V8 fatal OOM.
+ */
+export const MAX_WORKERS = 4096;
+
 /** Functions exported by a task module, by name. */
 export type TaskFunction = (...args: never[]) => unknown;
 export type TaskNames<M> = { [K in keyof M]: M[K] extends TaskFunction ? K : never }[keyof M] & string;
@@ -241,6 +247,12 @@ export function resolvePoolOptions(options: unknown): PoolConfig {
   } else {
     workers = o.workers === undefined || o.workers === 'auto' ? auto() : parseCount('workers', o.workers, 1);
     minWorkers = workers;
+  }
+  if (workers > MAX_WORKERS) {
+    throw new ConfigError(
+      isPlainObject(o.workers) ? 'workers.max' : 'workers',
+      `at most ${MAX_WORKERS} workers (each is a thread or process with its own V8 heap; ${workers} would run the machine out of memory before the first task); for many concurrent I/O tasks per worker, use 'concurrency'`,
+    );
   }
   if (o.initArgs !== undefined && !Array.isArray(o.initArgs)) {
     throw new ConfigError('initArgs', 'expected an array of arguments for the initializer');

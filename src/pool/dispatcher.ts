@@ -494,7 +494,23 @@ export class Dispatcher implements Backend {
 
   // ── outcomes ──────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * A worker's message. A task may post on its worker's port or process.send itself: a message that is
+   * not corral's (no string `t`) is ignored. One that claims to be and cannot be read would throw here,
+   * in the pool's thread: the worker that sent it is stopped instead, and its calls settle as its exit says.
+   */
   private onMessage(w: PoolWorker, m: FromWorker): void {
+    if (m === null || typeof m !== 'object' || typeof (m as { t?: unknown }).t !== 'string') return;
+    try {
+      this.handle(w, m);
+    } catch (error) {
+      const reason = `worker ${w.id} sent a message corral could not read ('${m.t}': ${error instanceof Error ? error.message : String(error)})`;
+      this.events.workerError(new Error(reason, { cause: error }));
+      this.workers.stop(w, { kind: 'retired', reason }, true);
+    }
+  }
+
+  private handle(w: PoolWorker, m: FromWorker): void {
     switch (m.t) {
       case 'chan':
         channelFrame(w.rt, m); // Queue / Pipe traffic (channel/hub.ts)
@@ -538,10 +554,12 @@ export class Dispatcher implements Backend {
             ? new ModuleLoadError(this.config.module, cause)
             : m.phase === 'limits'
               ? new WorkerStartError(`a worker could not apply its limits: ${cause.message}`, { cause })
-              : new WorkerStartError(
-                  `the initializer '${this.config.initializer}' failed: ${cause.message}`,
-                  { cause },
-                );
+              : m.phase === 'teardown'
+                ? new WorkerStartError(cause.message, { cause })
+                : new WorkerStartError(
+                    `the initializer '${this.config.initializer}' failed: ${cause.message}`,
+                    { cause },
+                  );
         this.breakPool(error);
         this.workers.stop(w, { kind: 'fatal' }, true);
       }
@@ -630,6 +648,11 @@ export class Dispatcher implements Backend {
         // Only zombies are cancelled, and they returned above.
         this.settleFail(u, new Error(`corral internal error: unit ${seq} was cancelled unasked`));
         break;
+      default: {
+        const error = new Error(`unknown result status ${String(status)} for unit ${seq}`);
+        this.settleFail(u, error);
+        throw error; // and its worker is stopped (onMessage)
+      }
     }
   }
 
@@ -751,7 +774,10 @@ export class Dispatcher implements Backend {
     if (this.life.state !== 'open' && this.life.state !== 'closing') return;
     this.life.to('broken', error);
     this.failQueued(error);
+    for (const job of [...this.jobs]) job.stop(error);
     this.workers.stopAll({ kind: 'broken' }, true);
+    // A close() waiting for the work to finish: there is none left to wait for.
+    for (const resolve of this.closeWaiters.splice(0)) resolve();
   }
 
   // ── shutdown ──────────────────────────────────────────────────────────────────────────────
@@ -796,7 +822,9 @@ export class Dispatcher implements Backend {
     if (!this.life.terminated) {
       this.life.to('terminated');
       this.guard?.stop();
-      this.failQueued(new PoolClosedError('the pool was terminated before this task ran'));
+      const error = new PoolClosedError('the pool was terminated before this task ran');
+      this.failQueued(error);
+      for (const job of [...this.jobs]) job.stop(error);
       this.workers.stopAll({ kind: 'terminated' }, true);
     }
     await this.workers.whenExited();

@@ -110,6 +110,10 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     this.fill();
   }
 
+  stop(error: Error): void {
+    this.end(error, true);
+  }
+
   /** Pool.close(): the rest of the input is read and run now; results wait for the consumer. */
   drain(): void {
     this.sizer.unbound();
@@ -173,7 +177,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
     }
     const items: unknown[] = [];
     while (items.length < n) {
-      const r = this.sync!.next();
+      const r = checkStep(this.sync!.next());
       if (r.done) {
         this.exhausted = true;
         break;
@@ -186,7 +190,7 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   private async readAsync(n: number): Promise<unknown[]> {
     const items: unknown[] = [];
     while (items.length < n) {
-      const r = await this.async!.next();
+      const r = checkStep(await this.async!.next());
       if (r.done) {
         this.exhausted = true;
         break;
@@ -567,4 +571,17 @@ function copyNumbers(from: Float64Array, to: unknown[], at: number): number {
 function copyItems(from: ArrayLike<unknown>, to: unknown[], at: number): number {
   for (let i = 0; i < from.length; i++) to[at++] = from[i];
   return at;
+}
+
+/**
+ * An input iterator's step, as `for of` checks it: a next() that returns no object is a broken
+ * iterator (read as endless `undefined` items, a map of it never ended and grew without bound).
+ */
+function checkStep(step: IteratorResult<unknown>): IteratorResult<unknown> {
+  if (step === null || typeof step !== 'object') {
+    throw new TypeError(
+      `the map's input iterator returned ${step === null ? 'null' : typeof step} from next(), not an iterator result ({ value, done })`,
+    );
+  }
+  return step;
 }

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { resolveBullmq } from '../backend/bullmq/options.js';
 import { BullmqBackend } from '../backend/bullmq/producer.js';
 import type { Backend } from '../backend/types.js';
+import { emitSafely } from '../callback.js';
 import type { WorkerExit } from '../errors.js';
 import {
   AbortError,
@@ -100,11 +101,11 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
       return;
     }
     this.backend = new Dispatcher(config, {
-      workerStart: (info) => this.emit('workerStart', info),
-      workerExit: (info) => this.emit('workerExit', info),
-      workerError: (error) => this.emit('workerError', error),
-      leak: (info) => this.emit('leak', info),
-      breach: (error) => this.emit('breach', error),
+      workerStart: (info) => emitSafely(this, 'workerStart', info),
+      workerExit: (info) => emitSafely(this, 'workerExit', info),
+      workerError: (error) => emitSafely(this, 'workerError', error),
+      leak: (info) => emitSafely(this, 'leak', info),
+      breach: (error) => emitSafely(this, 'breach', error),
     });
   }
 

@@ -8,8 +8,10 @@
  *   await p.join();        // the function's result, or its typed error
  *   p.exitCode;            // 0 returned, 1 threw, else how the worker died (-N for signal N)
  */
+
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:os';
+import { emitSafely } from '../callback.js';
 import { channelFrame, channelLinkGone } from '../channel/hub.js';
 import { type Deadline, deadlines } from '../deadline.js';
 import {
@@ -269,6 +271,32 @@ export class Process<
   }
 
   private onMessage(m: FromWorker, unit: UnitFrame): void {
+    // Not corral's (the function posted it itself): ignored, as by the pool (dispatcher.ts).
+    if (m === null || typeof m !== 'object' || typeof (m as { t?: unknown }).t !== 'string') return;
+    try {
+      this.handle(m, unit);
+    } catch (error) {
+      // A message that claims to be corral's and cannot be read: the worker is stopped, and join() says why.
+      this.outcome ??= {
+        ok: false,
+        code: 1,
+        error: new WorkerCrashedError(
+          this.fn,
+          {
+            workerId: this.id,
+            pid: this.rt?.pid,
+            threadId: this.rt?.threadId,
+            exitCode: null,
+            signal: 'SIGKILL',
+          },
+          `${this.name} sent a message corral could not read ('${m.t}': ${error instanceof Error ? error.message : String(error)}) and was stopped`,
+        ),
+      };
+      this.rt?.kill();
+    }
+  }
+
+  private handle(m: FromWorker, unit: UnitFrame): void {
     const rt = this.rt!;
     if (m.t === 'chan') {
       channelFrame(rt, m);
@@ -278,7 +306,7 @@ export class Process<
       if (this.state !== 'starting') return;
       deadlines.cancel(this.timer);
       this.state = 'running';
-      this.emit('start', { pid: rt.pid, threadId: rt.threadId });
+      emitSafely(this, 'start', { pid: rt.pid, threadId: rt.threadId });
       try {
         rt.send({ t: 'run', units: [unit] });
       } catch (error) {
@@ -349,7 +377,7 @@ export class Process<
       breach.type === 'cpu'
         ? new CpuTimeLimitError(this.fn, breach.limit, who)
         : new MemoryLimitError(this.fn, breach.kind, breach.limit, breach.observed, who, { cause });
-    this.emit('breach', error);
+    emitSafely(this, 'breach', error);
     return error;
   }
 
@@ -400,6 +428,6 @@ export class Process<
     this.failure = error;
     if (error) this.settle.reject(error);
     else this.settle.resolve(value as TaskResult<M, K>);
-    this.emit('exit', { exitCode: code, signal: this.sig, error });
+    emitSafely(this, 'exit', { exitCode: code, signal: this.sig, error });
   }
 }

@@ -1,3 +1,4 @@
+import { callBack } from '../callback.js';
 import type { Deadline } from '../deadline.js';
 import type { CrashRecord } from '../errors.js';
 import type { TaskSpan } from '../metrics/tracing.js';
@@ -19,18 +20,6 @@ export interface UnitSink {
   split?(unit: Unit): boolean;
   /** Progress, an event or a stream item the running task sent (`item`: its position in the chunk). */
   event?(unit: Unit, item: number, kind: number, name: string | undefined, data: unknown): void;
-}
-
-/** Calls a user's callback; one that throws is reported as a warning and never reaches the pool. */
-export function callBack(what: string, fn: () => void): void {
-  try {
-    fn();
-  } catch (error) {
-    process.emitWarning(
-      `corral: the ${what} callback threw and was ignored: ${error instanceof Error ? error.message : String(error)}`,
-      { code: 'CORRAL_CALLBACK_THREW', detail: error instanceof Error ? error.stack : undefined },
-    );
-  }
 }
 
 /**
@@ -101,10 +90,10 @@ export function deliver(
 ): void {
   if (kind === CallEvent.Progress && listeners.onProgress) {
     const fn = listeners.onProgress;
-    callBack('onProgress', () => fn(data, index));
+    callBack('onProgress callback', () => fn(data, index));
   } else if (kind === CallEvent.Event && listeners.onEvent) {
     const fn = listeners.onEvent;
-    callBack('onEvent', () => fn(name!, data, index));
+    callBack('onEvent callback', () => fn(name!, data, index));
   }
 }
 

@@ -200,7 +200,8 @@ export type ToWorker =
 export type FromWorker =
   /** `rssInPlace`: the rss guard stops calls in place (the pool's sampler then leaves the limit to it). */
   | { t: 'ready'; exports: string[]; heap: number; rssInPlace?: true }
-  | { t: 'fatal'; phase: 'load' | 'init' | 'limits'; error: WireError }
+  /** `teardown`: the teardown option names no function export (checked at start, not at the end). */
+  | { t: 'fatal'; phase: 'load' | 'init' | 'limits' | 'teardown'; error: WireError }
   /** `heap`: the worker's V8 heap in use, sent with a result batch at most every HEAP_REPORT_MS. */
   | { t: 'done'; results: ResultFrame[]; heap?: number }
   /** A cancel was received while the unit ran: the worker's event loop is alive. */
@@ -278,7 +279,33 @@ export interface WireError {
   cause?: WireError | { value: unknown };
 }
 
+/**
+ * What a task threw, as it travels. Anything may be thrown: a proxy whose traps throw, an error whose
+ * getters throw or whose message is a symbol. Reading it must not throw in turn (that killed the worker,
+ * and the calls it held failed as crashes), and what it sends must clone: strings for the texts.
+ */
 export function toWireError(error: unknown, depth = 0): WireError {
+  try {
+    return readError(error, depth);
+  } catch (readFailure) {
+    return {
+      name: 'Error',
+      message: `the task threw a value that could not be read (${typeof error}; reading it threw: ${safeText(readFailure instanceof Error ? readFailure.message : readFailure)})`,
+      stack: undefined,
+      props: {},
+    };
+  }
+}
+
+function safeText(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+function readError(error: unknown, depth: number): WireError {
   if (!(error instanceof Error)) {
     return {
       name: 'NonError',
@@ -287,15 +314,31 @@ export function toWireError(error: unknown, depth = 0): WireError {
       props: { value: cloneable(error) },
     };
   }
+  const fields = error as unknown as Record<string, unknown>;
+  // Each field on its own: a getter that throws costs that field, not the rest.
+  const field = (key: string): unknown => {
+    try {
+      return fields[key];
+    } catch {
+      return undefined;
+    }
+  };
   const props: Record<string, unknown> = {};
   for (const key of Object.keys(error)) {
-    if (key === 'cause') continue;
-    props[key] = cloneable((error as unknown as Record<string, unknown>)[key]);
+    if (key !== 'cause') props[key] = cloneable(field(key));
   }
-  const wire: WireError = { name: error.name, message: error.message, stack: error.stack, props };
+  const message = field('message');
+  const wire: WireError = {
+    name: safeText(field('name')),
+    message: typeof message === 'string' ? message : safeText(message),
+    stack: undefined,
+    props,
+  };
+  const stack = field('stack'); // V8 builds it on first read, from the message: a symbol one throws
+  if (typeof stack === 'string') wire.stack = stack;
   if ('cause' in error && depth < 8) {
-    wire.cause =
-      error.cause instanceof Error ? toWireError(error.cause, depth + 1) : { value: cloneable(error.cause) };
+    const cause = field('cause');
+    wire.cause = cause instanceof Error ? toWireError(cause, depth + 1) : { value: cloneable(cause) };
   }
   return wire;
 }

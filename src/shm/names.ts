@@ -31,14 +31,15 @@ export function checkName(value: unknown, option = 'name'): string {
   const name = value.startsWith('/') ? value.slice(1) : value;
   if (
     name.length === 0 ||
-    name.length > MAX_NAME ||
+    // The limit is the kernel's, in bytes: '日' is one character and three bytes.
+    Buffer.byteLength(name) > MAX_NAME ||
     /[/\0\n\r]/.test(name) ||
     name === '.' ||
     name === '..'
   ) {
     throw new ConfigError(
       option,
-      `expected 1-${MAX_NAME} characters without '/' (except one leading '/'), NUL or line breaks; got ${JSON.stringify(value)}`,
+      `expected 1-${MAX_NAME} bytes (UTF-8) without '/' (except one leading '/'), NUL or line breaks; got ${JSON.stringify(value)}`,
     );
   }
   return name;

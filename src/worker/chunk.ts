@@ -214,7 +214,13 @@ export class ItemRunner {
         } finally {
           this.slot.current = undefined;
         }
-        if (next.done) return [seq, ResultStatus.Ok, next.value, 0];
+        if (next.done) {
+          // Its last items go before its result: one that cannot travel fails the call here, while
+          // the stream is still known (after the result it was dropped without a word).
+          this.events.flush();
+          if (state.error !== undefined) return [seq, ResultStatus.Uncloneable, toWireError(state.error), 0];
+          return [seq, ResultStatus.Ok, next.value, 0];
+        }
         state.credits--;
         this.events.add(seq, 0, CallEvent.Yield, undefined, next.value);
       }

@@ -61,11 +61,16 @@ export class EventOutbox {
     try {
       this.post({ t: 'events', events });
     } catch {
-      // One item that cannot travel must not take the batch down: send them one by one.
+      // One item that cannot travel must not take the batch down: send them one by one. Its call
+      // fails there: what it sent after that item is not sent (a stream's later items would arrive
+      // out of order around the hole).
+      let failed: Set<number> | undefined;
       for (const event of events) {
+        if (failed?.has(event[0])) continue;
         try {
           this.post({ t: 'events', events: [event] });
         } catch (error) {
+          (failed ??= new Set()).add(event[0]);
           this.unsendable(event[0], error);
         }
       }

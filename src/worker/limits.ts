@@ -123,15 +123,20 @@ export function stoppable(tasks: Map<string, Task>, limit: number, key: string):
 }
 
 /**
- * Descriptors open now, or undefined when they cannot be counted: listing /proc/self/fd takes a
- * descriptor itself, which a task at its openFiles limit has used up. That must not crash the worker.
+ * Descriptors open now. Listing /proc/self/fd takes a descriptor itself, which a task at its openFiles
+ * limit has used up (and that must not crash the worker); but then the count is known without the
+ * list: a new descriptor takes the lowest free number, so EMFILE means every number below the soft
+ * limit is open. (Read as "cannot count", the task that leaked them all went unreported.) Undefined
+ * when it cannot be known at all.
  */
 function openFds(): number | undefined {
   if (!isMainThread) return 0;
   try {
     return readdirSync('/proc/self/fd').length;
-  } catch {
-    return undefined;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EMFILE') return undefined;
+    const soft = native()?.getrlimit('nofile').soft;
+    return typeof soft === 'number' && Number.isFinite(soft) ? soft : undefined;
   }
 }
 

@@ -109,7 +109,7 @@ async function main(): Promise<void> {
       const error = new Error(
         `teardown '${init.teardown}' is not a function export of the task module; it exports: ${[...tasks.keys()].join(', ')}`,
       );
-      io.post({ t: 'fatal', phase: 'init', error: toWireError(error) });
+      io.post({ t: 'fatal', phase: 'teardown', error: toWireError(error) });
       return;
     }
   }

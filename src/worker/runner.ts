@@ -126,6 +126,17 @@ export class Runner {
       (seq, error) => this.items.unsendable(seq, error),
     );
     this.items = new ItemRunner(this.board, this.events);
+    // A task that calls process.exit() (or throws past everything) ends the worker at once: what it
+    // sent and is still batched (stream items, progress, queue puts) goes first, so that every item a
+    // stream yielded before its worker died reaches the consumer.
+    process.on('exit', () => {
+      try {
+        this.extras?.flushChannels();
+        this.events.flush();
+      } catch {
+        // The link is gone already.
+      }
+    });
   }
 
   private adopt(extras: Extras): void {
@@ -466,7 +477,18 @@ export class Runner {
     let inArena: Float64Array | undefined;
     if ((flags & UNIT_ARENA) !== 0) {
       const [at, length] = payload as [number, number];
-      payload = inArena = this.items.arenaChunk(at, length, this.shm ?? this.extras!);
+      try {
+        payload = inArena = this.items.arenaChunk(at, length, this.shm ?? this.extras!);
+      } catch (error) {
+        // Mapping the pool's arena takes a descriptor (a task may have used them all): this chunk
+        // fails, and the worker lives on; it threw out of the runner before, and the worker died.
+        const reason = error instanceof Error ? error.message : String(error);
+        const cause = new Error(
+          `worker ${this.workerId} could not map the pool's shared arena for this chunk of numbers (${reason}); a task that leaks descriptors leaves none (detectLeaks finds it)`,
+          { cause: error },
+        );
+        return [seq, ResultStatus.Threw, toWireError(cause), 0];
+      }
     }
     const fn = this.tasks.get(name);
     if (!fn) return [seq, ResultStatus.UnknownTask, [...this.tasks.keys()], 0];

@@ -133,6 +133,7 @@ export class BullmqBackend implements Backend {
     }
     this.life.to('broken', error);
     for (const sent of [...this.out.values()]) this.settleFail(sent.unit, error);
+    for (const job of [...this.jobs]) job.stop(error);
     this.pending = [];
     void this.teardown();
   }
@@ -366,6 +367,7 @@ export class BullmqBackend implements Backend {
       this.life.to('terminated');
       const error = new PoolClosedError('the pool was terminated; its remote jobs were cancelled');
       for (const sent of [...this.out.values()]) this.settleFail(sent.unit, error);
+      for (const job of [...this.jobs]) job.stop(error);
       this.pending = [];
     }
     await this.teardown();
