@@ -2,7 +2,7 @@
 // restarted mid-run. Hosts use short locks (1 s) and stall checks (0.5 s) so losses show fast.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { BackendUnavailableError, Pool, WorkerLostError } from '../dist/src/index.js';
+import { BackendUnavailableError, ConfigError, Pool, WorkerLostError } from '../dist/src/index.js';
 import { alive, SKIP, sleep, startHost, startRedis, TASKS } from './bullmq-helpers.mjs';
 
 const LOCK = 1000;
@@ -77,6 +77,20 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
     assert.ok(took < LOCK + STALL + 1500, `re-run took ${took} ms`);
   });
 
+  test("a pool's stallBudget travels with its jobs and wins over the host's (it was accepted and ignored)", async () => {
+    const a = await host('budget');
+    const pool = new Pool({
+      module: TASKS,
+      backend: { bullmq: { connection: redis.url, queue: 'budget', stallBudget: 0 } },
+    });
+    pools.push(pool);
+    const call = pool.apply('sleep', [5000]);
+    await sleep(300); // host A has it
+    await host('budget'); // the host's own budget: the default 1, which would run it again
+    await a.kill('SIGKILL');
+    await assert.rejects(call, (e) => e instanceof WorkerLostError);
+  });
+
   test('a job whose host is lost past its stall budget fails with WorkerLostError', async () => {
     const a = await host('lost');
     const pool = producer('lost');
@@ -147,6 +161,77 @@ describe('BullMQ backend under faults', { skip: SKIP, timeout: 60_000 }, () => {
   });
 
   // Last: it leaves Redis down.
+  test('a map started before the connection fails, and a map held with no chunk out at terminate(), both settle', async () => {
+    const unreachable = new Pool({
+      module: TASKS,
+      backend: { bullmq: { connection: 'redis://127.0.0.1:1', queue: 'nowhere', connectTimeout: 500 } },
+    });
+    pools.push(unreachable);
+    const mapped = unreachable.map('square', [1, 2, 3]);
+    await assert.rejects(mapped, (e) => e instanceof BackendUnavailableError);
+    await unreachable.close(); // and close() returns
+
+    const pool = producer('held');
+    async function* never() {
+      await new Promise(() => {});
+    }
+    const held = pool.map('square', never()).then(
+      () => 'resolved',
+      (e) => e.code,
+    );
+    await sleep(200);
+    await pool.terminate();
+    assert.equal(await held, 'ERR_POOL_CLOSED');
+  });
+
+  test('Redis that refuses the write (maxmemory): the call fails typed instead of waiting forever', async () => {
+    await host('oom');
+    const pool = producer('oom');
+    assert.equal(await pool.apply('square', [3]), 9);
+    const { createConnection } = await import('node:net');
+    const say = (cmd) =>
+      new Promise((resolve, reject) => {
+        const socket = createConnection(redis.port, '127.0.0.1', () => socket.end(cmd));
+        socket.on('data', () => {});
+        socket.on('close', resolve);
+        socket.on('error', reject);
+      });
+    await say('CONFIG SET maxmemory 1\r\nCONFIG SET maxmemory-policy noeviction\r\n');
+    try {
+      await assert.rejects(pool.apply('square', [4]), (e) => {
+        assert.ok(e instanceof BackendUnavailableError, String(e));
+        assert.match(e.message, /refused to queue the call \(OOM/);
+        return true;
+      });
+    } finally {
+      await say('CONFIG SET maxmemory 0\r\n');
+    }
+  });
+
+  test('durations a timer cannot hold, and host settings given to a pool, are ConfigErrors', () => {
+    const bad = (bullmq) => () =>
+      new Pool({ module: TASKS, backend: { bullmq: { connection: redis.url, queue: 'x', ...bullmq } } });
+    assert.throws(bad({ connectTimeout: Infinity }), ConfigError);
+    assert.throws(bad({ reconnectFor: '30d' }), ConfigError);
+    assert.throws(bad({ lockDuration: '5s' }), /a setting of the hosts/);
+    assert.throws(bad({ stalledInterval: 500 }), /a setting of the hosts/);
+    const forever = bad({ reconnectFor: Infinity })();
+    pools.push(forever);
+  });
+
+  test("a host whose clock runs 7 s behind the producer's is live: its calls are served, not NoHostError", async () => {
+    const skew = new URL('./fixtures/skew-clock.mjs', import.meta.url).href;
+    const h = await startHost(redis.url, 'skew', FAST, TASKS, { env: { NODE_OPTIONS: `--import=${skew}` } });
+    hosts.push(h);
+    const pool = new Pool({
+      module: TASKS,
+      backend: { bullmq: { connection: redis.url, queue: 'skew', hostWait: 2000 } },
+    });
+    pools.push(pool);
+    assert.equal(await pool.apply('sleep', [3000]), 3000);
+  });
+
+  // Last: it stops Redis for good.
   test('Redis gone for longer than reconnectFor: waiting calls fail with BackendUnavailableError', async () => {
     await host('gone');
     const pool = new Pool({

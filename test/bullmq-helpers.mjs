@@ -92,10 +92,10 @@ process.on('exit', () => {
  * A `corral worker` process serving `queue`; resolves once it says it serves. `netns`: run it in that
  * network namespace (`ip netns exec` execs node in place, so the pid is the host's).
  */
-export async function startHost(url, queue, args = [], module = TASKS, { netns } = {}) {
+export async function startHost(url, queue, args = [], module = TASKS, { netns, env } = {}) {
   const argv = [process.execPath, CLI, 'worker', '--redis', url, '--queue', queue, ...args, module];
   const [command, ...rest] = netns ? ['ip', 'netns', 'exec', netns, ...argv] : argv;
-  const proc = spawn(command, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(command, rest, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   started.add(proc.pid);
   proc.once('exit', () => started.delete(proc.pid));
   let log = '';

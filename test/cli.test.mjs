@@ -840,3 +840,97 @@ describe('live progress on a terminal', () => {
     assert.match(screen, /300 done of 300 read/);
   });
 });
+
+describe('corral run: files that fail, and resumes (a second hostile review)', () => {
+  test('an output that cannot be written (ENOSPC) fails the run; it exited 0', async () => {
+    const { code, stderr } = await corral(['run', `${TASKS}#square`, '--output', '/dev/full'], {
+      input: jsonl(numbers(1000)),
+    });
+    assert.notEqual(code, 0, stderr);
+    assert.match(stderr, /cannot write the output: .*ENOSPC/);
+    assert.doesNotMatch(stderr, /closed by its reader/);
+  });
+
+  test('an --errors file that cannot be written fails the run, with a message', async () => {
+    const { code, stderr } = await corral(['run', `${TASKS}#picky`, '--errors', '/dev/full', '-q'], {
+      input: jsonl([1, 7, 2]),
+    });
+    assert.notEqual(code, 0, stderr);
+    assert.match(stderr, /cannot write the --errors file \/dev\/full/);
+    assert.doesNotMatch(stderr, /internal error/);
+  });
+
+  test('--output naming the input is refused before anything is written; the input is kept', async () => {
+    const data = file('data.jsonl');
+    writeFileSync(data, jsonl(numbers(10)));
+    const { code, stderr } = await corral(['run', `${TASKS}#square`, '--input', data, '--output', data]);
+    assert.equal(code, 2);
+    assert.match(stderr, /--input and --output name the same file/);
+    assert.equal(readFileSync(data, 'utf8'), jsonl(numbers(10)));
+    const out = file('out.jsonl');
+    const same = await corral(['run', `${TASKS}#square`, '--output', out, '--journal', out], {
+      input: '1\n',
+    });
+    assert.equal(same.code, 2);
+    assert.match(same.stderr, /--output and --journal name the same file/);
+  });
+
+  test('a --report that cannot be written is refused before the run, not with a stack trace after it', async () => {
+    const { code, stderr } = await corral(
+      ['run', `${TASKS}#slow`, '--report', join(tmp, 'no-such-dir', 'r.json')],
+      { input: jsonl(numbers(5)) },
+    );
+    assert.equal(code, 2);
+    assert.match(stderr, /--report .*cannot write it/);
+    assert.doesNotMatch(stderr, /internal error|\n\s+at /);
+  });
+
+  test('a subprocess of a task writes to stderr, not into the results (process workers)', async () => {
+    const { code, stdout, stderr } = await corral(['run', `${TASKS}#echoChild`, '--runtime', 'process'], {
+      input: jsonl(numbers(3)),
+    });
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(lines(stdout), ['1', '2', '3']);
+    assert.match(stderr, /child-of-2/);
+  });
+
+  test('--chunksize with --journal: a bad line read ahead of a failed item does not mark the lines between as done', async () => {
+    const input = file('in.jsonl');
+    writeFileSync(input, '7\n8\n9\n{bad\n');
+    const out = file('out.jsonl');
+    const errors = file('errors.jsonl');
+    const journal = file('journal');
+    const args = ['run', `${TASKS}#picky`, '-i', input, '-o', out, '-e', errors, '--journal', journal];
+    const first = await corral([...args, '--chunksize', '10', '-q']);
+    assert.equal(first.code, 1, first.stderr);
+    const resumed = await corral([...args, '--chunksize', '10', '--resume', '-q']);
+    assert.equal(resumed.code, 1, resumed.stderr);
+    assert.deepEqual(lines(readFileSync(out, 'utf8')), ['9', '10'], '8 and 9 ran on the resume');
+  });
+
+  test('a resume exits 1 when items failed before it, as the whole run would have', async () => {
+    const input = file('in.jsonl');
+    writeFileSync(input, jsonl([1, 7, 2]));
+    const args = ['run', `${TASKS}#picky`, '-i', input, '-o', file('out.jsonl'), '-e', file('err.jsonl')];
+    const journal = ['--journal', file('journal')];
+    const first = await corral([...args, ...journal, '-q']);
+    assert.equal(first.code, 1, first.stderr);
+    const resumed = await corral([...args, ...journal, '--resume']);
+    assert.equal(resumed.code, 1, resumed.stderr);
+    assert.match(resumed.stderr, /1 of them had failed/);
+  });
+
+  test('a resume refuses an input rewritten since, even at the same size', async () => {
+    const input = file('in.jsonl');
+    writeFileSync(input, jsonl(numbers(100)));
+    const out = file('out.jsonl');
+    const journal = file('journal');
+    const args = ['run', `${TASKS}#slow`, '-i', input, '-o', out, '--journal', journal, '-q'];
+    const first = await corral(args);
+    assert.equal(first.code, 0, first.stderr);
+    writeFileSync(input, jsonl(numbers(100).reverse())); // the same bytes, in another order
+    const resumed = await corral([...args, '--resume']);
+    assert.equal(resumed.code, 2);
+    assert.match(resumed.stderr, /the input was modified since/);
+  });
+});

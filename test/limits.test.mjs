@@ -237,7 +237,8 @@ describe('recycling, leaks and accounting', () => {
       assert.ok(held > 10);
       const { result, usage } = await pool.apply('square', [3], { withUsage: true });
       assert.equal(result, 9);
-      assert.equal(usage.fdsOpened, undefined, 'not countable without a free descriptor');
+      // At EMFILE every number below the soft limit is open: counted so, before and after, it opened none.
+      assert.equal(usage.fdsOpened, 0);
       assert.ok(usage.peakRss > 0);
     });
   });

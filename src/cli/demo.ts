@@ -17,7 +17,7 @@ import { grid } from './demo-tiles.js';
 import { formatCount } from './format.js';
 import { EXIT, SetupError, wasInterrupted } from './pool-setup.js';
 import { Progress, paint, stripAnsi, useColor } from './progress.js';
-import { writeReportFile } from './report.js';
+import { checkReportPath, writeReportFile } from './report.js';
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values: v } = parseFlags('demo', argv, demoFlags());
@@ -31,6 +31,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     );
   }
   const config = demoConfig(v);
+  if (config.report) checkReportPath(config.report);
   const { workers, runtime, heap, heapMb, rss, live } = config;
   const { cols, rows } = grid(config.items);
   const total = cols * rows;
@@ -115,8 +116,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   const report = demoReport({ started, setup, workers, cols, rows, greedy, phase1, phase2 });
   process.stdout.write(`${formatDemoReport(report, phase1, greedy, total)}\n`);
-  if (config.report) writeReportFile(config.report, report);
+  const reported = !config.report || writeReportFile(config.report, report);
   if (wasInterrupted(phase1.state)) return EXIT.interrupted;
   if (!report.demo.allOtherTilesDone) return EXIT.failed;
-  return EXIT.ok;
+  return reported ? EXIT.ok : EXIT.usage;
 }

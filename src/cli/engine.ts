@@ -359,6 +359,7 @@ export class Engine {
         }
       }
     }
+    let taskFailed = false;
     const iterator = ordered
       ? this.spec.pool.imap(this.spec.task, values(), { ...this.spec.call, chunksize })
       : this.spec.pool.imapUnordered(this.spec.task, values(), { ...this.spec.call, chunksize });
@@ -378,6 +379,7 @@ export class Engine {
       if (this.terminated && isPoolClosed(error)) {
         this.state.cancelled += this.state.inflight;
       } else {
+        taskFailed = true;
         // In order mode the failed item is the next one not yet yielded; imapUnordered does not say which.
         const at = ordered ? inputs[head] : undefined;
         this.state.inflight--;
@@ -393,7 +395,10 @@ export class Engine {
       }
       this.state.inflight = 0;
     }
-    if (inputError) {
+    // A bad line read ahead of a task that failed first is not this run's to report: the items between
+    // them were dropped, and a resume starts right after the failed item. (Reported, it was journaled
+    // as done, and a resume skipped the dropped lines.)
+    if (inputError && !taskFailed) {
       this.failItem(inputError.index, inputError.raw, inputError.error);
       this.state.resumeIndex ??= inputError.index + 1;
     }

@@ -38,6 +38,11 @@ interface Header {
   errors: string | null;
   input: string | null;
   inputSize: number | null;
+  /**
+   * When the input was last modified: a file rewritten with other lines of the same size passed the
+   * size check, and the resume skipped the wrong lines. (Absent in older journals: not compared.)
+   */
+  inputMtimeMs?: number | null;
 }
 
 interface Record {
@@ -46,6 +51,8 @@ interface Record {
   e: number;
   /** Items finished in all runs so far. */
   c: number;
+  /** Of them, failed (absent in journals written before it was kept: none known). */
+  f?: number;
   /** Ordered: every input line before this one is finished. */
   n?: number;
   /** Unordered: input lines finished since the last record, as [first, last] ranges. */
@@ -105,15 +112,21 @@ export interface JournalStart {
   skip: ((index: number) => boolean) | undefined;
   /** Items finished by the runs before. */
   skipped: number;
+  /** Of them, failed: a resumed run exits as the whole run would have (1 if any item failed). */
+  failedBefore: number;
   open(out: DurableOutput, errors: DurableOutput | undefined): Journal;
 }
 
 function headerFor(config: RunConfig): Header {
   let inputSize: number | null = null;
+  let inputMtimeMs: number | null = null;
   if (config.input !== undefined && config.input !== '-') {
     try {
       const st = statSync(config.input);
-      if (st.isFile()) inputSize = st.size;
+      if (st.isFile()) {
+        inputSize = st.size;
+        inputMtimeMs = st.mtimeMs;
+      }
     } catch {
       // openLineSource says what is wrong with it
     }
@@ -129,6 +142,7 @@ function headerFor(config: RunConfig): Header {
     errors: config.errors ? resolve(config.errors) : null,
     input: config.input === undefined || config.input === '-' ? null : resolve(config.input),
     inputSize,
+    inputMtimeMs,
   };
 }
 
@@ -154,6 +168,7 @@ export function startJournal(config: RunConfig): JournalStart {
       resumeAt: undefined,
       skip: undefined,
       skipped: 0,
+      failedBefore: 0,
       open: (out, errors) => Journal.create(path, header, out, errors),
     };
   }
@@ -183,8 +198,17 @@ export function startJournal(config: RunConfig): JournalStart {
       `the input changed since --journal ${path} was written (${old.inputSize} bytes then, ${header.inputSize} now): a resume would skip the wrong lines`,
     );
   }
+  if (
+    typeof old.inputMtimeMs === 'number' &&
+    header.inputMtimeMs !== null &&
+    old.inputMtimeMs !== header.inputMtimeMs
+  ) {
+    throw new UsageError(
+      `the input was modified since --journal ${path} was written (${new Date(old.inputMtimeMs).toISOString()} then, ${new Date(header.inputMtimeMs!).toISOString()} now): a resume would skip the wrong lines; remove the journal to start over`,
+    );
+  }
   const done = new Done(header.ordered);
-  let last: Record = { o: 0, e: 0, c: 0 };
+  let last: Record = { o: 0, e: 0, c: 0, f: 0 };
   for (const r of records) {
     if (r.n !== undefined) done.next = r.n;
     for (const [first, lastIndex] of r.d ?? []) done.add(first, lastIndex);
@@ -194,6 +218,7 @@ export function startJournal(config: RunConfig): JournalStart {
     resumeAt: { output: last.o, errors: last.e },
     skip: (index) => done.has(index),
     skipped: last.c,
+    failedBefore: last.f ?? 0,
     open: (out, errors) => Journal.append(path, complete.length, header, last, out, errors),
   };
 }
@@ -212,6 +237,7 @@ export class Journal {
     private readonly ordered: boolean,
     private next: number,
     private count: number,
+    private failedCount: number,
     private readonly out: DurableOutput,
     private readonly errors: DurableOutput | undefined,
     /** Bytes the files held when this run began appending (a resume's): theirs count from there. */
@@ -240,7 +266,7 @@ export class Journal {
     const dir = openSync(dirname(resolve(path)), 'r');
     fsyncSyncQuiet(dir);
     closeSync(dir);
-    return new Journal(fd, head.length, header.ordered, 0, 0, out, errors);
+    return new Journal(fd, head.length, header.ordered, 0, 0, 0, out, errors);
   }
 
   /** The journal of a resumed run: a record cut short by the kill is cut off, and records follow. */
@@ -254,15 +280,16 @@ export class Journal {
   ): Journal {
     const fd = openSync(path, 'r+');
     if (fstatSync(fd).size !== length) ftruncateSync(fd, length);
-    return new Journal(fd, length, header.ordered, last.n ?? 0, last.c, out, errors, {
+    return new Journal(fd, length, header.ordered, last.n ?? 0, last.c, last.f ?? 0, out, errors, {
       o: last.o,
       e: last.e,
     });
   }
 
-  /** An item (input line `index`) is written to the output or the errors file. */
-  finished(index: number): void {
+  /** An item (input line `index`) is written to the output or, `failed`, to the errors file. */
+  finished(index: number, failed = false): void {
     this.count++;
+    if (failed) this.failedCount++;
     if (this.ordered) this.next = index + 1;
     else this.finishedSince.push(index);
     this.dirty = true;
@@ -282,6 +309,7 @@ export class Journal {
       o: this.base.o + this.out.bytes,
       e: this.base.e + (this.errors?.bytes ?? 0),
       c: this.count,
+      f: this.failedCount,
     };
     if (this.ordered) record.n = this.next;
     else record.d = ranges(this.finishedSince.splice(0));

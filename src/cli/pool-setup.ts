@@ -2,7 +2,9 @@
  * What the commands that drive a pool (`corral run`, `corral demo`) share: exit statuses, setup errors,
  * the --workers flag, making the pool (with errors that name the flag), Ctrl-C, and closing the pool.
  */
+
 import { Pool, type PoolOptions } from '../index.js';
+import { stdoutToStderr } from '../runtime/process.js';
 import { parseIntFlag } from './args.js';
 import type { CliPool, EngineState } from './engine.js';
 
@@ -65,6 +67,7 @@ export function createPool(options: Record<string, unknown>, describeFlag: (f: s
 
 /** The env of process workers: the preload that sends task stdout to stderr and ignores Ctrl-C. */
 export function workerEnv(): NodeJS.ProcessEnv {
+  stdoutToStderr();
   const preload = new URL('./worker-preload.js', import.meta.url).href;
   const existing = process.env.NODE_OPTIONS ? `${process.env.NODE_OPTIONS} ` : '';
   return { ...process.env, NODE_OPTIONS: `${existing}--import=${preload}` };

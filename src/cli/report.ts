@@ -2,7 +2,9 @@
  * The end of a run: failures (kept in a file, and the first few for the screen), limit breaches, and the
  * summary, as text for people and as JSON (`--report`) for machines. Both come from one object.
  */
-import { type WriteStream, writeFileSync } from 'node:fs';
+import { accessSync, constants, statSync, type WriteStream, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { UsageError } from './args.js';
 import type { EngineState, FailureRecord } from './engine.js';
 import { toJsonLine } from './engine.js';
 import { formatBytes, formatCount, formatDuration, formatRate, table } from './format.js';
@@ -82,15 +84,20 @@ export class FailureLog {
     return new Promise((resolve, reject) => s.write('', (e) => (e ? reject(e) : resolve())));
   }
 
+  /** Ends the file; rejects with the error that kept a failure from being written, if any. */
   async close(): Promise<void> {
     const s = this.stream;
     if (!s) return;
-    await new Promise<void>((resolve) => {
-      s.once('close', resolve);
-      s.once('error', () => resolve());
-      s.end();
-    });
-    if (this.error) throw this.error;
+    // A stream that failed already emitted its 'error' and 'close': waiting for them hung, and
+    // with nothing else to wait for the process ended without an exit status.
+    if (!this.error && !s.destroyed) {
+      await new Promise<void>((resolve) => {
+        s.once('close', resolve);
+        s.once('error', () => resolve());
+        s.end();
+      });
+    }
+    if (this.error) throw new Error(`cannot write the --errors file ${this.path}: ${this.error.message}`);
   }
 }
 
@@ -123,7 +130,7 @@ export interface RunReport {
   /** 1-based input line a stopped run can resume from (e.g. `tail -n +N`), null when all input was read. */
   resumeLine: number | null;
   /** --journal: its file, and the items a --resume found finished by the runs before (not counted above). */
-  journal?: { file: string; skipped: number };
+  journal?: { file: string; skipped: number; failedBefore: number };
   exitCode: number;
 }
 
@@ -237,8 +244,34 @@ function exitText(w: RunReport['workers'][number]): string {
 }
 
 /** --report: the report as indented JSON. */
-export function writeReportFile(path: string, report: RunReport): void {
-  writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
+/** Before any worker starts: a --report that cannot be written is said now, not after the whole run. */
+export function checkReportPath(path: string): void {
+  let directory = false;
+  try {
+    directory = statSync(path).isDirectory();
+  } catch {
+    // Not there yet: its directory must be.
+  }
+  try {
+    if (directory) throw new Error('it is a directory');
+    accessSync(dirname(resolve(path)), constants.W_OK);
+  } catch (error) {
+    throw new UsageError(`--report ${path}: cannot write it (${(error as Error).message})`);
+  }
+}
+
+/**
+ * Writes the report; false (said on stderr) when it cannot be written. The run's own exit status
+ * stands; a run that was otherwise fine exits 2 (it printed a stack trace as an internal error).
+ */
+export function writeReportFile(path: string, report: RunReport): boolean {
+  try {
+    writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
+    return true;
+  } catch (error) {
+    process.stderr.write(`corral: cannot write --report ${path}: ${(error as Error).message}\n`);
+    return false;
+  }
 }
 
 export function formatSummary(r: RunReport, title: string): string {
@@ -289,7 +322,7 @@ export function formatSummary(r: RunReport, title: string): string {
   if (r.stopped) lines.push(paint.yellow(`  ${STOPPED[r.stopped] ?? r.stopped}`));
   if (r.journal && r.journal.skipped > 0) {
     lines.push(
-      `  resumed: ${formatCount(r.journal.skipped)} items finished before were skipped (${r.journal.file})`,
+      `  resumed: ${formatCount(r.journal.skipped)} items finished before were skipped (${r.journal.file})${r.journal.failedBefore > 0 ? `; ${formatCount(r.journal.failedBefore)} of them had failed` : ''}`,
     );
   }
   if (r.resumeLine !== null && r.command === 'run') {

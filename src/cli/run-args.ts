@@ -182,7 +182,9 @@ argument; each result is written as one JSON line, in input order unless --unord
 --errors (its output line is left out; use --with-index to line results up with inputs) and the run goes on.
 Blank input lines are skipped. A line that is not valid JSON is a failed item with code ERR_INPUT_JSON, one
 longer than a JavaScript string can hold (512 Mi characters) with code ERR_INPUT_TOO_LONG.
-Whatever tasks print to stdout goes to stderr, so the output holds results only.`;
+Whatever tasks print to stdout goes to stderr, so the output holds results only (with --runtime
+process also what bypasses console and process.stdout: a subprocess with inherited stdio, a write
+to descriptor 1; threads share the descriptor with corral, so there such output lands in the results).`;
 
 const footer =
   (): string => `<module>#<export>: a .js/.mjs/.cjs file and the name of a function it exports ('default' if omitted).

@@ -8,8 +8,10 @@ import fs, {
   fstatSync,
   ftruncateSync,
   openSync,
+  statSync,
   type WriteStream,
 } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { UsageError } from './args.js';
 import type { SourceItem } from './engine.js';
@@ -74,6 +76,40 @@ export interface RunOutput {
   outFd: number | undefined;
   /** Releases both files when the run ends before it could use them. */
   abandon(): void;
+}
+
+/**
+ * The run's files must be different files: `-o` naming the input truncated it before it was read (the
+ * run then did nothing and exited 0), and results and journal in one file interleaved. Compared by
+ * device and inode where the file exists (links and other spellings too), else by path. Devices
+ * (/dev/null for both outputs) are left alone.
+ */
+export function checkDistinctFiles(config: RunConfig): void {
+  const files: [string, string][] = [];
+  for (const [flag, path] of [
+    ['--input', config.input],
+    ['--output', config.output],
+    ['--errors', config.errors],
+    ['--journal', config.journal],
+    ['--report', config.report],
+  ] as const) {
+    if (path === undefined || path === '-') continue;
+    let id = `path:${resolve(path)}`;
+    try {
+      const st = statSync(path);
+      if (!st.isFile()) continue;
+      id = `inode:${st.dev}:${st.ino}`;
+    } catch {
+      // Not there yet: its path is what names it.
+    }
+    const same = files.find(([, other]) => other === id);
+    if (same) {
+      throw new UsageError(
+        `${same[0]} and ${flag} name the same file (${path}): ${flag === '--output' || same[0] === '--input' ? 'writing it would destroy the input' : 'their lines would interleave'}; give each its own file`,
+      );
+    }
+    files.push([flag, id]);
+  }
 }
 
 /**

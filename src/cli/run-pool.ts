@@ -169,15 +169,23 @@ export async function runEngine(
   const outStream = output.stream;
   const failures = new FailureLog(output.errors);
   let engine: Engine | undefined;
+  let outputError: Error | undefined;
   const servers = await startServers(config, started, source, output, () => engine?.state);
   const writer = new LineWriter(
     outStream,
     output.owned ? (chunk, cb) => outStream.write(chunk, cb) : diverted.write,
     output.owned,
     (error) => {
-      const code = (error as { code?: string }).code;
-      if (code !== 'EPIPE') progress.log(`corral: cannot write the output: ${error.message}`);
-      engine?.stop('output-closed');
+      // Its reader went away (| head): a normal end. Anything else (ENOSPC, EIO) loses results: the
+      // run fails, as it does when the file cannot be opened (it exited 0, "closed by its reader").
+      if ((error as { code?: string }).code === 'EPIPE') engine?.stop('output-closed');
+      else {
+        outputError ??= new Error(`cannot write the output: ${error.message}`);
+        if (engine) {
+          engine.state.fatal ??= outputError;
+          engine.stop('fatal');
+        }
+      }
     },
   );
   const journal = journalStart?.open(
@@ -215,7 +223,7 @@ export async function runEngine(
     call: {},
     onFailure: (record) => {
       failures.add(record);
-      if (record.index !== null) journal?.finished(record.index);
+      if (record.index !== null) journal?.finished(record.index, true);
     },
     onResult: journal && ((index) => journal.finished(index)),
     onSettle: () => tracker.maybeSample(),
@@ -281,6 +289,11 @@ export async function runEngine(
   progress.stop();
   unhook();
   diverted.restore();
-  await failures.close();
+  try {
+    await failures.close();
+  } catch (error) {
+    state.fatal ??= error;
+  }
+  if (outputError) state.fatal ??= outputError;
   return { state, writer, failures };
 }

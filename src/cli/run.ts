@@ -5,9 +5,9 @@
 import { openLineSource } from './io.js';
 import { type JournalStart, startJournal } from './journal.js';
 import { EXIT, SetupError, wasInterrupted } from './pool-setup.js';
-import { buildReport, formatSummary, type RunReport, writeReportFile } from './report.js';
+import { buildReport, checkReportPath, formatSummary, type RunReport, writeReportFile } from './report.js';
 import { parseRunArgs, runHelp } from './run-args.js';
-import { openOutputs } from './run-io.js';
+import { checkDistinctFiles, openOutputs } from './run-io.js';
 import { runEngine, type StartedPool, startPool } from './run-pool.js';
 
 // main.ts takes these two from here, beside runCommand.
@@ -24,6 +24,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
 
   // Open everything that can fail on a typo before any worker starts.
+  checkDistinctFiles(config);
+  if (config.report) checkReportPath(config.report);
   const source = openLineSource(config.input);
   let journal: JournalStart | undefined;
   try {
@@ -49,7 +51,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (state.fatal !== undefined) {
     throw new SetupError((state.fatal as Error).message ?? String(state.fatal));
   }
-  const exitCode = wasInterrupted(state) ? EXIT.interrupted : state.failed > 0 ? EXIT.failed : EXIT.ok;
+  // A resume exits as the whole run would have: items that failed before it count too.
+  const failed = state.failed + (journal?.failedBefore ?? 0);
+  const exitCode = wasInterrupted(state) ? EXIT.interrupted : failed > 0 ? EXIT.failed : EXIT.ok;
   const report: RunReport = buildReport({
     command: 'run',
     task: `${config.modulePath}#${config.task}`,
@@ -69,8 +73,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     tracker: setup.tracker,
     exitCode,
   });
-  if (journal) report.journal = { file: config.journal!, skipped: journal.skipped };
-  if (config.report) writeReportFile(config.report, report);
+  if (journal) {
+    report.journal = { file: config.journal!, skipped: journal.skipped, failedBefore: journal.failedBefore };
+  }
+  if (config.report && !writeReportFile(config.report, report) && exitCode === EXIT.ok) return EXIT.usage;
   if (!config.quiet)
     process.stderr.write(`${formatSummary(report, `corral run ${config.modulePath}#${config.task}`)}\n`);
   return exitCode;

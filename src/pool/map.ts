@@ -111,7 +111,10 @@ export class MapJob implements UnitSink, AsyncIterableIterator<unknown>, Job {
   }
 
   stop(error: Error): void {
-    this.end(error, true);
+    if (this.finished) return;
+    // Its chunks in workers' hands are the backend's to settle (it is stopping them): not aborted here.
+    this.sourceError = error;
+    this.end(error);
   }
 
   /** Pool.close(): the rest of the input is read and run now; results wait for the consumer. */

@@ -97,6 +97,16 @@ export class Pool<M = AnyModule> extends EventEmitter<PoolEvents> {
           "expected { bullmq: { connection: 'redis://host:6379', queue: 'name' } }",
         );
       }
+      for (const key of ['lockDuration', 'stalledInterval']) {
+        // How long a host's lock lasts and how often hosts check for lost jobs are the hosts' own
+        // (BullMQ sets them per worker): accepted here they changed nothing.
+        if (isPlainObject(remote.bullmq) && (remote.bullmq as Record<string, unknown>)[key] !== undefined) {
+          throw new ConfigError(
+            `backend.bullmq.${key}`,
+            `a setting of the hosts, not of a pool: pass it to corral worker (--lock-duration, --stalled-interval)`,
+          );
+        }
+      }
       this.backend = new BullmqBackend(config, resolveBullmq(remote.bullmq));
       return;
     }

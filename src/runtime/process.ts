@@ -65,6 +65,18 @@ export function workerEnv(env: NodeJS.ProcessEnv): {
  */
 const PROCESS_V8_FLAGS = ['--no-concurrent-recompilation'];
 
+/** Where a process worker's descriptor 1 goes: this process's stdout, unless stdoutToStderr() said otherwise. */
+let childStdout: 'inherit' | 2 = 'inherit';
+
+/**
+ * For the CLI, whose stdout carries results only: process workers get this process's stderr as their
+ * descriptor 1. The preload moves process.stdout.write; this also covers what bypasses it (a
+ * subprocess with inherited stdio, fs.writeSync(1)), which wrote into the results.
+ */
+export function stdoutToStderr(): void {
+  childStdout = 2;
+}
+
 export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWorker {
   installExitHook();
   const execArgv = [...PROCESS_V8_FLAGS, ...spec.execArgv];
@@ -75,7 +87,7 @@ export function spawnProcess(spec: SpawnSpec, events: RuntimeEvents): RuntimeWor
     execArgv,
     env,
     serialization: 'advanced',
-    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    stdio: ['ignore', childStdout, 'pipe', 'ipc'],
     // Its own process group: a terminal's Ctrl-C goes to the pool's process, which decides what
     // stops (the CLI finishes running tasks first), instead of killing every worker mid-task.
     detached: true,

@@ -32,6 +32,8 @@ export interface JobData {
   y: number;
   /** Runs the producer already made of it (its attempts so far). */
   a: number;
+  /** The pool's stallBudget, when it set one: it wins over the host's. */
+  b?: number;
 }
 
 /** The outcome of one job, as pushed on the reply list. */

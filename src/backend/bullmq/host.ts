@@ -177,7 +177,7 @@ export class WorkerHost {
     if (this.cancels.delete(id)) return; // its producer no longer waits for it
     if (d.v !== '' && this.version !== '' && d.v !== this.version) {
       reply = errorReply(id, this.name, new ModuleVersionError(d.n, d.v, this.version, this.name));
-    } else if (job.stalledCounter > this.opts.stallBudget) {
+    } else if (job.stalledCounter > (d.b ?? this.opts.stallBudget ?? 1)) {
       reply = errorReply(id, this.name, new WorkerLostError(d.n, id, job.stalledCounter));
     } else {
       const outcome = await this.run(job, d, id);

@@ -99,6 +99,7 @@ export class Link {
   private onLost(): void {
     if (!this.connected || !this.hooks.running()) return;
     this.connected = false;
+    if (this.opts.reconnectFor === Infinity) return; // wait for Redis as long as it takes
     this.lostTimer ??= setTimeout(() => {
       this.hooks.fail(
         new BackendUnavailableError(

@@ -10,6 +10,7 @@
  * late unless the host is really gone, while BullMQ's own 30 s + 30 s would keep a caller waiting a
  * minute for a dead machine.
  */
+import { MAX_TIMER_MS } from '../../deadline.js';
 import { ConfigError } from '../../errors.js';
 import { checkKnownKeys, isPlainObject, parseCount, parseDuration, parseSize } from '../../options.js';
 
@@ -26,7 +27,10 @@ export interface BullmqOptions {
   lockDuration?: number | string;
   /** How often hosts look for jobs whose lock expired (ms or '5s'). Default 5 s. */
   stalledInterval?: number | string;
-  /** Times a job may lose its host and run again before it fails with WorkerLostError. Default 1. */
+  /**
+   * Times a job may lose its host and run again before it fails with WorkerLostError. Default 1. A
+   * pool's travels with its jobs, and wins over the host's own.
+   */
   stallBudget?: number;
   /** Largest serialised arguments (per job) and results, bytes or '16MiB'. Default 16 MiB. */
   maxPayload?: number | string;
@@ -54,7 +58,8 @@ export interface ResolvedBullmq {
   prefix: string;
   lockDuration: number;
   stalledInterval: number;
-  stallBudget: number;
+  /** Set by the user (a pool's travels with each job and wins over its host's); undefined: the host's, default 1. */
+  stallBudget: number | undefined;
   maxPayload: number;
   moduleVersion: string | undefined;
   connectTimeout: number;
@@ -113,17 +118,35 @@ export function resolveBullmq(value: unknown): ResolvedBullmq {
     prefix: (prefix as string | undefined) ?? 'corral',
     lockDuration,
     stalledInterval,
-    stallBudget: value.stallBudget === undefined ? 1 : parseCount(`${o}.stallBudget`, value.stallBudget, 0),
+    stallBudget:
+      value.stallBudget === undefined ? undefined : parseCount(`${o}.stallBudget`, value.stallBudget, 0),
     maxPayload: parseSize(`${o}.maxPayload`, value.maxPayload ?? '16MiB'),
     moduleVersion: mv as string | undefined,
-    connectTimeout: parseDuration(`${o}.connectTimeout`, value.connectTimeout ?? 5_000, true),
-    reconnectFor: parseDuration(`${o}.reconnectFor`, value.reconnectFor ?? 30_000, true),
+    connectTimeout: timerDuration(`${o}.connectTimeout`, value.connectTimeout ?? 5_000, false),
+    reconnectFor: timerDuration(`${o}.reconnectFor`, value.reconnectFor ?? 30_000, true),
     maxWaiting:
       value.maxWaiting === undefined || value.maxWaiting === 'auto'
         ? undefined
         : parseCount(`${o}.maxWaiting`, value.maxWaiting, 0, true),
     hostWait: parseDuration(`${o}.hostWait`, value.hostWait ?? 60_000, true),
   };
+}
+
+/**
+ * A duration that goes to a timer (or to ioredis as one): at most MAX_TIMER_MS, which is 24.8 days.
+ * Past it Node fires the timer after 1 ms (reconnectFor: '30d' broke the pool a millisecond into a
+ * Redis restart), and connectTimeout: Infinity made ioredis throw. `forever`: Infinity means no limit.
+ */
+function timerDuration(option: string, value: unknown, forever: boolean): number {
+  const ms = parseDuration(option, value, true);
+  if (ms === Infinity && forever) return ms;
+  if (ms > MAX_TIMER_MS) {
+    throw new ConfigError(
+      option,
+      `at most ${MAX_TIMER_MS} ms (24.8 days)${forever ? ', or Infinity to wait forever' : ': a connection that has not answered by then will not'}; got ${String(value)}`,
+    );
+  }
+  return ms;
 }
 
 /** Where to reach Redis, for messages (never the password). */

@@ -12,7 +12,13 @@
  * BackendUnavailableError and every waiting call fails with it. The connections are link.ts's; the
  * hosts and the queue's length are watched by watch.ts, and this file keeps the units' bookkeeping.
  */
-import { AbortError, NoHostError, PoolClosedError, TaskError } from '../../errors.js';
+import {
+  AbortError,
+  BackendUnavailableError,
+  NoHostError,
+  PoolClosedError,
+  TaskError,
+} from '../../errors.js';
 import { builtin } from '../../lazy.js';
 import { Meter, type UnitOutcome, type UnitRecord } from '../../metrics/meter.js';
 import type { PoolConfig } from '../../pool/config.js';
@@ -187,6 +193,7 @@ export class BullmqBackend implements Backend {
         y: unit.retries,
         a: unit.attempts,
       };
+      if (this.opts.stallBudget !== undefined) data.b = this.opts.stallBudget;
     } catch (error) {
       this.settleFail(unit, error as Error);
       return;
@@ -207,7 +214,11 @@ export class BullmqBackend implements Backend {
     if (this.flushing || !this.link.connected || !queue || this.pending.length === 0) return;
     const ids = this.pending;
     this.pending = [];
-    const jobs = [];
+    const jobs: {
+      name: string;
+      data: JobData;
+      opts: { jobId: string; removeOnComplete: true; removeOnFail: true; attempts: 1 };
+    }[] = [];
     for (const id of ids) {
       const sent = this.out.get(id);
       if (!sent) continue; // aborted before it left
@@ -223,8 +234,26 @@ export class BullmqBackend implements Backend {
       .addBulk(jobs)
       .then(
         () => {},
-        () => {
-          // Redis went away mid-call: onBack() adds every job still out again.
+        (error: Error) => {
+          // Redis went away mid-call: onBack() adds every job still out again. But a command Redis
+          // answered with an error (OOM under maxmemory, READONLY, EXECABORT) added nothing, and no
+          // reconnect will come to add them: those calls fail now (they waited forever).
+          if (
+            error?.name !== 'ReplyError' &&
+            !/^(EXECABORT|OOM|READONLY|NOSCRIPT)/.test(error?.message ?? '')
+          ) {
+            return;
+          }
+          const refusal = new BackendUnavailableError(
+            'bullmq',
+            this.address,
+            `Redis refused to queue the call (${error.message})`,
+            { cause: error },
+          );
+          for (const job of jobs) {
+            const sent = this.out.get(job.opts.jobId);
+            if (sent) this.settleFail(sent.unit, refusal);
+          }
         },
       )
       .finally(() => {

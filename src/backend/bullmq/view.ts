@@ -23,15 +23,30 @@ export interface HostBeat {
   version: string;
 }
 
-/** The live hosts; `last` while Redis cannot be read. */
-export async function readHosts(cmd: Redis, key: string, last: HostBeat[]): Promise<HostBeat[]> {
+/**
+ * The live hosts; `last` while Redis cannot be read. A host's `at` is its own clock, and machines'
+ * clocks differ: compared with this one, a host 7 s behind was never live (its calls failed with
+ * NoHostError while it ran them) and one a minute behind was deleted. So a heartbeat counts by when
+ * this producer saw it change (`seen`: host → its last `at` and when it changed, on this clock).
+ */
+export async function readHosts(
+  cmd: Redis,
+  key: string,
+  last: HostBeat[],
+  seen: Map<string, { at: number; changed: number }>,
+): Promise<HostBeat[]> {
   try {
     const all = await cmd.hgetall(key);
-    const now = Date.now();
+    const now = performance.now();
     const beats = Object.values(all).map((v) => JSON.parse(v) as HostBeat);
-    const dead = beats.filter((h) => now - h.at > HOST_FORGET_MS).map((h) => h.host);
+    for (const h of beats) {
+      const s = seen.get(h.host);
+      if (!s || s.at !== h.at) seen.set(h.host, { at: h.at, changed: now });
+    }
+    for (const host of seen.keys()) if (!(host in all)) seen.delete(host);
+    const dead = beats.filter((h) => now - seen.get(h.host)!.changed > HOST_FORGET_MS).map((h) => h.host);
     if (dead.length > 0) await cmd.hdel(key, ...dead);
-    return beats.filter((h) => now - h.at < HOST_STALE_MS);
+    return beats.filter((h) => now - seen.get(h.host)!.changed < HOST_STALE_MS);
   } catch {
     return last;
   }

@@ -37,6 +37,8 @@ export interface WatchHooks {
 
 export class QueueWatch {
   hosts: HostBeat[] = [];
+  /** Each host's last heartbeat and when this producer saw it change (view.ts readHosts). */
+  private readonly beatsSeen = new Map<string, { at: number; changed: number }>();
   /** performance.now() when a live host was last seen (-Infinity: never). */
   lastHostAt = -Infinity;
   private othersWaiting = 0;
@@ -99,7 +101,7 @@ export class QueueWatch {
   }
 
   private async readHosts(): Promise<void> {
-    this.hosts = await readHosts(this.cmd, this.hostsKey, this.hosts);
+    this.hosts = await readHosts(this.cmd, this.hostsKey, this.hosts, this.beatsSeen);
     if (this.hosts.length > 0) this.lastHostAt = performance.now();
     this.hooks.hostsRead();
   }
