@@ -17,13 +17,19 @@ export function callBack(what: string, fn: () => void): void {
   }
 }
 
-/** emitter.emit(event, ...args) through callBack: its listeners cannot throw into the caller. */
+/**
+ * emitter.emit(event, ...args) with each listener through callBack: none can throw into the caller,
+ * and one that throws does not keep the event from the listeners after it. (rawListeners: a `once`
+ * listener's wrapper, which removes it as it runs.)
+ */
 export function emitSafely(
-  emitter: { emit(event: string, ...args: never[]): boolean },
+  emitter: { rawListeners(event: string): unknown[] },
   event: string,
   ...args: unknown[]
 ): void {
-  callBack(`'${event}' listener`, () => {
-    (emitter.emit as (event: string, ...args: unknown[]) => boolean)(event, ...args);
-  });
+  for (const listener of emitter.rawListeners(event)) {
+    callBack(`'${event}' listener`, () => {
+      (listener as (...a: unknown[]) => unknown).apply(emitter, args);
+    });
+  }
 }

@@ -467,7 +467,7 @@ export class PayloadTooLargeError extends CorralError {
   constructor(task: string, direction: 'arguments' | 'result', size: number, limit: number) {
     super(
       'ERR_PAYLOAD_TOO_LARGE',
-      `the ${direction} of task '${task}' take ${size} bytes serialised, over the limit of ${limit} bytes ` +
+      `the ${direction} of task '${task}' take${direction === 'result' ? 's' : ''} ${size} bytes serialised, over the limit of ${limit} bytes ` +
         '(maxPayload); pass a reference (a path, a key in a store) rather than the data, or raise maxPayload',
     );
     this.task = task;

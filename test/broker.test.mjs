@@ -163,4 +163,38 @@ describe('queue broker', () => {
     const done = await Promise.race([broker.get(2, 1, Infinity), sleep(200).then(() => 'waited')]);
     assert.deepEqual(done, { value: undefined, done: true });
   });
+
+  test('under maxsize a close waits only for producers that still hold room: one that spent it all is not waited for', async () => {
+    const broker = new Broker(
+      'q5',
+      { maxsize: 4, batch: DEFAULT_BATCH },
+      false,
+      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
+      () => {},
+    );
+    const spent = fakeLink(501);
+    const holding = fakeLink(502);
+    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q5', ...f });
+    frame(spent, { op: 'credit', n: 2, tok: 1, nowait: false });
+    frame(spent, { op: 'put', items: [1, 2] }); // both credits back: nothing of it can be on its way
+    frame(holding, { op: 'credit', n: 2, tok: 1, nowait: false }); // room it may be putting into
+    const got = [];
+    const drained = (async () => {
+      for (;;) {
+        const step = await broker.get(2, 1, Infinity);
+        if (step.done) return;
+        got.push(step.value);
+      }
+    })();
+    await flush();
+    broker.close();
+    await flush();
+    assert.deepEqual(got, [1, 2]);
+    const early = await Promise.race([drained.then(() => 'ended'), sleep(50).then(() => 'waits')]);
+    assert.equal(early, 'waits', 'the producer holding room may have puts on their way');
+    frame(holding, { op: 'put', items: [3] });
+    frame(holding, { op: 'sealed' });
+    await drained;
+    assert.deepEqual(got, [1, 2, 3]);
+  });
 });

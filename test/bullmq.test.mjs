@@ -170,6 +170,21 @@ describe('BullMQ backend', { skip: SKIP, timeout: 60_000 }, () => {
     assert.equal(await pool.apply('square', [3]), 9, 'the pool goes on');
   });
 
+  test('a map chunk over maxPayload whose items fit goes as one job per item; only an item over it fails', async () => {
+    const pool = producer('main', { maxPayload: '64KiB' });
+    const items = Array.from({ length: 12 }, (_, i) => 'y'.repeat(20_000 + i));
+    // 12 × 20 KB in one chunk is over 64 KiB: before, the whole map failed with PayloadTooLargeError.
+    assert.deepEqual(
+      await pool.map('len', items, { chunksize: 12 }),
+      items.map((s) => s.length),
+    );
+    const withHuge = [...items.slice(0, 3), 'z'.repeat(100_000)];
+    await assert.rejects(pool.map('len', withHuge, { chunksize: 4 }), (e) => {
+      assert.ok(e instanceof PayloadTooLargeError, String(e));
+      return true;
+    });
+  });
+
   test('a job built for another module version is refused by the hosts', async () => {
     const pool = producer('main', { moduleVersion: 'not-the-hosts-version' });
     await assert.rejects(pool.apply('square', [2]), (e) => {

@@ -146,8 +146,9 @@ describe('corral run --journal --resume', () => {
     appendFileSync(journal, '{"o":99999,"e":0,"c":9'); // as if the machine died mid-write
     appendFileSync(out, '{"x": "half a li');
     const again = await corral([...args.slice(0, -1), '--resume']);
-    assert.equal(again.code, 0, again.stderr); // nothing left to run, so nothing failed
-    assert.match(again.stderr, /resumed: 300 items finished before were skipped/);
+    // Nothing left to run, and it exits as the whole run did: items failed in it.
+    assert.equal(again.code, 1, again.stderr);
+    assert.match(again.stderr, /resumed: 300 items finished before were skipped .*; \d+ of them had failed/);
     assert.equal(readFileSync(out, 'utf8'), whole);
   });
 

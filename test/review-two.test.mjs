@@ -93,6 +93,8 @@ for (const runtime of RUNTIMES) {
       pool.on('workerExit', () => {
         throw new Error('listener bug');
       });
+      let heard = 0;
+      pool.on('workerExit', () => heard++); // after the one that throws: it still hears the exit
       const warnings = await warningsDuring('CORRAL_CALLBACK_THREW', async () => {
         const crashed = pool.apply('exit', [3]);
         const queued = pool.apply('square', [5]);
@@ -100,6 +102,7 @@ for (const runtime of RUNTIMES) {
         assert.equal(await settles(queued, 'the call queued behind it'), 25);
       });
       assert.ok(warnings.some((w) => /'workerExit' listener threw/.test(w.message)));
+      assert.ok(heard >= 1, 'the listener after the throwing one heard the exit');
     });
 
     test("a throwing consumerLost listener does not leave the dead consumer's call unsettled", async () => {

@@ -236,7 +236,10 @@ export class Broker<T> {
       }
     }
     for (const c of this.clients.values()) {
-      if (c.producer && !c.refused) {
+      // Under maxsize a put spends a credit that its arrival here takes back: a worker with no credit
+      // left has nothing on its way, and a close need not wait for it (busy or not).
+      const quiet = this.config.maxsize !== Infinity && c.credits === 0;
+      if (c.producer && !c.refused && !quiet) {
         c.sealing = true;
         this.unsealed++;
       }

@@ -79,7 +79,8 @@ function up(frame: ChanUp, bytes = 0): void {
     // A closed link reports to the callback too: the count comes back either way.
     send(frame, undefined, undefined, () => written(n));
   } catch (error) {
-    unsent -= n;
+    unsent -= n; // nothing was queued: neither count may wait for it
+    queuedTotal -= n;
     throw error;
   }
 }

@@ -290,10 +290,19 @@ export function toWireError(error: unknown, depth = 0): WireError {
   } catch (readFailure) {
     return {
       name: 'Error',
-      message: `the task threw a value that could not be read (${typeof error}; reading it threw: ${safeText(readFailure instanceof Error ? readFailure.message : readFailure)})`,
+      message: `the task threw a value that could not be read (${typeof error}; reading it threw: ${failureText(readFailure)})`,
       stack: undefined,
       props: {},
     };
+  }
+}
+
+/** What reading a thrown value threw, itself read with care: it may be as hostile. */
+function failureText(failure: unknown): string {
+  try {
+    return safeText(failure instanceof Error ? failure.message : failure);
+  } catch {
+    return 'something unreadable';
   }
 }
 

@@ -135,12 +135,12 @@ export class ItemRunner {
   }
 
   /** An event of the call could not be sent (a stream item that cannot be cloned): its stream fails. */
-  unsendable(seq: number, error: unknown): void {
+  unsendable(seq: number, error: unknown): boolean {
     const stream = this.streams.get(seq);
-    if (stream) {
-      stream.error = error;
-      stream.wake?.();
-    }
+    if (!stream) return false;
+    stream.error = error;
+    stream.wake?.();
+    return true;
   }
 
   /** The call settled: what was kept for it goes. */

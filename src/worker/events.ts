@@ -19,8 +19,11 @@ export class EventOutbox {
 
   constructor(
     private readonly post: (message: FromWorker) => void,
-    /** An event that could not be sent (a stream item that cannot be cloned): its call must fail. */
-    private readonly unsendable: (seq: number, error: unknown) => void,
+    /**
+     * An event that could not be sent. True when its call fails for it (a stream whose item cannot be
+     * cloned); false when only that event is lost (progress or an event of another call).
+     */
+    private readonly unsendable: (seq: number, error: unknown) => boolean,
   ) {}
 
   /** Whether events wait to be sent. */
@@ -61,17 +64,15 @@ export class EventOutbox {
     try {
       this.post({ t: 'events', events });
     } catch {
-      // One item that cannot travel must not take the batch down: send them one by one. Its call
-      // fails there: what it sent after that item is not sent (a stream's later items would arrive
-      // out of order around the hole).
+      // One item that cannot travel must not take the batch down: send them one by one. A stream
+      // fails there, and its later items are not sent (they would arrive around the hole).
       let failed: Set<number> | undefined;
       for (const event of events) {
         if (failed?.has(event[0])) continue;
         try {
           this.post({ t: 'events', events: [event] });
         } catch (error) {
-          (failed ??= new Set()).add(event[0]);
-          this.unsendable(event[0], error);
+          if (this.unsendable(event[0], error)) (failed ??= new Set()).add(event[0]);
         }
       }
     }

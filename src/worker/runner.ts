@@ -127,8 +127,9 @@ export class Runner {
     );
     this.items = new ItemRunner(this.board, this.events);
     // A task that calls process.exit() (or throws past everything) ends the worker at once: what it
-    // sent and is still batched (stream items, progress, queue puts) goes first, so that every item a
-    // stream yielded before its worker died reaches the consumer.
+    // sent and is still batched (stream items, progress, queue puts) is posted first, so that the
+    // items a stream yielded before it reach the consumer. (Not for a worker stopped from outside,
+    // terminated or killed, and a process's post can still be cut off if its link is backed up.)
     process.on('exit', () => {
       try {
         this.extras?.flushChannels();

@@ -16,6 +16,7 @@ import {
   AbortError,
   BackendUnavailableError,
   NoHostError,
+  PayloadTooLargeError,
   PoolClosedError,
   TaskError,
 } from '../../errors.js';
@@ -195,6 +196,12 @@ export class BullmqBackend implements Backend {
       };
       if (this.opts.stallBudget !== undefined) data.b = this.opts.stallBudget;
     } catch (error) {
+      // A map chunk over maxPayload whose items would each fit (auto chunks are sized by time, not
+      // bytes): its items go as jobs of their own, and only an item over the limit itself fails.
+      if (error instanceof PayloadTooLargeError && unit.size > 1 && unit.sink.split?.(unit)) {
+        unit.state = 'settled';
+        return;
+      }
       this.settleFail(unit, error as Error);
       return;
     }

@@ -41,7 +41,12 @@ export async function readHosts(
     const beats = Object.values(all).map((v) => JSON.parse(v) as HostBeat);
     for (const h of beats) {
       const s = seen.get(h.host);
-      if (!s || s.at !== h.at) seen.set(h.host, { at: h.at, changed: now });
+      // Seen first: live now if its clock agrees with this one; else once its beat changes (a host
+      // that died long ago, its entry left behind, never is).
+      if (!s) {
+        const fresh = Math.abs(Date.now() - h.at) < HOST_STALE_MS;
+        seen.set(h.host, { at: h.at, changed: fresh ? now : now - HOST_STALE_MS });
+      } else if (s.at !== h.at) seen.set(h.host, { at: h.at, changed: now });
     }
     for (const host of seen.keys()) if (!(host in all)) seen.delete(host);
     const dead = beats.filter((h) => now - seen.get(h.host)!.changed > HOST_FORGET_MS).map((h) => h.host);
