@@ -23,6 +23,19 @@ function fakeLink(pid) {
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
+/** A broker whose events no test here expects (no worker exits), and a sender of frames from a fake link. */
+function quietBroker(id, { maxsize = Infinity, joinable = false } = {}) {
+  const broker = new Broker(
+    id,
+    { maxsize, batch: DEFAULT_BATCH },
+    joinable,
+    { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
+    () => {},
+  );
+  const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id, ...f });
+  return { broker, frame };
+}
+
 describe('queue broker', () => {
   test('a lone consumer recalled while its acknowledgements lag is not ended by a close before its items come back', async () => {
     const errors = [];
@@ -74,17 +87,10 @@ describe('queue broker', () => {
   });
 
   test('items given back return to their place in the queue: a later sentinel given back after earlier items stays behind them', async () => {
-    const broker = new Broker(
-      'q2',
-      { maxsize: Infinity, batch: DEFAULT_BATCH },
-      false,
-      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
-      () => {},
-    );
+    const { frame } = quietBroker('q2');
     const producer = fakeLink(201);
     const a = fakeLink(202);
     const b = fakeLink(203);
-    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q2', ...f });
     const got = (who, epoch) =>
       who.frames.filter((f) => f.op === 'items' && f.epoch === epoch).flatMap((f) => f.items);
     frame(producer, { op: 'put', items: [1, 2, 3, 4, 5, 6, null, null] });
@@ -104,16 +110,9 @@ describe('queue broker', () => {
   });
 
   test('a close ends consumers only once every producer has sealed: puts that resolved before it heard still arrive', async () => {
-    const broker = new Broker(
-      'q3',
-      { maxsize: Infinity, batch: DEFAULT_BATCH },
-      true,
-      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
-      () => {},
-    );
+    const { broker, frame } = quietBroker('q3', { joinable: true });
     const producer = fakeLink(301);
     const consumer = fakeLink(302);
-    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q3', ...f });
     // A worker's first put asks first (for no room: the queue is unbounded) and resolves on the answer.
     frame(producer, { op: 'credit', n: 0, tok: 1, nowait: false });
     assert.deepEqual(producer.frames.at(-1), { t: 'chan', op: 'credit', id: 'q3', n: 0, tok: 1 });
@@ -139,15 +138,8 @@ describe('queue broker', () => {
   });
 
   test('a producer whose first ask arrives after the close is refused, and what it sent meanwhile is dropped', async () => {
-    const broker = new Broker(
-      'q4',
-      { maxsize: Infinity, batch: DEFAULT_BATCH },
-      false,
-      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
-      () => {},
-    );
+    const { broker, frame } = quietBroker('q4');
     const late = fakeLink(401);
-    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q4', ...f });
     broker.close();
     frame(late, { op: 'credit', n: 0, tok: 1, nowait: false });
     frame(late, { op: 'put', items: ['x'] });
@@ -165,16 +157,9 @@ describe('queue broker', () => {
   });
 
   test('under maxsize a close waits only for producers that still hold room: one that spent it all is not waited for', async () => {
-    const broker = new Broker(
-      'q5',
-      { maxsize: 4, batch: DEFAULT_BATCH },
-      false,
-      { consumerLost: () => assert.fail('no worker exited'), error: (e) => assert.fail(e) },
-      () => {},
-    );
+    const { broker, frame } = quietBroker('q5', { maxsize: 4 });
     const spent = fakeLink(501);
     const holding = fakeLink(502);
-    const frame = (who, f) => broker.onFrame(who.st, { t: 'chan', id: 'q5', ...f });
     frame(spent, { op: 'credit', n: 2, tok: 1, nowait: false });
     frame(spent, { op: 'put', items: [1, 2] }); // both credits back: nothing of it can be on its way
     frame(holding, { op: 'credit', n: 2, tok: 1, nowait: false }); // room it may be putting into

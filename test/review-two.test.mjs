@@ -29,6 +29,17 @@ async function warningsDuring(code, fn) {
   return seen;
 }
 
+/** Reads a stream until it throws: the items it delivered, and the error. */
+async function streamToError(pool, task, args) {
+  const got = [];
+  const error = await rejection(
+    (async () => {
+      for await (const x of pool.stream(task, args)) got.push(x);
+    })(),
+  );
+  return { got, error };
+}
+
 for (const runtime of RUNTIMES) {
   describe(`second review (${runtime})`, () => {
     test('a task that throws something unreadable fails with TaskError; its worker and its neighbours live on', async () => {
@@ -126,24 +137,14 @@ for (const runtime of RUNTIMES) {
 
     test('a stream item that cannot be cloned fails the stream at that item, also as its last yield', async () => {
       const { pool } = makePool({ runtime, workers: 1 });
-      const got = [];
-      const error = await rejection(
-        (async () => {
-          for await (const x of pool.stream('yieldUncloneable', [3])) got.push(x);
-        })(),
-      );
+      const { got, error } = await streamToError(pool, 'yieldUncloneable', [3]);
       assert.equal(error.code, 'ERR_SERIALIZATION');
       assert.deepEqual(got, [0, 1, 2], 'nothing after the hole');
     });
 
     test('every item a stream yielded before its worker exits is delivered, then the loop throws', async () => {
       const { pool } = makePool({ runtime, workers: 1 });
-      const got = [];
-      const error = await rejection(
-        (async () => {
-          for await (const x of pool.stream('yieldThenExit', [5])) got.push(x);
-        })(),
-      );
+      const { got, error } = await streamToError(pool, 'yieldThenExit', [5]);
       assert.equal(error.code, 'ERR_WORKER_CRASHED');
       assert.deepEqual(got, [0, 1, 2, 3, 4]);
     });
