@@ -495,12 +495,11 @@ export class Dispatcher implements Backend {
   // ── outcomes ──────────────────────────────────────────────────────────────────────────────
 
   /**
-   * A worker's message. A task may post on its worker's port or process.send itself: a message that is
-   * not corral's (no string `t`) is ignored. One that claims to be and cannot be read would throw here,
-   * in the pool's thread: the worker that sent it is stopped instead, and its calls settle as its exit says.
+   * A worker's frame (runtime/spawn.ts passes on only those). One that a task forged and that cannot be
+   * read would throw here, in the pool's thread: the worker that sent it is stopped instead, and its
+   * calls settle as its exit says.
    */
   private onMessage(w: PoolWorker, m: FromWorker): void {
-    if (m === null || typeof m !== 'object' || typeof (m as { t?: unknown }).t !== 'string') return;
     try {
       this.handle(w, m);
     } catch (error) {

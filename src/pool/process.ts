@@ -271,8 +271,6 @@ export class Process<
   }
 
   private onMessage(m: FromWorker, unit: UnitFrame): void {
-    // Not corral's (the function posted it itself): ignored, as by the pool (dispatcher.ts).
-    if (m === null || typeof m !== 'object' || typeof (m as { t?: unknown }).t !== 'string') return;
     try {
       this.handle(m, unit);
     } catch (error) {

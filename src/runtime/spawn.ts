@@ -37,5 +37,14 @@ export interface StartOptions {
 export function startWorker(options: StartOptions, init: WorkerInit, events: RuntimeEvents): RuntimeWorker {
   const { runtime, execArgv, env, heapMb } = options;
   const spawn = runtime === 'thread' ? spawnThread : spawnProcess;
-  return spawn({ entry: WORKER_ENTRY, init, execArgv, env, heapMb }, events);
+  // A task may post on its worker's port, or process.send, itself: only corral's frames (objects with
+  // a string `t`) go on to the pool or Process; anything else is ignored here, for both.
+  const message = events.message;
+  const frames: RuntimeEvents = {
+    ...events,
+    message: (m) => {
+      if (m !== null && typeof m === 'object' && typeof (m as { t?: unknown }).t === 'string') message(m);
+    },
+  };
+  return spawn({ entry: WORKER_ENTRY, init, execArgv, env, heapMb }, frames);
 }
